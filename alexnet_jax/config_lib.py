@@ -1,0 +1,114 @@
+"""The one place where every config field is declared, with its paper value.
+
+Each file in configs/ (default.py, paper.py, ...) starts from `base()` and changes a
+few fields, so that a field overridden on the command line
+(`--config.model.lrn=none`) always exists and has a known type.
+"""
+
+import ml_collections
+
+
+def model_config() -> ml_collections.ConfigDict:
+  """The paper's AlexNet (section 3); every ablation is one field."""
+  m = ml_collections.ConfigDict()
+  m.towers = 2                                  # 1 or 2 (the paper's two GPUs)
+  m.conv_widths = (96, 256, 384, 384, 256)       # total over the towers
+  m.fc_widths = (4096, 4096)                     # fc6, fc7 (total over the towers)
+  m.num_classes = 1000
+  m.input_size = 224                             # 224 (edge padded) or 227
+  m.conv1_padding = -1                           # -1: auto (0 for 227, 2 for 224)
+  m.lrn = 'paper'                                # 'none' | 'paper' | 'caffe'
+  m.lrn_across_towers = False                    # Caffe's window spans both towers
+  m.pooling = 'overlapping'                      # 'overlapping' (3/2) | 'non_overlapping' (2/2)
+  m.activation = 'relu'                          # 'relu' | 'tanh'
+  m.dropout_rate = 0.5
+  m.dtype = 'float32'                            # compute dtype; params stay float32
+  m.init = 'paper'                               # 'paper' | 'caffe' | 'he'
+  return m
+
+
+def base() -> ml_collections.ConfigDict:
+  """All fields, paper values where the paper has one."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = model_config()
+
+  # Mesh ('data', 'model'); model=2 is the paper's two-GPU split. data=-1: the rest.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.model = 2
+
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = 'imagenet2012'                # any TFDS name, 'alexnet_shapes', or 'folder'
+  c.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)
+  c.dataset.manual_dir = ml_collections.FieldReference(None, field_type=str)
+  c.dataset.folder = ml_collections.FieldReference(None, field_type=str)
+  c.dataset.train_split = 'train'
+  c.dataset.eval_split = 'validation'
+  c.dataset.shapes_image_size = 64               # built-in dataset only
+  c.dataset.shapes_train_size = 10000
+  c.dataset.shapes_validation_size = 1000
+
+  # Paper's preprocessing (section 2 and 4.1).
+  c.input = ml_collections.ConfigDict()
+  c.input.resize_size = 256                      # shorter side, then centre square
+  c.input.mean = 'image'                         # 'image' | 'channel' | 'none'
+  c.input.random_crop = 'paper'                  # 'paper' | 'resized' (torchvision) | 'none'
+  c.input.flip = True
+  c.input.pca_lighting = 0.1                     # sigma of alpha; 0 turns it off
+  c.input.eval_crops = 1                         # 1 (centre) or 10 (paper's 10 crops)
+  c.input.shuffle_buffer = 16384
+  c.input.prefetch = 2
+  c.input.use_preresized = False                 # prepare's shorter-side-256 copy
+
+  c.batch_size = 128                             # global
+  c.eval_batch_size = 128
+  c.num_epochs = 90.0
+  c.num_train_steps = -1                         # -1: from num_epochs
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.learning_rate = 0.01
+  c.optimizer.momentum = 0.9
+  c.optimizer.weight_decay = 5e-4
+  c.optimizer.decay_biases = True                # Caffe: False
+  c.optimizer.nesterov = False
+
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.name = 'plateau'                    # 'plateau' | 'step' | 'constant'
+  c.schedule.factor = 0.1
+  c.schedule.patience = 2                        # evaluations without improvement
+  c.schedule.max_reductions = 3
+  c.schedule.min_delta = 1e-4
+  c.schedule.step_epochs = (30.0, 60.0, 80.0)    # for 'step'
+  c.schedule.warmup_steps = 0
+
+  c.log_every_steps = 100
+  c.eval_every_steps = -1                        # -1: once per epoch
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  c.init_from = ml_collections.FieldReference(None, field_type=str)
+  c.profile = False
+  return c
+
+
+def parse_arg(arg: str | None, **defaults):
+  """Parses a big_vision-style config argument `key=value,key2=value2`.
+
+  Values are converted to the type of their default; unknown keys are an error
+  that lists the allowed ones.
+  """
+  out = dict(defaults)
+  if not arg:
+    return out
+  for item in arg.split(','):
+    key, sep, value = item.partition('=')
+    key = key.strip()
+    if not sep or key not in defaults:
+      raise ValueError(f'config argument {item!r}: expected key=value with key in '
+                       f'{sorted(defaults)}')
+    kind = type(defaults[key])
+    if kind is bool:
+      out[key] = value.strip().lower() in ('1', 'true', 'yes')
+    else:
+      out[key] = kind(value.strip())
+  return out

@@ -1,0 +1,381 @@
+"""AlexNet (Krizhevsky, Sutskever & Hinton, 2012) in Flax NNX.
+
+Representation. Every layer of the paper is split into `towers` halves (the
+two GTX 580s). A layer's kernel is stored with a leading tower axis, e.g. conv2
+is (towers, 5, 5, 48, 128), and that axis carries the logical name 'tower',
+which `sharding.py` maps to the mesh axis 'model'. So with model=2 tower A's
+weights live only on the devices with model index 0, as on the paper's GPU 0.
+
+Compute. The forward pass is one per-device function. Inside it each local
+tower is a plain convolution (not a `feature_group_count=2` grouped
+convolution, which XLA's CPU backend runs 2-3x slower), and the towers meet
+only where the paper connects them: conv3, fc6, fc7 (all-gather over 'model')
+and fc8 (each tower holds the rows of fc8 for its own fc7 units; the partial
+logits are summed over 'model'). Under a mesh with a 'model' axis the function
+runs in `jax.shard_map`, so conv2, conv4 and conv5 cannot communicate by
+construction; without a mesh the same function runs with all towers local.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from alexnet_jax import layers
+
+CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
+FC_LAYERS = ('fc6', 'fc7', 'fc8')
+LAYERS = CONV_LAYERS + FC_LAYERS
+# (kernel size, stride, padding) of conv2..conv5; conv1's padding depends on the input.
+_CONV_GEOMETRY = {'conv1': (11, 4, None), 'conv2': (5, 1, 2), 'conv3': (3, 1, 1),
+                  'conv4': (3, 1, 1), 'conv5': (3, 1, 1)}
+# Layers whose input is every tower's output (the paper's cross-GPU connections).
+CROSS_TOWER = ('conv3', 'fc6', 'fc7', 'fc8')
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+_ALLOWED = {
+    'towers': (1, 2),
+    'lrn': ('none', 'paper', 'caffe'),
+    'pooling': ('overlapping', 'non_overlapping'),
+    'activation': ('relu', 'tanh'),
+    'dtype': tuple(_DTYPES),
+    'init': ('paper', 'caffe', 'he'),
+}
+
+
+def _bad(field: str, value: Any, allowed: str) -> ValueError:
+  return ValueError(f'model.{field}={value!r} is invalid; allowed: {allowed}. '
+                    f'Set it with --config.model.{field}=...')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """A validated, hashable copy of a config's `model` section."""
+
+  towers: int = 2
+  conv_widths: tuple[int, ...] = (96, 256, 384, 384, 256)
+  fc_widths: tuple[int, ...] = (4096, 4096)
+  num_classes: int = 1000
+  input_size: int = 224
+  conv1_padding: int = -1
+  lrn: str = 'paper'
+  lrn_across_towers: bool = False
+  pooling: str = 'overlapping'
+  activation: str = 'relu'
+  dropout_rate: float = 0.5
+  dtype: str = 'float32'
+  init: str = 'paper'
+
+  @classmethod
+  def from_config(cls, model_config: Any) -> ModelSpec:
+    """Builds and validates a spec from a ConfigDict (or mapping) `model` section."""
+    items = dict(model_config.items()) if hasattr(model_config, 'items') else dict(model_config)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(items) - names)
+    if unknown:
+      raise ValueError(f'model config has unknown field(s) {unknown}; known: {sorted(names)}')
+    for key in ('conv_widths', 'fc_widths'):
+      if key in items:
+        value = items[key]
+        if isinstance(value, int | str) or not isinstance(value, Sequence):
+          raise _bad(key, value, 'a sequence of positive ints')
+        items[key] = tuple(value)
+    spec = cls(**items)
+    spec.validate()
+    return spec
+
+  def validate(self) -> None:
+    """Raises ValueError naming the field, its value and what is allowed."""
+    for field, allowed in _ALLOWED.items():
+      value = getattr(self, field)
+      if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+        raise _bad(field, value, ', '.join(repr(a) for a in allowed))
+    if len(self.conv_widths) != 5 or not all(
+        isinstance(w, int) and w > 0 for w in self.conv_widths):
+      raise _bad('conv_widths', self.conv_widths, '5 positive ints (conv1..conv5)')
+    if len(self.fc_widths) != 2 or not all(
+        isinstance(w, int) and w > 0 for w in self.fc_widths):
+      raise _bad('fc_widths', self.fc_widths, '2 positive ints (fc6, fc7)')
+    for field in ('conv_widths', 'fc_widths'):
+      widths = getattr(self, field)
+      if any(w % self.towers for w in widths):
+        raise _bad(field, widths, f'widths divisible by towers={self.towers}')
+    if not isinstance(self.num_classes, int) or self.num_classes < 1:
+      raise _bad('num_classes', self.num_classes, 'a positive int')
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise _bad('dropout_rate', self.dropout_rate, '0 <= rate < 1')
+    if self.conv1_padding < -1:
+      raise _bad('conv1_padding', self.conv1_padding, '-1 (auto) or >= 0')
+    sizes = self.spatial_sizes() if self.input_size >= 11 else {'pool5': 0}
+    if sizes['pool5'] < 1:
+      raise _bad('input_size', self.input_size,
+                 'an input large enough to leave >= 1x1 after pool5 (e.g. >= 63)')
+
+  # --- geometry -------------------------------------------------------------
+
+  @property
+  def conv1_pad(self) -> int:
+    """conv1's padding per side: 0 if the input tiles exactly (227), else 2 (224)."""
+    if self.conv1_padding >= 0:
+      return self.conv1_padding
+    return 0 if (self.input_size - 11) % 4 == 0 else 2
+
+  @property
+  def pool(self) -> tuple[int, int]:
+    return (3, 2) if self.pooling == 'overlapping' else (2, 2)
+
+  def spatial_sizes(self) -> dict[str, int]:
+    """Output height (= width) of each conv layer and pooling."""
+    window, stride = self.pool
+    pooled = lambda s: (s - window) // stride + 1
+    s1 = (self.input_size + 2 * self.conv1_pad - 11) // 4 + 1
+    s2 = pooled(s1)
+    s3 = pooled(s2)
+    return {'conv1': s1, 'pool1': s2, 'conv2': s2, 'pool2': s3, 'conv3': s3,
+            'conv4': s3, 'conv5': s3, 'pool5': pooled(s3)}
+
+  def kernel_shapes(self) -> dict[str, tuple[int, ...]]:
+    """Per-layer kernel shape with the leading tower axis."""
+    t = self.towers
+    w1, w2, w3, w4, w5 = (w // t for w in self.conv_widths)
+    f6, f7 = (w // t for w in self.fc_widths)
+    s5 = self.spatial_sizes()['pool5']
+    return {
+        'conv1': (t, 11, 11, 3, w1),
+        'conv2': (t, 5, 5, w1, w2),
+        'conv3': (t, 3, 3, t * w2, w3),          # sees both towers
+        'conv4': (t, 3, 3, w3, w4),
+        'conv5': (t, 3, 3, w4, w5),
+        'fc6': (t, s5 * s5 * t * w5, f6),        # sees both towers
+        'fc7': (t, t * f6, f7),                  # sees both towers
+        'fc8': (t, f7, self.num_classes),        # rows of its own tower's fc7 units
+    }
+
+  def layer_output_shapes(self) -> dict[str, tuple[int, ...]]:
+    """Per-image output shape of each layer (after its pooling, if any)."""
+    s = self.spatial_sizes()
+    c = self.conv_widths
+    return {'conv1': (s['pool1'], s['pool1'], c[0]), 'conv2': (s['pool2'], s['pool2'], c[1]),
+            'conv3': (s['conv3'], s['conv3'], c[2]), 'conv4': (s['conv4'], s['conv4'], c[3]),
+            'conv5': (s['pool5'], s['pool5'], c[4]), 'fc6': (self.fc_widths[0],),
+            'fc7': (self.fc_widths[1],), 'fc8': (self.num_classes,)}
+
+  def macs_per_image(self) -> dict[str, int]:
+    """Multiply-adds of each conv/fc layer for one image (biases, LRN, pooling excluded)."""
+    s = self.spatial_sizes()
+    out = {}
+    for name, shape in self.kernel_shapes().items():
+      per_tower = math.prod(shape[1:])
+      if name in CONV_LAYERS:
+        per_tower *= s[name] * s[name]
+      out[name] = per_tower * self.towers
+    return out
+
+
+# --- initialisation ----------------------------------------------------------
+
+def _init_std_and_bias(spec: ModelSpec, name: str, fan_in: int) -> tuple[float, float]:
+  ones = name in ('conv2', 'conv4', 'conv5', 'fc6', 'fc7')
+  if spec.init == 'paper':      # Section 5: N(0, 0.01); bias 1 in conv2,4,5, fc6,7.
+    return 0.01, 1.0 if ones else 0.0
+  if spec.init == 'caffe':      # bvlc_alexnet: std 0.005 in fc6/fc7, bias 0.1.
+    return (0.005 if name in ('fc6', 'fc7') else 0.01), 0.1 if ones else 0.0
+  gain = 1.0 if name == 'fc8' else 2.0   # 'he'
+  return math.sqrt(gain / fan_in), 0.0
+
+
+class TowerLayer(nnx.Module):
+  """A conv or fc layer stored as one kernel per tower (leading 'tower' axis)."""
+
+  def __init__(self, name: str, kernel_shape: tuple[int, ...], spec: ModelSpec, *,
+               rngs: nnx.Rngs):
+    fan_in = math.prod(kernel_shape[1:-1])
+    std, bias = _init_std_and_bias(spec, name, fan_in)
+    axes = ('tower',) + (None,) * (len(kernel_shape) - 1)
+    self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), kernel_shape, jnp.float32),
+                            logical_axes=axes)
+    if name == 'fc8':
+      # fc8's rows are split over the towers; its bias is added once, after the sum.
+      self.bias = nnx.Param(jnp.full((kernel_shape[-1],), bias, jnp.float32),
+                            logical_axes=(None,))
+    else:
+      self.bias = nnx.Param(jnp.full((kernel_shape[0], kernel_shape[-1]), bias, jnp.float32),
+                            logical_axes=('tower', None))
+
+
+class AlexNet(nnx.Module):
+  """The paper's network; see the module docstring for the tower representation."""
+
+  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+    self.spec = spec
+    for name, shape in spec.kernel_shapes().items():
+      setattr(self, name, TowerLayer(name, shape, spec, rngs=rngs))
+
+  def params_tree(self) -> dict[str, dict[str, jax.Array]]:
+    return {name: {'kernel': getattr(self, name).kernel[...],
+                   'bias': getattr(self, name).bias[...]} for name in LAYERS}
+
+  def __call__(self, images: jax.Array, *, train: bool = False,
+               dropout_key: jax.Array | None = None) -> jax.Array:
+    """Logits (float32) for NHWC float images of size spec.input_size."""
+    return apply(self.spec, self.params_tree(), images, train=train, dropout_key=dropout_key)
+
+  def intermediates(self, images: jax.Array) -> dict[str, jax.Array]:
+    """Each layer's output (towers concatenated on channels), without a mesh."""
+    return _forward(self.spec, self.params_tree(), images, None, train=False,
+                    axis=None, capture=True)
+
+
+def param_specs(spec: ModelSpec) -> dict[str, dict[str, P]]:
+  """Mesh PartitionSpecs of the parameters: the tower axis over 'model'."""
+  return {name: {'kernel': P('model'), 'bias': P() if name == 'fc8' else P('model')}
+          for name in LAYERS}
+
+
+def _mesh_model_axis() -> Any | None:
+  """The ambient mesh (jax.set_mesh) if it has a 'model' axis, else None."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh is None or mesh.empty or 'model' not in mesh.axis_names:
+    return None
+  return mesh
+
+
+def apply(spec: ModelSpec, params: dict, images: jax.Array, *, train: bool = False,
+          dropout_key: jax.Array | None = None) -> jax.Array:
+  """Forward pass; under a mesh with ('data', 'model') axes, one tower per model index."""
+  if train and spec.dropout_rate > 0 and dropout_key is None:
+    raise ValueError('train=True with dropout needs a dropout_key')
+  key = dropout_key if dropout_key is not None else jax.random.key(0)
+  mesh = _mesh_model_axis()
+  if mesh is None:
+    return _forward(spec, params, images, key, train=train, axis=None)
+  model_size = mesh.shape['model']
+  if spec.towers % model_size:
+    raise ValueError(f'model.towers={spec.towers} cannot be split over mesh.model='
+                     f'{model_size}; use mesh.model=1 or a multiple-tower model')
+  data_axes = tuple(a for a in mesh.axis_names if a != 'model')
+  fn = functools.partial(_forward, spec, train=train, axis='model',
+                         data_axes=data_axes)
+  return jax.shard_map(
+      fn, mesh=mesh,
+      in_specs=(param_specs(spec), P(data_axes), P()),
+      out_specs=P(data_axes),
+  )(params, images, key)
+
+
+def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None, *,
+             train: bool, axis: str | None, data_axes: tuple[str, ...] = (),
+             capture: bool = False):
+  """The per-device forward pass; `axis` names the mesh axis the towers are split on."""
+  dtype = _DTYPES[spec.dtype]
+  act = jax.nn.relu if spec.activation == 'relu' else jnp.tanh
+  window, stride = spec.pool
+  local = params['conv1']['kernel'].shape[0]        # towers on this device
+  if axis is None:
+    first_tower = 0
+  else:
+    first_tower = jax.lax.axis_index(axis) * local
+  if key is not None and axis is not None:
+    for a in data_axes:
+      key = jax.random.fold_in(key, jax.lax.axis_index(a))
+  captured = {}
+
+  def w(name, part, t=None):
+    v = params[name][part]
+    return (v if t is None else v[t]).astype(dtype)
+
+  def gather(xs):
+    """Every tower's activations, concatenated on the channel axis."""
+    if axis is None:
+      return jnp.concatenate(xs, axis=-1) if len(xs) > 1 else xs[0]
+    full = jax.lax.all_gather(jnp.stack(xs), axis, axis=0, tiled=True)
+    return jnp.concatenate(list(full), axis=-1) if full.shape[0] > 1 else full[0]
+
+  def record(name, xs):
+    if capture:
+      captured[name] = jnp.concatenate(xs, axis=-1)
+
+  def conv(name, xs_in, shared_input=False):
+    size, conv_stride, pad = _CONV_GEOMETRY[name]
+    pad = spec.conv1_pad if pad is None else pad
+    with jax.named_scope(name):
+      return [act(layers.conv2d(xs_in if shared_input else xs_in[t], w(name, 'kernel', t),
+                                w(name, 'bias', t), conv_stride, pad))
+              for t in range(local)]
+
+  def norm(name, xs):
+    if spec.lrn == 'none':
+      return xs
+    with jax.named_scope(f'{name}_lrn'):
+      if not spec.lrn_across_towers or spec.towers == 1:
+        return [layers.lrn(h, spec.lrn) for h in xs]
+      # Caffe: the window spans all channels of both towers.
+      full = gather(xs)
+      denom = layers.lrn_denominator(full, spec.lrn)
+      width = xs[0].shape[-1]
+      return [h / jax.lax.dynamic_slice_in_dim(denom, (first_tower + t) * width, width, -1)
+              for t, h in enumerate(xs)]
+
+  def pool(name, xs):
+    with jax.named_scope(f'{name}_pool'):
+      return [layers.max_pool(h, window, stride) for h in xs]
+
+  def drop(name, xs):
+    if not train or spec.dropout_rate == 0:
+      return xs
+    with jax.named_scope(f'{name}_dropout'):
+      lkey = jax.random.fold_in(key, LAYERS.index(name))
+      return [layers.dropout(h, spec.dropout_rate,
+                             jax.random.fold_in(lkey, first_tower + t))
+              for t, h in enumerate(xs)]
+
+  x = x.astype(dtype)
+  h = pool('conv1', norm('conv1', conv('conv1', x, shared_input=True)))
+  record('conv1', h)
+  h = pool('conv2', norm('conv2', conv('conv2', h)))
+  record('conv2', h)
+  with jax.named_scope('conv3'):
+    h = gather(h)
+  h = conv('conv3', h, shared_input=True)
+  record('conv3', h)
+  h = conv('conv4', h)
+  record('conv4', h)
+  h = pool('conv5', conv('conv5', h))
+  record('conv5', h)
+  for name in ('fc6', 'fc7'):
+    with jax.named_scope(name):
+      full = gather(h)
+      full = full.reshape(full.shape[0], -1)
+      h = [act(full @ w(name, 'kernel', t) + w(name, 'bias', t)) for t in range(local)]
+    record(name, h)
+    h = drop(name, h)
+  with jax.named_scope('fc8'):
+    logits = sum((h[t] @ w('fc8', 'kernel', t)).astype(jnp.float32) for t in range(local))
+    if axis is not None:
+      logits = jax.lax.psum(logits, axis)
+    logits = logits + params['fc8']['bias']
+  if capture:
+    captured['fc8'] = logits
+    return captured
+  return logits
+
+
+def create_model(model_config: Any, *, rngs: nnx.Rngs) -> AlexNet:
+  """Builds AlexNet from a config's `model` section (ConfigDict, dict or ModelSpec)."""
+  spec = model_config if isinstance(model_config, ModelSpec) else ModelSpec.from_config(
+      model_config)
+  return AlexNet(spec, rngs=rngs)
+
+
+def count_params(model_or_state: Any) -> int:
+  """Number of parameters (works on abstract shapes from nnx.eval_shape)."""
+  state = nnx.state(model_or_state, nnx.Param) if isinstance(model_or_state, nnx.Module) \
+      else model_or_state
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(state))
