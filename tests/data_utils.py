@@ -1,0 +1,120 @@
+"""Shared test helpers: tiny ImageNet archives built from the real sample photos.
+
+`make_ilsvrc2012_manual_dir` writes `ILSVRC2012_img_train.tar` and
+`ILSVRC2012_img_val.tar` in exactly the layout of the real ILSVRC-2012 downloads,
+so the real TFDS `imagenet2012` builder can be run on them offline:
+
+* train tar: one tar per class (`n01440764.tar`, ...), each holding
+  `<wnid>_<k>.JPEG` files;
+* val tar: flat `ILSVRC2012_val_%08d.JPEG` files.
+
+TFDS labels validation images by zipping the *sorted* member names with its own
+`validation_labels.txt` (one wnid per line, for val images 1..50000). A subset
+therefore only gets correct labels if it is a prefix 1..n; the first three
+validation labels (n01751748, n09193705, n02105855) are classes of which the
+sample holds a photo, so val image i is that class's photo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import tarfile
+from collections.abc import Sequence
+
+SAMPLE_DIR = os.environ.get('ALEXNET_IMAGENET_SAMPLE', '/work/shared/data/imagenet-sample')
+
+# Classes of the tiny train split: tench (label 0), a photo smaller than 256 (upscaled),
+# a grayscale portrait-format JPEG, and the largest photo (1280x1024, downscaled 4x).
+TRAIN_WNIDS = ('n01440764', 'n02356798', 'n03908714', 'n02086240')
+# Number of leading validation images used (labels from TFDS's validation_labels.txt).
+NUM_VAL = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyImagenet:
+  manual_dir: str
+  train: dict[str, str]          # member file name -> source photo path
+  train_wnids: dict[str, str]    # member file name -> wnid
+  validation: dict[str, str]     # member file name -> source photo path
+  validation_wnids: dict[str, str]
+
+
+def sample_photos(sample_dir: str = SAMPLE_DIR) -> dict[str, str]:
+  """wnid -> path of the sample photo of that class."""
+  out = {}
+  for name in sorted(os.listdir(sample_dir)):
+    if name.endswith('.JPEG'):
+      out[name.split('_', 1)[0]] = os.path.join(sample_dir, name)
+  return out
+
+
+def tfds_validation_labels() -> list[str]:
+  """The wnid of every validation image, as TFDS ships it (val image i is entry i-1)."""
+  import tensorflow_datasets as tfds
+  path = tfds.core.tfds_path('datasets/imagenet2012/validation_labels.txt')
+  return path.read_text().strip().splitlines()
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+  info = tarfile.TarInfo(name)
+  info.size = len(data)
+  tar.addfile(info, io.BytesIO(data))
+
+
+def make_ilsvrc2012_manual_dir(
+    manual_dir: str,
+    *,
+    train_wnids: Sequence[str] = TRAIN_WNIDS,
+    images_per_class: int = 2,
+    num_val: int = NUM_VAL,
+    sample_dir: str = SAMPLE_DIR,
+    write_train: bool = True,
+    write_val: bool = True,
+) -> TinyImagenet:
+  """Writes the two ILSVRC-2012 tars into `manual_dir` from the sample photos."""
+  photos = sample_photos(sample_dir)
+  os.makedirs(manual_dir, exist_ok=True)
+  train, train_wnids_out = {}, {}
+  if write_train:
+    with tarfile.open(os.path.join(manual_dir, 'ILSVRC2012_img_train.tar'), 'w') as outer:
+      for wnid in train_wnids:
+        data = open(photos[wnid], 'rb').read()
+        inner_buf = io.BytesIO()
+        with tarfile.open(fileobj=inner_buf, mode='w') as inner:
+          for k in range(1, images_per_class + 1):
+            name = f'{wnid}_{k}.JPEG'
+            _add_bytes(inner, name, data)
+            train[name], train_wnids_out[name] = photos[wnid], wnid
+        _add_bytes(outer, f'{wnid}.tar', inner_buf.getvalue())
+  validation, val_wnids = {}, {}
+  if write_val:
+    labels = tfds_validation_labels()[:num_val]
+    missing = [w for w in labels if w not in photos]
+    if missing:
+      raise ValueError(f'no sample photo for validation classes {missing}; lower num_val')
+    with tarfile.open(os.path.join(manual_dir, 'ILSVRC2012_img_val.tar'), 'w') as tar:
+      for i, wnid in enumerate(labels, start=1):
+        name = f'ILSVRC2012_val_{i:08d}.JPEG'
+        _add_bytes(tar, name, open(photos[wnid], 'rb').read())
+        validation[name], val_wnids[name] = photos[wnid], wnid
+  return TinyImagenet(manual_dir, train, train_wnids_out, validation, val_wnids)
+
+
+def resize_center_crop_pil(path: str, size: int = 256):
+  """Independent reference: shorter side -> `size`, centre `size` x `size`; uint8 HWC.
+
+  Done exactly, without rounding the resized size or the crop offset: the centre
+  square of the photo (a float box when the side difference is odd) resized by PIL's
+  bilinear filter, which is what resizing the whole photo and then cutting the centre
+  would give in continuous coordinates.
+  """
+  import numpy as np
+  from PIL import Image
+  with Image.open(path) as im:
+    im = im.convert('RGB')
+    w, h = im.size
+    side = min(w, h)
+    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+    return np.asarray(im.resize((size, size), Image.BILINEAR, box=box))

@@ -1,0 +1,130 @@
+"""prepare.py on a tiny ILSVRC-2012-layout archive of real photos, with the real TFDS builder."""
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from alexnet_jax import imagenet, input_pipeline, prepare
+from configs import paper
+
+sys.path.insert(0, os.path.dirname(__file__))
+import data_utils  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not os.path.isdir(data_utils.SAMPLE_DIR),
+                                reason='needs the imagenet-sample photos')
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(tmp, *, manual=None):
+  c = paper.get_config()
+  c.dataset.data_dir = os.path.join(tmp, 'data')
+  c.dataset.manual_dir = manual or os.path.join(tmp, 'manual')
+  return c
+
+
+@pytest.fixture(scope='module')
+def prepared(tmp_path_factory):
+  tmp = str(tmp_path_factory.mktemp('imagenet'))
+  tiny = data_utils.make_ilsvrc2012_manual_dir(os.path.join(tmp, 'manual'))
+  config = _config(tmp)
+  prepare.prepare(config, preresized=True, log=lambda m: None)
+  return config, tiny
+
+
+def _jpeg_roundtrip(image, quality):
+  buf = io.BytesIO()
+  Image.fromarray(image.astype(np.uint8)).save(buf, format='JPEG', quality=quality)
+  return np.asarray(Image.open(buf), dtype=np.float32)
+
+
+def _read(name, data_dir, split):
+  b = tfds.builder(name, data_dir=data_dir)
+  return {ex['file_name'].decode(): ex for ex in tfds.as_numpy(b.as_dataset(split=split))}
+
+
+def test_missing_files_named(tmp_path):
+  config = _config(str(tmp_path))
+  mdir = config.dataset.manual_dir
+  assert prepare.check_manual_files(mdir) == [
+      os.path.join(mdir, 'ILSVRC2012_img_train.tar'),
+      os.path.join(mdir, 'ILSVRC2012_img_val.tar')]
+  data_utils.make_ilsvrc2012_manual_dir(mdir, write_val=False)
+  missing = os.path.join(mdir, 'ILSVRC2012_img_val.tar')
+  assert prepare.check_manual_files(mdir) == [missing]
+  message = prepare.missing_message(config)
+  assert f'missing: {missing}' in message
+  assert 'ILSVRC2012_img_train.tar' not in message
+  assert 'python -m alexnet_jax.prepare --config=configs/paper.py' in message
+
+
+def test_cli_refuses_without_archives(tmp_path):
+  config = _config(str(tmp_path))
+  proc = subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.prepare', '--config=configs/paper.py',
+       f'--config.dataset.data_dir={config.dataset.data_dir}',
+       f'--config.dataset.manual_dir={config.dataset.manual_dir}'],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1
+  assert 'Traceback' not in proc.stderr
+  for f in imagenet.MANUAL_FILES:
+    assert f'missing: {os.path.join(config.dataset.manual_dir, f)}' in proc.stderr
+
+
+def test_tfds_imagenet2012_splits_and_labels(prepared):
+  config, tiny = prepared
+  b = tfds.builder('imagenet2012', data_dir=config.dataset.data_dir)
+  assert b.info.splits['train'].num_examples == len(tiny.train) == 8
+  assert b.info.splits['validation'].num_examples == len(tiny.validation) == 3
+  names = b.info.features['label'].names
+  for split, wnids in (('train', tiny.train_wnids), ('validation', tiny.validation_wnids)):
+    examples = _read('imagenet2012', config.dataset.data_dir, split)
+    assert sorted(examples) == sorted(wnids)
+    for fname, ex in examples.items():
+      assert names[ex['label']] == wnids[fname], fname
+  assert names.index('n01440764') == 0  # tench is label 0 in TFDS's labels.txt
+  # Validation labels come from TFDS's own file: val images 1..3 are these classes.
+  assert [tiny.validation_wnids[f'ILSVRC2012_val_{i:08d}.JPEG'] for i in (1, 2, 3)] == [
+      'n01751748', 'n09193705', 'n02105855']
+  assert prepare.missing_message(config) == ''  # prepared: training may start
+
+
+def test_preresized_copy_matches_pil(prepared):
+  config, tiny = prepared
+  name = imagenet.preresized_name(config)
+  assert name == 'imagenet2012_resized256'
+  b = tfds.builder(name, data_dir=config.dataset.data_dir)
+  assert {k: v.num_examples for k, v in b.info.splits.items()} == {'train': 8, 'validation': 3}
+  assert set(b.info.features) == {'image', 'label', 'file_name'}
+  original = tfds.builder('imagenet2012', data_dir=config.dataset.data_dir)
+  assert b.info.features['label'].names == original.info.features['label'].names
+  for split, photos in (('train', tiny.train), ('validation', tiny.validation)):
+    resized = _read(name, config.dataset.data_dir, split)
+    source = _read('imagenet2012', config.dataset.data_dir, split)
+    for fname, ex in resized.items():
+      assert ex['image'].shape == (256, 256, 3)
+      assert ex['label'] == source[fname]['label']
+      expected = data_utils.resize_center_crop_pil(photos[fname]).astype(np.float32)
+      # "Within JPEG tolerance": the error PIL itself makes re-encoding the reference at
+      # the same quality, plus ~1 level for decoder/resampler differences (TF vs PIL).
+      jpeg_error = np.abs(_jpeg_roundtrip(expected, imagenet.JPEG_QUALITY) - expected).mean()
+      diff = np.abs(ex['image'].astype(np.float32) - expected).mean()
+      assert diff < jpeg_error + 1.5, (fname, diff, jpeg_error)
+
+
+def test_mean_image(prepared):
+  config, tiny = prepared
+  path = input_pipeline.mean_image_path(config)
+  assert os.path.exists(path)  # written by prepare
+  mean = np.load(path)
+  expected = np.mean([data_utils.resize_center_crop_pil(p) for p in tiny.train.values()],
+                     axis=0)
+  assert mean.shape == (256, 256, 3)
+  assert np.abs(mean - expected).mean() < 1.5
+
