@@ -80,7 +80,6 @@ def base() -> ml_collections.ConfigDict:
   c.schedule.max_reductions = 3
   c.schedule.min_delta = 1e-4
   c.schedule.step_epochs = (30.0, 60.0, 80.0)    # for 'step'
-  c.schedule.warmup_steps = 0
 
   c.log_every_steps = 100
   c.eval_every_steps = -1                        # -1: once per epoch
@@ -112,3 +111,61 @@ def parse_arg(arg: str | None, **defaults):
     else:
       out[key] = kind(value.strip())
   return out
+
+
+_CHOICES = {
+    'schedule.name': ('plateau', 'step', 'constant'),
+    'input.mean': ('image', 'channel', 'none'),
+    'input.random_crop': ('paper', 'resized', 'none'),
+    'input.eval_crops': (1, 10),
+}
+
+
+def _get(config, dotted: str):
+  value = config
+  for part in dotted.split('.'):
+    value = value[part]
+  return value
+
+
+def _refuse(field: str, value, allowed: str) -> ValueError:
+  return ValueError(f'{field}={value!r} is invalid; allowed: {allowed}. '
+                    f'Override it with --config.{field}=...')
+
+
+def validate(config, *, data_parallel: int = 1, process_count: int = 1) -> None:
+  """Refuses a bad config before anything is compiled; errors name the field.
+
+  data_parallel is the size of the mesh's 'data' axis, which must divide the
+  batch sizes (each data shard gets an equal slice).
+  """
+  from alexnet_jax import models  # a config must not need jax to be read
+  models.ModelSpec.from_config(config.model)
+  for field, allowed in _CHOICES.items():
+    if _get(config, field) not in allowed:
+      raise _refuse(field, _get(config, field), ', '.join(map(repr, allowed)))
+  for field in ('batch_size', 'eval_batch_size'):
+    value = config[field]
+    if not isinstance(value, int) or value < 1:
+      raise _refuse(field, value, 'a positive int')
+    for divisor, what in ((data_parallel, f"the mesh's data axis ({data_parallel} devices)"),
+                          (process_count, f'the {process_count} processes')):
+      if value % divisor:
+        raise _refuse(field, value, f'a multiple of {what}')
+  for field, lo in (('optimizer.learning_rate', 0.0), ('optimizer.momentum', 0.0),
+                    ('optimizer.weight_decay', 0.0), ('input.pca_lighting', 0.0)):
+    value = _get(config, field)
+    if not isinstance(value, int | float) or value < lo:
+      raise _refuse(field, value, f'a number >= {lo}')
+  if not 0.0 <= config.optimizer.momentum < 1.0:
+    raise _refuse('optimizer.momentum', config.optimizer.momentum, '0 <= momentum < 1')
+  if not 0.0 < config.schedule.factor < 1.0:
+    raise _refuse('schedule.factor', config.schedule.factor, '0 < factor < 1')
+  if config.num_train_steps < 1 and config.num_epochs <= 0:
+    raise _refuse('num_epochs', config.num_epochs, '> 0 (or set num_train_steps)')
+  for field in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
+    if config[field] < 1:
+      raise _refuse(field, config[field], 'a positive int')
+  if config.input.resize_size < config.model.input_size:
+    raise _refuse('input.resize_size', config.input.resize_size,
+                  f'>= model.input_size ({config.model.input_size}), the crop taken from it')

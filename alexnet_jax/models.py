@@ -159,13 +159,14 @@ class ModelSpec:
     }
 
   def layer_output_shapes(self) -> dict[str, tuple[int, ...]]:
-    """Per-image output shape of each layer (after its pooling, if any)."""
+    """Per-image output shape after each layer (after ReLU) and each pooling."""
     s = self.spatial_sizes()
     c = self.conv_widths
-    return {'conv1': (s['pool1'], s['pool1'], c[0]), 'conv2': (s['pool2'], s['pool2'], c[1]),
-            'conv3': (s['conv3'], s['conv3'], c[2]), 'conv4': (s['conv4'], s['conv4'], c[3]),
-            'conv5': (s['pool5'], s['pool5'], c[4]), 'fc6': (self.fc_widths[0],),
-            'fc7': (self.fc_widths[1],), 'fc8': (self.num_classes,)}
+    out = {name: (s[name], s[name], c[i]) for i, name in enumerate(CONV_LAYERS)}
+    out.update({'pool1': (s['pool1'], s['pool1'], c[0]), 'pool2': (s['pool2'], s['pool2'], c[1]),
+                'pool5': (s['pool5'], s['pool5'], c[4]), 'fc6': (self.fc_widths[0],),
+                'fc7': (self.fc_widths[1],), 'fc8': (self.num_classes,)})
+    return out
 
   def macs_per_image(self) -> dict[str, int]:
     """Multiply-adds of each conv/fc layer for one image (biases, LRN, pooling excluded)."""
@@ -229,8 +230,12 @@ class AlexNet(nnx.Module):
 
   def intermediates(self, images: jax.Array) -> dict[str, jax.Array]:
     """Each layer's output (towers concatenated on channels), without a mesh."""
-    return _forward(self.spec, self.params_tree(), images, None, train=False,
-                    axis=None, capture=True)
+    return intermediates(self.spec, self.params_tree(), images)
+
+
+def intermediates(spec: ModelSpec, params: dict, images: jax.Array) -> dict[str, jax.Array]:
+  """Every layer's output after its ReLU and after each pooling (eval mode, no mesh)."""
+  return _forward(spec, params, images, None, train=False, axis=None, capture=True)
 
 
 def param_specs(spec: ModelSpec) -> dict[str, dict[str, P]]:
@@ -301,6 +306,7 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
   def record(name, xs):
     if capture:
       captured[name] = jnp.concatenate(xs, axis=-1)
+    return xs
 
   def conv(name, xs_in, shared_input=False):
     size, conv_stride, pad = _CONV_GEOMETRY[name]
@@ -337,25 +343,22 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
               for t, h in enumerate(xs)]
 
   x = x.astype(dtype)
-  h = pool('conv1', norm('conv1', conv('conv1', x, shared_input=True)))
-  record('conv1', h)
-  h = pool('conv2', norm('conv2', conv('conv2', h)))
-  record('conv2', h)
+  h = record('conv1', conv('conv1', x, shared_input=True))
+  h = record('pool1', pool('conv1', norm('conv1', h)))
+  h = record('conv2', conv('conv2', h))
+  h = record('pool2', pool('conv2', norm('conv2', h)))
   with jax.named_scope('conv3'):
     h = gather(h)
-  h = conv('conv3', h, shared_input=True)
-  record('conv3', h)
-  h = conv('conv4', h)
-  record('conv4', h)
-  h = pool('conv5', conv('conv5', h))
-  record('conv5', h)
+  h = record('conv3', conv('conv3', h, shared_input=True))
+  h = record('conv4', conv('conv4', h))
+  h = record('conv5', conv('conv5', h))
+  h = record('pool5', pool('conv5', h))
   for name in ('fc6', 'fc7'):
     with jax.named_scope(name):
       full = gather(h)
       full = full.reshape(full.shape[0], -1)
       h = [act(full @ w(name, 'kernel', t) + w(name, 'bias', t)) for t in range(local)]
-    record(name, h)
-    h = drop(name, h)
+    h = drop(name, record(name, h))
   with jax.named_scope('fc8'):
     logits = sum((h[t] @ w('fc8', 'kernel', t)).astype(jnp.float32) for t in range(local))
     if axis is not None:

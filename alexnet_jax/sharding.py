@@ -49,7 +49,7 @@ def make_mesh(mesh_config: Any, devices: list | None = None) -> Mesh:
     raise ValueError(f'mesh.data={data} is invalid; allowed: -1 (all remaining devices) or a '
                      'positive int')
   if n % model:
-    if model > n or data == -1:
+    if model > n:
       logging.warning('mesh.model=%d does not fit %d device(s): falling back to mesh.model=1 '
                       '(both towers on every device; results are identical).', model, n)
       model = 1

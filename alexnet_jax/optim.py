@@ -1,0 +1,112 @@
+"""The paper's SGD update and its learning-rate schedules.
+
+Section 5 writes the update as
+    v <- 0.9 v - 0.0005 lr w - lr grad ;  w <- w + v
+so the learning rate multiplies the gradient *before* it enters the momentum.
+optax.sgd(momentum=...) instead keeps the momentum of raw gradients and scales
+the whole sum by the current rate, which differs from the paper after a
+learning-rate drop. `paper_sgd` chains decay -> scale(-lr) -> trace, which is
+the paper's formula exactly; the rate is an injected hyperparameter so the
+host can lower it (plateau schedule) without recompiling the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+
+def _paper_chain(learning_rate, momentum, weight_decay, decay_mask, nesterov):
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay, mask=decay_mask),
+      optax.scale(-learning_rate),
+      optax.trace(decay=momentum, nesterov=nesterov),
+  )
+
+
+def paper_sgd(learning_rate: float, momentum: float = 0.9, weight_decay: float = 5e-4,
+              decay_biases: bool = True, nesterov: bool = False
+              ) -> optax.GradientTransformation:
+  """The paper's update; `decay_biases=False` is Caffe's no-decay-on-biases deviation."""
+  mask = None
+  if not decay_biases:
+    mask = lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[-1], 'key', None) != 'bias', params)
+  return optax.inject_hyperparams(_paper_chain, static_args=('decay_mask', 'nesterov'))(
+      learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
+      decay_mask=mask, nesterov=nesterov)
+
+
+def get_learning_rate(opt_state: Any) -> jax.Array:
+  return opt_state.hyperparams['learning_rate']
+
+
+def set_learning_rate(opt_state: Any, value: float) -> Any:
+  """Same shape, dtype and sharding as before, so the jitted step does not recompile."""
+  old = opt_state.hyperparams['learning_rate']
+  new = jax.device_put(np.asarray(value, dtype=old.dtype), old.sharding)
+  return opt_state._replace(hyperparams={**opt_state.hyperparams, 'learning_rate': new})
+
+
+@dataclasses.dataclass
+class LearningRateController:
+  """Host-side schedule: 'plateau' (the paper), 'step' or 'constant'.
+
+  plateau: divide by 1/factor after `patience` evaluations without an
+  improvement of validation top-1 larger than `min_delta`, at most
+  `max_reductions` times. step: divide at the given steps. Its state is a
+  small dict saved with each checkpoint.
+  """
+
+  base_lr: float
+  name: str = 'plateau'
+  factor: float = 0.1
+  patience: int = 2
+  max_reductions: int = 3
+  min_delta: float = 1e-4
+  boundaries: tuple[int, ...] = ()
+  best: float = -np.inf
+  bad_evals: int = 0
+  reductions: int = 0
+
+  @classmethod
+  def from_config(cls, config: Any, steps_per_epoch: int) -> LearningRateController:
+    s = config.schedule
+    boundaries = tuple(int(round(e * steps_per_epoch)) for e in s.step_epochs)
+    return cls(base_lr=float(config.optimizer.learning_rate), name=s.name,
+               factor=float(s.factor), patience=int(s.patience),
+               max_reductions=int(s.max_reductions), min_delta=float(s.min_delta),
+               boundaries=boundaries)
+
+  def lr_for_step(self, step: int) -> float:
+    """The rate to use for `step` (the step schedule depends on it; others do not)."""
+    if self.name == 'step':
+      return self.base_lr * self.factor ** sum(step >= b for b in self.boundaries)
+    return self.base_lr * self.factor ** self.reductions
+
+  def observe(self, top1: float) -> bool:
+    """Feeds one validation top-1; returns True if the rate was just lowered."""
+    if self.name != 'plateau':
+      return False
+    if top1 > self.best + self.min_delta:
+      self.best, self.bad_evals = top1, 0
+      return False
+    self.bad_evals += 1
+    if self.bad_evals >= self.patience and self.reductions < self.max_reductions:
+      self.reductions += 1
+      self.bad_evals = 0
+      return True
+    return False
+
+  def state_dict(self) -> dict:
+    return {'best': None if np.isinf(self.best) else float(self.best),
+            'bad_evals': self.bad_evals, 'reductions': self.reductions}
+
+  def load_state_dict(self, d: dict) -> None:
+    self.best = -np.inf if d.get('best') is None else float(d['best'])
+    self.bad_evals = int(d.get('bad_evals', 0))
+    self.reductions = int(d.get('reductions', 0))
