@@ -12,7 +12,7 @@ from PIL import Image
 
 from alexnet_jax import preprocess
 
-SAMPLE_DIR = '/work/shared/data/imagenet-sample'
+SAMPLE_DIR = os.environ.get('ALEXNET_IMAGENET_SAMPLE', '/work/shared/data/imagenet-sample')
 PHOTOS = sorted(glob.glob(os.path.join(SAMPLE_DIR, '*.JPEG')))
 pytestmark = pytest.mark.skipif(not PHOTOS, reason='no sample photos')
 

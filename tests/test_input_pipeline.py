@@ -1,0 +1,343 @@
+"""input_pipeline on a 'folder' dataset of real ImageNet photos, plus TFDS sources."""
+
+import glob
+import hashlib
+import io
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from alexnet_jax import config_lib, input_pipeline, preprocess
+
+SAMPLE_DIR = os.environ.get('ALEXNET_IMAGENET_SAMPLE', '/work/shared/data/imagenet-sample')
+PHOTOS = sorted(glob.glob(os.path.join(SAMPLE_DIR, '*.JPEG')))
+pytestmark = pytest.mark.skipif(not PHOTOS, reason='no sample photos')
+NUM_PHOTOS = 60  # enough for several batches; small enough to decode in well under a second
+
+
+def _config(tmp, folder, **input_fields):
+  c = config_lib.base()
+  c.seed = 0
+  c.dataset.name = 'folder'
+  c.dataset.folder = str(folder)
+  c.dataset.data_dir = str(tmp / 'tfds')
+  c.input.resize_size = 40
+  c.model.input_size = 32
+  c.input.shuffle_buffer = 1000
+  for k, v in input_fields.items():
+    c.input[k] = v
+  return c
+
+
+def _make_folder(root, photos, classes=3):
+  for i, src in enumerate(photos):
+    d = root / f'class{i % classes}'
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, d / os.path.basename(src))
+  return root
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+  return _make_folder(tmp_path_factory.mktemp('photos'), PHOTOS[:NUM_PHOTOS])
+
+
+@pytest.fixture(scope='module')
+def tmp(tmp_path_factory):
+  return tmp_path_factory.mktemp('work')
+
+
+def _digest(image):
+  return hashlib.md5(image.tobytes()).hexdigest()
+
+
+def _take(it, k):
+  return [next(it) for _ in range(k)]
+
+
+def _stream(batches):
+  return [_digest(im) for b in batches for im in b['image']]
+
+
+def _eval_digests(config, split, **kw):
+  batches = list(input_pipeline.create_eval_iterator(config, split, **kw))
+  return batches, [_digest(im) for b in batches for im, m in zip(b['image'], b['mask'],
+                                                                   strict=True) if m]
+
+
+def test_folder_holdout_sizes_classes(tmp, folder):
+  c = _config(tmp, folder)
+  n_train = input_pipeline.num_examples(c, 'train')
+  n_val = input_pipeline.num_examples(c, 'validation')
+  assert n_train + n_val == NUM_PHOTOS and 1 <= n_val <= NUM_PHOTOS // 4
+  assert input_pipeline.num_classes(c) == 3
+  _, train = _eval_digests(c, 'train', local_batch_size=16)
+  _, val = _eval_digests(c, 'validation', local_batch_size=16)
+  assert len(set(train)) == n_train and len(set(val)) == n_val
+  assert not set(train) & set(val)
+
+
+def test_train_batches_are_the_centre_square_with_labels(tmp, folder):
+  c = _config(tmp, folder, resize_size=48)
+  b = next(input_pipeline.create_train_iterator(c, local_batch_size=8))
+  assert b['image'].shape == (8, 48, 48, 3) and b['image'].dtype == np.uint8
+  assert b['label'].dtype == np.int32 and set(b) == {'image', 'label'}
+  # Every yielded image is the host op applied to one of the files, with that file's label.
+  by_digest = {}
+  for path in glob.glob(str(folder / '*' / '*')):
+    image = preprocess.decode_centre(tf.constant(open(path, 'rb').read()), 48).numpy()
+    by_digest[_digest(image)] = int(os.path.basename(os.path.dirname(path))[-1])
+  for image, label in zip(b['image'], b['label'], strict=True):
+    assert by_digest[_digest(image)] == label
+
+
+def test_train_deterministic_and_seed_dependent(tmp, folder):
+  c = _config(tmp, folder)
+  a = _stream(_take(input_pipeline.create_train_iterator(c, local_batch_size=8), 3))
+  b = _stream(_take(input_pipeline.create_train_iterator(c, local_batch_size=8), 3))
+  assert a == b
+  c.seed = 1
+  other = _stream(_take(input_pipeline.create_train_iterator(c, local_batch_size=8), 3))
+  assert other != a
+
+
+def test_epochs_cover_the_split_once_and_are_reshuffled(tmp, folder):
+  c = _config(tmp, folder)
+  n = input_pipeline.num_examples(c, 'train')
+  batch = 5
+  stream = _stream(_take(input_pipeline.create_train_iterator(c, local_batch_size=batch),
+                         -(-3 * n // batch)))
+  epochs = [stream[e * n:(e + 1) * n] for e in range(3)]
+  assert all(len(set(e)) == n for e in epochs)
+  assert set(epochs[0]) == set(epochs[1]) == set(epochs[2])
+  assert epochs[0] != epochs[1] and epochs[1] != epochs[2]
+
+
+# Inside epoch 0; straddling the end of epoch 0 (55 examples); inside epoch 1.
+@pytest.mark.parametrize('start_step', [3, 13, 20])
+def test_resume_gives_the_same_batches(tmp, folder, start_step):
+  c = _config(tmp, folder)
+  full = _take(input_pipeline.create_train_iterator(c, local_batch_size=4), start_step + 3)
+  resumed = _take(input_pipeline.create_train_iterator(c, local_batch_size=4,
+                                                       start_step=start_step), 3)
+  for x, y in zip(full[start_step:], resumed, strict=True):
+    np.testing.assert_array_equal(x['image'], y['image'])
+    np.testing.assert_array_equal(x['label'], y['label'])
+
+
+def test_eval_padding_odd_split_two_processes(tmp, folder):
+  c = _config(tmp, folder)
+  n = input_pipeline.num_examples(c, 'train')
+  assert n % 7 and n % 6  # leaves partial batches (55 with the fixed hold-out)
+  single, single_digests = _eval_digests(c, 'train', local_batch_size=7)
+  assert len(single) == input_pipeline.eval_steps(c, 'train', 7) == -(-n // 7)
+  assert sum(b['mask'].sum() for b in single) == n
+  assert all(b['image'].shape[0] == 7 and b['mask'].dtype == bool for b in single)
+  assert not single[-1]['image'][~single[-1]['mask']].any()  # padding is zeros
+
+  parts = [_eval_digests(c, 'train', local_batch_size=3, process_index=p, process_count=2)
+           for p in range(2)]
+  steps = input_pipeline.eval_steps(c, 'train', 3 * 2)
+  assert [len(b) for b, _ in parts] == [steps, steps]
+  assert not set(parts[0][1]) & set(parts[1][1])
+  assert sorted(parts[0][1] + parts[1][1]) == sorted(single_digests)
+
+
+def test_eval_pads_whole_batches_when_a_shard_is_shorter(tmp, tmp_path):
+  folder = _make_folder(tmp_path / 'f', PHOTOS[:5], classes=2)
+  c = _config(tmp, folder)
+  n = input_pipeline.num_examples(c, 'train')
+  parts = [list(input_pipeline.create_eval_iterator(c, 'train', local_batch_size=2,
+                                                    process_index=p, process_count=3))
+           for p in range(3)]
+  steps = input_pipeline.eval_steps(c, 'train', 6)
+  assert all(len(p) == steps for p in parts)
+  assert sum(b['mask'].sum() for p in parts for b in p) == n
+
+
+def test_train_shards_of_two_processes_are_disjoint(tmp, folder):
+  c = _config(tmp, folder)
+  n = input_pipeline.num_examples(c, 'train')
+  seen = []
+  for p in range(2):
+    it = input_pipeline.create_train_iterator(c, local_batch_size=1, process_index=p,
+                                              process_count=2)
+    local = input_pipeline._source(c, 'train', p, 2).num_examples
+    seen.append(set(_stream(_take(it, local))))
+    assert len(seen[-1]) == local
+  assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == n
+
+
+def _write(path, image: Image.Image, fmt, **kw):
+  buf = io.BytesIO()
+  image.save(buf, format=fmt, **kw)
+  path.write_bytes(buf.getvalue())
+
+
+@pytest.fixture()
+def messy_folder(tmp_path):
+  """Real photos plus: PNG, grayscale and CMYK named .JPEG, a truncated and a garbage JPEG."""
+  root = _make_folder(tmp_path / 'messy', PHOTOS[:9], classes=2)
+  photo = Image.open(PHOTOS[0]).convert('RGB')
+  _write(root / 'class0' / 'png_inside.JPEG', photo, 'PNG')
+  _write(root / 'class0' / 'gray.JPEG', photo.convert('L'), 'JPEG')
+  _write(root / 'class1' / 'cmyk.JPEG', photo.convert('CMYK'), 'JPEG')
+  data = open(PHOTOS[1], 'rb').read()
+  (root / 'class1' / 'truncated.JPEG').write_bytes(data[:len(data) // 5])
+  (root / 'class0' / 'garbage.JPEG').write_bytes(b'\xff\xd8\xff' + os.urandom(500))
+  return root
+
+
+def test_corrupt_files_are_skipped_and_counted(tmp, messy_folder):
+  c = _config(tmp, messy_folder)
+  n = input_pipeline.num_examples(c, 'train') + input_pipeline.num_examples(c, 'validation')
+  assert n == 14
+  before = input_pipeline.skipped_examples()
+  masked = 0
+  for split in ('train', 'validation'):
+    for b in input_pipeline.create_eval_iterator(c, split, local_batch_size=4):
+      masked += int(b['mask'].sum())
+  assert masked == n - 2
+  assert input_pipeline.skipped_examples() - before == 2
+
+  # Training: one epoch's worth of batches, positions of bad files refilled, resume exact.
+  n_train = input_pipeline.num_examples(c, 'train')
+  bad_in_train = sum(1 for p in input_pipeline._folder_listing(str(messy_folder), 'train')[0]
+                     if os.path.basename(p) in ('truncated.JPEG', 'garbage.JPEG'))
+  assert bad_in_train == 2  # the hash hold-out keeps both in train
+  before = input_pipeline.skipped_examples()
+  full = _take(input_pipeline.create_train_iterator(c, local_batch_size=2), n_train // 2 + 2)
+  assert 2 <= input_pipeline.skipped_examples() - before <= 4  # epoch 0, maybe early epoch 1
+  assert all(b['image'].shape == (2, 40, 40, 3) for b in full)
+  resumed = _take(input_pipeline.create_train_iterator(c, local_batch_size=2, start_step=3), 3)
+  for x, y in zip(full[3:6], resumed, strict=True):
+    np.testing.assert_array_equal(x['image'], y['image'])
+
+
+def test_folder_with_split_subfolders(tmp, tmp_path):
+  root = tmp_path / 'splits'
+  _make_folder(root / 'train', PHOTOS[:8], classes=2)
+  _make_folder(root / 'validation', PHOTOS[8:11], classes=2)
+  c = _config(tmp, root)
+  assert input_pipeline.num_examples(c, 'train') == 8
+  assert input_pipeline.num_examples(c, 'validation') == 3
+  assert input_pipeline.num_classes(c) == 2
+
+
+def test_mean_image_is_the_training_mean_and_cached(tmp, folder):
+  c = _config(tmp, folder)
+  c.dataset.data_dir = str(tmp / 'stats_tfds')
+  mean = input_pipeline.mean_image(c)
+  images = np.concatenate([b['image'][b['mask']] for b in
+                           input_pipeline.create_eval_iterator(c, 'train', local_batch_size=16)])
+  assert images.shape[0] == input_pipeline.num_examples(c, 'train')
+  assert mean.shape == (40, 40, 3) and mean.dtype == np.float32
+  np.testing.assert_allclose(mean, images.astype(np.float64).mean(axis=0), rtol=1e-5)
+  path = input_pipeline.mean_image_path(c)
+  assert path.startswith(str(tmp / 'stats_tfds' / 'alexnet_jax_stats'))
+  np.save(path, np.full((40, 40, 3), 7.0, np.float32))  # the cache is what gets read
+  assert (input_pipeline.mean_image(c) == 7.0).all()
+  c.input.mean = 'channel'
+  assert input_pipeline.mean_image(c).shape == (3,)
+  c.input.mean = 'none'
+  assert input_pipeline.mean_image(c) is None
+
+
+def test_random_resized_crop_on_host(tmp, folder):
+  c = _config(tmp, folder, random_crop='resized')
+  a = _take(input_pipeline.create_train_iterator(c, local_batch_size=4), 4)
+  assert a[0]['image'].shape == (4, 32, 32, 3)
+  resumed = _take(input_pipeline.create_train_iterator(c, local_batch_size=4, start_step=2), 2)
+  for x, y in zip(a[2:], resumed, strict=True):
+    np.testing.assert_array_equal(x['image'], y['image'])
+  ev = next(input_pipeline.create_eval_iterator(c, 'train', local_batch_size=4))
+  assert ev['image'].shape == (4, 40, 40, 3)  # eval stays centre resize_size
+
+
+def test_device_preprocess_from_config(tmp, folder):
+  c = _config(tmp, folder)
+  batch = next(input_pipeline.create_train_iterator(c, local_batch_size=4))
+  mean = np.full((40, 40, 3), 100.0, np.float32)
+  fn = jax.jit(lambda im, k: input_pipeline.device_preprocess(im, k, config=c, mean=mean,
+                                                              train=True))
+  out = fn(batch['image'], jax.random.key(0))
+  assert out.shape == (4, 32, 32, 3) and out.dtype == np.float32
+  assert not np.array_equal(out, fn(batch['image'], jax.random.key(1)))
+  ev = input_pipeline.device_preprocess(batch['image'], None, config=c, mean=mean, train=False)
+  np.testing.assert_allclose(ev, batch['image'][:, 4:36, 4:36] - 100.0)
+  c.input.eval_crops = 10
+  ten = input_pipeline.device_preprocess(batch['image'], None, config=c, mean=None, train=False)
+  assert ten.shape == (4, 10, 32, 32, 3)
+
+
+def test_missing_tfds_dataset_is_a_clear_error(tmp_path):
+  c = config_lib.base()
+  c.dataset.name = 'cifar10'
+  c.dataset.data_dir = str(tmp_path / 'empty')
+  with pytest.raises(FileNotFoundError, match=r"'cifar10' is not prepared.*tfds build"):
+    input_pipeline.num_examples(c, 'train')
+
+
+def test_preresized_tfds_copy_is_read(tmp_path):
+  """The `<name>_resized<R>` dataset `prepare` writes, read through the TFDS path."""
+  ddir = str(tmp_path / 'tfds')
+  photos = PHOTOS[:6]
+  images = [open(p, 'rb').read() for p in photos]
+  features = tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
+      'label': tfds.features.ClassLabel(num_classes=3)})
+
+  def split(lo, hi):
+    return tf.data.Dataset.from_tensor_slices(
+        {'image': tf.constant(images[lo:hi]), 'label': tf.constant([i % 3 for i in
+                                                                    range(lo, hi)], tf.int64)})
+
+  input_pipeline._pin_code_path(tfds.dataset_builders.AdhocBuilder)
+  tfds.dataset_builders.store_as_tfds_dataset(
+      name='toyset_resized40', version='1.0.0', features=features, data_dir=ddir,
+      split_datasets={'train': split(0, 4), 'validation': split(4, 6)})
+  c = config_lib.base()
+  c.dataset.name = 'toyset'
+  c.dataset.data_dir = ddir
+  c.input.resize_size = 40
+  c.model.input_size = 32
+  with pytest.raises(FileNotFoundError, match='toyset'):
+    input_pipeline.num_examples(c, 'train')
+  c.input.use_preresized = True
+  assert input_pipeline.num_examples(c, 'train') == 4
+  assert input_pipeline.num_classes(c) == 3
+  batches, digests = _eval_digests(c, 'validation', local_batch_size=4)
+  expected = {_digest(preprocess.decode_centre(tf.constant(im), 40).numpy())
+              for im in images[4:6]}
+  assert set(digests) == expected and len(batches) == 1
+  parts = [_eval_digests(c, 'train', local_batch_size=2, process_index=p, process_count=2)[1]
+           for p in range(2)]
+  assert len(parts[0]) == len(parts[1]) == 2 and not set(parts[0]) & set(parts[1])
+  b = next(input_pipeline.create_train_iterator(c, local_batch_size=3))
+  assert b['image'].shape == (3, 40, 40, 3)
+
+
+def test_builtin_shapes_dataset(tmp_path):
+  shapes = pytest.importorskip('alexnet_jax.datasets.shapes')
+  del shapes
+  c = config_lib.base()
+  c.dataset.name = 'alexnet_shapes'
+  c.dataset.data_dir = str(tmp_path / 'tfds')
+  c.dataset.shapes_image_size = 32
+  c.dataset.shapes_train_size = 40
+  c.dataset.shapes_validation_size = 10
+  c.input.resize_size = 32
+  c.model.input_size = 28
+  assert input_pipeline.num_examples(c, 'train') == 40
+  assert input_pipeline.num_examples(c, 'validation') == 10
+  assert input_pipeline.num_classes(c) == 10
+  b = next(input_pipeline.create_train_iterator(c, local_batch_size=8))
+  assert b['image'].shape == (8, 32, 32, 3) and b['label'].max() < 10
+  ev = list(input_pipeline.create_eval_iterator(c, 'validation', local_batch_size=4))
+  assert len(ev) == 3 and sum(e['mask'].sum() for e in ev) == 10
