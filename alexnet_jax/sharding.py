@@ -30,7 +30,10 @@ LOGICAL_RULES = (('tower', 'model'), ('batch', 'data'))
 def logical_to_spec(logical_axes: tuple[str | None, ...] | None) -> P:
   """PartitionSpec for a tuple of logical axis names, through LOGICAL_RULES."""
   rules = dict(LOGICAL_RULES)
-  return P(*(rules.get(a) if a is not None else None for a in (logical_axes or ())))
+  axes = [rules.get(a) if a is not None else None for a in (logical_axes or ())]
+  while axes and axes[-1] is None:     # P('model') rather than P('model', None, ...)
+    axes.pop()
+  return P(*axes)
 
 
 def make_mesh(mesh_config: Any, devices: list | None = None) -> Mesh:
@@ -191,8 +194,12 @@ def communication_report(hlo_text: str, mesh: Mesh) -> list[dict]:
     m = _OP_RE.search(line)
     if not m or line.lstrip().startswith('ROOT') and 'fusion' in line:
       continue
-    rows.append({'layer': _layer_of(line), 'op': m.group('op'),
-                 'axes': _axes_of_groups(_replica_groups(line), mesh),
+    axes = _axes_of_groups(_replica_groups(line), mesh)
+    # XLA combines the per-parameter gradient reductions over 'data' into one
+    # all-reduce that carries the metadata of whichever came first: name it for
+    # what it is rather than for that layer.
+    layer = 'gradients' if axes == 'data' else _layer_of(line)
+    rows.append({'layer': layer, 'op': m.group('op'), 'axes': axes,
                  'bytes': _shape_bytes(m.group('shape'))})
   return rows
 
@@ -204,6 +211,6 @@ def summarize_communication(rows: list[dict]) -> list[dict]:
     g = grouped[(r['layer'], r['op'], r['axes'])]
     g[0] += 1
     g[1] += r['bytes']
-  order = {name: i for i, name in enumerate(models.LAYERS + ('other',))}
+  order = {name: i for i, name in enumerate(models.LAYERS + ('gradients', 'other'))}
   return [{'layer': k[0], 'op': k[1], 'axes': k[2], 'count': v[0], 'bytes': v[1]}
           for k, v in sorted(grouped.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0]))]

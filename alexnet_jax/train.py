@@ -43,22 +43,38 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
                          decay_biases=o.decay_biases, nesterov=o.nesterov)
 
 
+def _opt_shardings(tx, spec: models.ModelSpec, mesh, params: Any) -> Any:
+  """Momentum is sharded like its parameter; scalars (count, hyperparams) replicated."""
+  param_shardings = jax.tree.map(lambda p: NamedSharding(mesh, p), models.param_specs(spec))
+  return optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, params),
+                               param_shardings,
+                               transform_non_params=lambda _: NamedSharding(mesh, P()))
+
+
 def create_train_state(config: ml_collections.ConfigDict, spec: models.ModelSpec, mesh,
                        tx: optax.GradientTransformation) -> TrainState:
   """A fresh state, every array created directly in its sharding."""
   model = sharding.create_sharded_model(spec, mesh, seed=config.seed)
   params = model.params_tree()
   replicated = NamedSharding(mesh, P())
-  param_shardings = jax.tree.map(lambda p: p.sharding, params)
-  opt_abstract = jax.eval_shape(tx.init, params)
-  opt_shardings = optax.tree_map_params(
-      tx, lambda _, s: s, opt_abstract, param_shardings,
-      transform_non_params=lambda _: replicated)
-  opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
-  rng = jax.device_put(np.asarray(jax.random.key_data(jax.random.key(config.seed + 1))),
-                       replicated)
+  opt_state = jax.jit(tx.init, out_shardings=_opt_shardings(tx, spec, mesh, params))(params)
+  # Raw threefry key data (what jax.random.PRNGKey(seed) holds), saved in checkpoints.
+  rng = jax.device_put(np.array([0, config.seed + 1], np.uint32), replicated)
   return TrainState(step=jax.device_put(np.int32(0), replicated), params=params,
                     opt_state=opt_state, rng=rng)
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, spec: models.ModelSpec, mesh,
+                         tx: optax.GradientTransformation) -> TrainState:
+  """ShapeDtypeStructs, with their shardings, of create_train_state: nothing allocated."""
+  shapes = jax.eval_shape(lambda: create_train_state(config, spec, mesh, tx))
+  replicated = NamedSharding(mesh, P())
+  shardings = TrainState(
+      step=replicated,
+      params=jax.tree.map(lambda p: NamedSharding(mesh, p), models.param_specs(spec)),
+      opt_state=_opt_shardings(tx, spec, mesh, shapes.params), rng=replicated)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      shapes, shardings)
 
 
 def state_shardings(state: TrainState) -> Any:
@@ -104,10 +120,17 @@ def make_eval_step(config: ml_collections.ConfigDict, spec: models.ModelSpec):
   def eval_step(params: Any, batch: dict, mean: jax.Array):
     images = input_pipeline.device_preprocess(batch['image'], None, config=config,
                                               mean=mean, train=False)
-    logits = models.apply(spec, params, images, train=False)
     labels, mask = batch['label'], batch['mask'].astype(jnp.float32)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    rank = _rank_of_label(logits, labels)
+    if images.ndim == 5:
+      # The paper's 10 crops: softmax averaged over the crops of each image.
+      b, crops = images.shape[:2]
+      logits = models.apply(spec, params, images.reshape((b * crops,) + images.shape[2:]))
+      probs = jax.nn.softmax(logits).reshape(b, crops, -1).mean(axis=1)
+      scores = jnp.log(probs + 1e-12)
+    else:
+      scores = jax.nn.log_softmax(models.apply(spec, params, images))
+    loss = -jnp.take_along_axis(scores, labels[:, None], axis=1)[:, 0]
+    rank = _rank_of_label(scores, labels)
     return {'loss': jnp.sum(loss * mask), 'top1': jnp.sum((rank < 1) * mask),
             'top5': jnp.sum((rank < 5) * mask), 'count': jnp.sum(mask)}
 
@@ -243,7 +266,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   shardings = state_shardings(state)
   replicated = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P('data'))
-  mean = jax.device_put(np.asarray(input_pipeline.mean_image(config), np.float32), replicated)
+  mean = input_pipeline.mean_image(config)
+  mean = jax.device_put(np.zeros(3, np.float32) if mean is None else np.asarray(mean, np.float32),
+                        replicated)
   with jax.set_mesh(mesh):
     train_step = jax.jit(make_train_step(config, spec, tx), donate_argnums=0,
                          in_shardings=(shardings, data, replicated),
