@@ -259,14 +259,15 @@ def _host_size(config, train: bool) -> int:
 def _decode_fn(config, *, train: bool, seed_base: int, is_path: bool):
   size = _host_size(config, train)
   resized = train and config.input.random_crop == 'resized'
+  method = config.input.resize_method
 
   def decode(index, item, label):
     data = tf.io.read_file(item) if is_path else item
     if resized:
       seed = tf.stack([tf.constant(seed_base, tf.int64), index])
-      image = preprocess.decode_random_resized_crop(data, size, seed)
+      image = preprocess.decode_random_resized_crop(data, size, seed, method=method)
     else:
-      image = preprocess.decode_centre(data, size)
+      image = preprocess.decode_centre(data, size, method)
     image = tf.ensure_shape(image, [size, size, 3])
     return {'index': index, 'image': image, 'label': label}
 

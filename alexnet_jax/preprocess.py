@@ -48,25 +48,64 @@ def centre_square(height, width):
   return (height - side) // 2, (width - side) // 2, side
 
 
-def _resize_uint8(image: tf.Tensor, size: int) -> tf.Tensor:
-  # Antialiased bilinear: a triangle filter as wide as the scale factor (like PIL), so that
-  # downscaling a 2400 px photo to 256 does not alias.
-  image = tf.image.resize(image, [size, size], method='bilinear', antialias=True)
-  return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+RESIZE_METHODS = ('area', 'bilinear')
 
 
-def _decode_window(data: tf.Tensor, window_fn) -> tf.Tensor:
-  """Decodes only the window `window_fn(h, w) -> (y, x, h, w)` as uint8 [h, w, 3].
+def resize_uint8(image: tf.Tensor, size: int, method: str = 'area') -> tf.Tensor:
+  """uint8 [h, w, 3] -> uint8 [size, size, 3], antialiased when shrinking.
+
+  'area' (default): box filter when both sides shrink (OpenCV's INTER_AREA), ~1.8x cheaper
+  on the host than 'bilinear', which is the triangle filter of PIL / torchvision (use it to
+  match torchvision's evaluation exactly). Enlarging is plain bilinear for both, and an
+  image already size x size (the pre-resized copy) is passed through untouched.
+  """
+  if method not in RESIZE_METHODS:
+    raise ValueError(f'resize method {method!r}: expected one of {RESIZE_METHODS}')
+  shape = tf.shape(image)
+  h, w = shape[0], shape[1]
+
+  def resized():
+    if method == 'bilinear':
+      out = tf.image.resize(image, [size, size], method='bilinear', antialias=True)
+    else:
+      out = tf.cond(
+          tf.minimum(h, w) > size,
+          lambda: tf.image.resize(image, [size, size], method='area'),
+          lambda: tf.image.resize(image, [size, size], method='bilinear', antialias=True))
+    return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
+
+  out = tf.cond(tf.logical_and(tf.equal(h, size), tf.equal(w, size)), lambda: image, resized)
+  return tf.ensure_shape(out, [size, size, 3])
+
+
+JPEG_RATIOS = (1, 2, 4, 8)
+
+
+def jpeg_ratio_index(height, width, size):
+  """Index in JPEG_RATIOS of the largest libjpeg DCT down-scaling that keeps both sides
+  >= size: decoding at 1/r is cheaper than decoding whole and shrinking (and antialiased)."""
+  short = tf.minimum(height, width)
+  return sum(tf.cast(short >= r * size, tf.int32) for r in JPEG_RATIOS[1:])
+
+
+def _decode_window(data: tf.Tensor, window_fn, size: int) -> tf.Tensor:
+  """Decodes only the window `window_fn(h, w) -> (y, x, h, w)` as uint8 [h', w', 3].
 
   JPEGs go through `decode_and_crop_jpeg` (pixels outside the window are never
-  materialised); anything else (PNG, GIF, BMP, WebP) is decoded whole, then cropped.
-  Grayscale and CMYK come out RGB.
+  materialised), at the DCT scale `jpeg_ratio` allows for a later resize to `size`
+  (then the window is in the scaled image's pixels); anything else (PNG, GIF, BMP, WebP) is
+  decoded whole, then cropped. Grayscale and CMYK come out RGB.
   """
 
   def jpeg():
     shape = tf.image.extract_jpeg_shape(data)
     y, x, h, w = window_fn(shape[0], shape[1])
-    return tf.io.decode_and_crop_jpeg(data, tf.stack([y, x, h, w]), channels=3)
+
+    def at(r):
+      return lambda: tf.io.decode_and_crop_jpeg(
+          data, tf.stack([y // r, x // r, h // r, w // r]), channels=3, ratio=r)
+
+    return tf.switch_case(jpeg_ratio_index(h, w, size), [at(r) for r in JPEG_RATIOS])
 
   def other():
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
@@ -79,7 +118,7 @@ def _decode_window(data: tf.Tensor, window_fn) -> tf.Tensor:
   return image
 
 
-def decode_centre(data: tf.Tensor, size: int) -> tf.Tensor:
+def decode_centre(data: tf.Tensor, size: int, method: str = 'area') -> tf.Tensor:
   """Paper: shorter side -> `size`, centre `size` x `size` crop; uint8 [size, size, 3].
 
   Done as crop-then-resize (the same pixels up to sub-pixel rounding), which decodes and
@@ -90,11 +129,12 @@ def decode_centre(data: tf.Tensor, size: int) -> tf.Tensor:
     y, x, side = centre_square(h, w)
     return y, x, side, side
 
-  return _resize_uint8(_decode_window(data, window), size)
+  return resize_uint8(_decode_window(data, window, size), size, method)
 
 
 def decode_random_resized_crop(data: tf.Tensor, size: int, seed: tf.Tensor,
-                               scale=RESIZED_CROP_SCALE, ratio=RESIZED_CROP_RATIO) -> tf.Tensor:
+                               scale=RESIZED_CROP_SCALE, ratio=RESIZED_CROP_RATIO,
+                               method: str = 'area') -> tf.Tensor:
   """torchvision's RandomResizedCrop: a random box of `scale` of the area and `ratio` aspect,
   decoded alone and resized to `size` x `size`. Stateless: the box is a function of `seed`
   (shape [2]), so a resumed run draws the same boxes."""
@@ -106,7 +146,7 @@ def decode_random_resized_crop(data: tf.Tensor, size: int, seed: tf.Tensor,
         max_attempts=10, use_image_if_no_bounding_boxes=True)
     return begin[0], begin[1], box_size[0], box_size[1]
 
-  return _resize_uint8(_decode_window(data, window), size)
+  return resize_uint8(_decode_window(data, window, size), size, method)
 
 
 # ------------------------------------------------------------------------ device (JAX)

@@ -23,31 +23,47 @@ def _photo(name: str) -> bytes:
     return f.read()
 
 
-def _np_resize(image: np.ndarray, size: int) -> np.ndarray:
-  """Antialiased bilinear resize of a square image: a triangle filter whose width is the
-  scale factor when shrinking (1 when enlarging), pixel centres at i + 0.5, weights
-  renormalised at the borders."""
-
-  def weights(n_in):
-    scale = n_in / size
+def _weights(n_in: int, size: int, method: str) -> np.ndarray:
+  """[size, n_in] resampling weights. 'bilinear': triangle filter as wide as the scale when
+  shrinking (1 when enlarging), pixel centres at i + 0.5, renormalised at the borders.
+  'area': the overlap of output pixel i's box [i s, (i+1) s) with input pixel j, over s."""
+  scale = n_in / size
+  if method == 'area':
+    lo = np.arange(size)[:, None] * scale
+    j = np.arange(n_in)[None, :]
+    w = np.clip(np.minimum(lo + scale, j + 1) - np.maximum(lo, j), 0.0, None)
+  else:
     support = max(scale, 1.0)
     centres = (np.arange(size) + 0.5) * scale
-    src = np.arange(n_in) + 0.5
-    w = np.maximum(0.0, 1.0 - np.abs(src[None, :] - centres[:, None]) / support)
-    return w / w.sum(axis=1, keepdims=True)
+    w = np.maximum(0.0, 1.0 - np.abs(np.arange(n_in)[None] + 0.5 - centres[:, None]) / support)
+  return w / w.sum(axis=1, keepdims=True)
 
+
+def _np_resize(image: np.ndarray, size: int, method: str) -> np.ndarray:
+  """Separable resize of [h, w, 3] to [size, size, 3], rounded to uint8."""
+  if image.shape[:2] == (size, size):
+    return image
+  if method == 'area' and min(image.shape[:2]) <= size:
+    method = 'bilinear'  # 'area' only shrinks; enlarging is bilinear
   x = image.astype(np.float64)
-  wy, wx = weights(x.shape[0]), weights(x.shape[1])
-  out = np.einsum('yh,hwc->ywc', wy, x)
-  out = np.einsum('xw,ywc->yxc', wx, out)
+  out = np.einsum('yh,hwc->ywc', _weights(x.shape[0], size, method), x)
+  out = np.einsum('xw,ywc->yxc', _weights(x.shape[1], size, method), out)
   return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def _np_centre(image: np.ndarray, size: int) -> np.ndarray:
-  h, w = image.shape[:2]
+def _np_window(data: bytes, y: int, x: int, h: int, w: int, size: int) -> np.ndarray:
+  """The window, decoded at the largest DCT scale 1/r keeping min(h, w) / r >= size (libjpeg
+  does the 1/r scaling; the crop is NumPy's)."""
+  r = max(r for r in (1, 2, 4, 8) if min(h, w) >= r * size or r == 1)
+  full = tf.io.decode_jpeg(data, channels=3, ratio=r).numpy()
+  return full[y // r:y // r + h // r, x // r:x // r + w // r]
+
+
+def _np_centre(data: bytes, size: int, method: str) -> np.ndarray:
+  h, w = tf.image.extract_jpeg_shape(data).numpy()[:2]
   side = min(h, w)
-  y, x = (h - side) // 2, (w - side) // 2
-  return _np_resize(image[y:y + side, x:x + side], size)
+  return _np_resize(_np_window(data, (h - side) // 2, (w - side) // 2, side, side, size),
+                    size, method)
 
 
 def _full_decode(data: bytes) -> np.ndarray:
@@ -57,15 +73,17 @@ def _full_decode(data: bytes) -> np.ndarray:
 # ------------------------------------------------------------------------------ host
 
 
+@pytest.mark.parametrize('method', preprocess.RESIZE_METHODS)
 @pytest.mark.parametrize('name,size', [
     ('n01440764_tench', 256),        # landscape 500x375
     ('pencil_sharpener', 256),        # grayscale portrait
     ('n01530575_brambling', 227),
+    ('n01440764_tench', 64),         # 375 >= 4 * 64: decoded at 1/4 by libjpeg
 ])
-def test_decode_centre_matches_numpy(name, size):
+def test_decode_centre_matches_numpy(name, size, method):
   data = _photo(name)
-  got = preprocess.decode_centre(tf.constant(data), size).numpy()
-  ref = _np_centre(_full_decode(data), size)
+  got = preprocess.decode_centre(tf.constant(data), size, method).numpy()
+  ref = _np_centre(data, size, method)
   assert got.shape == (size, size, 3) and got.dtype == np.uint8
   diff = np.abs(got.astype(int) - ref.astype(int))
   assert diff.max() <= 1, diff.max()
@@ -74,11 +92,31 @@ def test_decode_centre_matches_numpy(name, size):
 
 def test_decode_centre_upscales_small_and_shrinks_large_photos():
   by_size = sorted(PHOTOS, key=os.path.getsize)
-  for path in (by_size[0], by_size[-1]):
+  for path, size in ((by_size[0], 256), (by_size[-1], 64), (by_size[-1], 256)):
     data = open(path, 'rb').read()
-    got = preprocess.decode_centre(tf.constant(data), 64).numpy()
-    ref = _np_centre(_full_decode(data), 64)
-    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1, path
+    for method in preprocess.RESIZE_METHODS:
+      got = preprocess.decode_centre(tf.constant(data), size, method).numpy()
+      ref = _np_centre(data, size, method)
+      assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1, (path, size, method)
+  # The smallest photo is enlarged; the largest is decoded at 1/8 for 64 (1024 >= 8 * 64).
+  assert min(tf.image.extract_jpeg_shape(open(by_size[0], 'rb').read()).numpy()[:2]) < 256
+  h, w, _ = tf.image.extract_jpeg_shape(open(by_size[-1], 'rb').read()).numpy()
+  assert preprocess.jpeg_ratio_index(h, w, 64).numpy() == 3
+
+
+def test_area_and_bilinear_agree_roughly():
+  """Two antialiased filters: close on a real photo, unlike plain (aliasing) bilinear."""
+  data = _photo('n01440764_tench')
+  area = preprocess.decode_centre(tf.constant(data), 200, 'area').numpy().astype(int)
+  tri = preprocess.decode_centre(tf.constant(data), 200, 'bilinear').numpy().astype(int)
+  assert np.abs(area - tri).mean() < 2.0
+
+
+def test_preresized_image_passes_through():
+  image = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+  for method in preprocess.RESIZE_METHODS:
+    np.testing.assert_array_equal(preprocess.resize_uint8(tf.constant(image), 48, method),
+                                  image)
 
 
 def _encode(image: Image.Image, fmt: str) -> bytes:
@@ -97,28 +135,33 @@ def test_png_grayscale_and_cmyk_become_rgb():
   assert preprocess.is_jpeg(tf.constant(cmyk)).numpy()
 
   out_png = preprocess.decode_centre(tf.constant(png), 96).numpy()
-  assert np.abs(out_png.astype(int) - _np_centre(rgb, 96).astype(int)).max() <= 1
+  ref_png = _np_resize(rgb[:, 62:437], 96, 'area')  # 500x375: centre square at x 62
+  assert np.abs(out_png.astype(int) - ref_png.astype(int)).max() <= 1
 
   out_gray = preprocess.decode_centre(tf.constant(gray), 96).numpy()
   assert out_gray.shape == (96, 96, 3)
   assert (out_gray == out_gray[..., :1]).all()  # R == G == B
-  ref_gray = _np_centre(np.asarray(Image.open(io.BytesIO(gray)).convert('RGB')), 96)
+  ref_gray = _np_centre(gray, 96, 'area')
   assert np.abs(out_gray.astype(int) - ref_gray.astype(int)).max() <= 2
 
   out_cmyk = preprocess.decode_centre(tf.constant(cmyk), 96).numpy()
-  ref_cmyk = _np_centre(np.asarray(Image.open(io.BytesIO(cmyk)).convert('RGB')), 96)
+  ref_cmyk = _np_resize(np.asarray(Image.open(io.BytesIO(cmyk)).convert('RGB'))[:, 62:437],
+                       96, 'area')
   assert out_cmyk.shape == (96, 96, 3)
   assert np.abs(out_cmyk.astype(int) - ref_cmyk.astype(int)).mean() < 2.0
 
 
-def test_random_resized_crop_is_the_seeded_box():
+@pytest.mark.parametrize('method', preprocess.RESIZE_METHODS)
+def test_random_resized_crop_is_the_seeded_box(method):
   data = _photo('n01440764_tench')
   full = _full_decode(data)
   boxes = set()
   for s in range(4):
     seed = tf.constant([7, s], tf.int64)
-    got = preprocess.decode_random_resized_crop(tf.constant(data), 64, seed).numpy()
-    again = preprocess.decode_random_resized_crop(tf.constant(data), 64, seed).numpy()
+    got = preprocess.decode_random_resized_crop(tf.constant(data), 64, seed,
+                                                method=method).numpy()
+    again = preprocess.decode_random_resized_crop(tf.constant(data), 64, seed,
+                                                  method=method).numpy()
     np.testing.assert_array_equal(got, again)
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.constant(full.shape), tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
@@ -130,24 +173,10 @@ def test_random_resized_crop_is_the_seeded_box():
     area = h * w / (full.shape[0] * full.shape[1])
     assert 0.08 - 1e-3 <= area <= 1.0 and 3 / 4 - 0.05 <= w / h <= 4 / 3 + 0.05
     # Non-square box -> 64x64 (aspect distortion, as torchvision): resize each axis alone.
-    window = full[y:y + h, x:x + w].astype(np.float64)
-    ref = _np_resize_rect(window, 64)
+    ref = _np_resize(_np_window(data, y, x, h, w, 64), 64, method)
     assert got.shape == (64, 64, 3)
     assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
   assert len(boxes) == 4  # the seed moves the box
-
-
-def _np_resize_rect(image, size):
-  def weights(n_in):
-    scale = n_in / size
-    support = max(scale, 1.0)
-    centres = (np.arange(size) + 0.5) * scale
-    w = np.maximum(0.0, 1.0 - np.abs(np.arange(n_in)[None] + 0.5 - centres[:, None]) / support)
-    return w / w.sum(axis=1, keepdims=True)
-
-  out = np.einsum('yh,hwc->ywc', weights(image.shape[0]), image)
-  out = np.einsum('xw,ywc->yxc', weights(image.shape[1]), out)
-  return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------ device
