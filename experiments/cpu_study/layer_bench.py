@@ -3,7 +3,8 @@
 Usage:
   python experiments/cpu_study/layer_bench.py [conv|lrn|pool|fc ...] [--no-torch] [--iters N]
   XLA_FLAGS=... python experiments/cpu_study/layer_bench.py conv --no-torch
-Prints ms for forward and forward+backward (vjp incl. forward) per variant.
+Prints ms (min of --iters runs after 2 warm-ups; the box is shared, so min is the
+least contaminated figure) for forward and forward+backward (vjp incl. forward).
 """
 import argparse
 import os
@@ -35,12 +36,13 @@ def rnd(*s, scale=1.0):
 
 
 def tj(f, *args):
+    # min over runs: the 2-core box is shared with other jobs, min is the least contaminated
     f = jax.jit(f)
-    return bench(lambda: f(*args), sync=jax_block, iters=ITERS)[0] * 1e3
+    return min(bench(lambda: f(*args), sync=jax_block, iters=ITERS)[1]) * 1e3
 
 
 def tt(f):
-    return bench(f, iters=ITERS)[0] * 1e3
+    return min(bench(f, iters=ITERS)[1]) * 1e3
 
 
 def row(name, form, fwd, fb, flops=None, ref=None):
@@ -204,7 +206,7 @@ def main():
     if use_torch:
         import torch
         torch.set_num_threads(2)
-    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}", flush=True)
+    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')} loadavg={os.getloadavg()}", flush=True)
     for w in a.what:
         if w == "conv":
             do_conv(use_torch, a.forms.split(",") if a.forms else None)

@@ -258,3 +258,80 @@ pool_rw_custom.defvjp(_prc_fwd, _prc_bwd)
 
 POOL_FORMS = {"reduce_window": pool_reduce_window, "slices": pool_slices,
               "separable": pool_separable, "rw_custom": pool_rw_custom}
+
+
+@jax.custom_vjp
+def pool_slices_custom(x):
+    return pool_slices(x)
+
+
+def _psc_fwd(x):
+    y = pool_slices(x)
+    return y, (x, y)
+
+
+pool_slices_custom.defvjp(_psc_fwd, _prc_bwd)
+POOL_FORMS["slices_custom"] = pool_slices_custom
+
+# ----------------------------------------------------------------------------
+# Whole two-tower AlexNet training step
+# ----------------------------------------------------------------------------
+# name, k, stride, pad, cin, cout, groups
+CONV_SPECS = [
+    ("conv1", 11, 4, 2, 3, 96, 1),
+    ("conv2", 5, 1, 2, 96, 256, 2),
+    ("conv3", 3, 1, 1, 256, 384, 1),
+    ("conv4", 3, 1, 1, 384, 384, 2),
+    ("conv5", 3, 1, 1, 384, 256, 2),
+]
+FC_SPECS = [("fc6", 9216, 4096), ("fc7", 4096, 4096), ("fc8", 4096, 1000)]
+
+DEFAULT_CFG = dict(conv1="grouped", conv2="split", conv3="grouped", conv4="split", conv5="split",
+                   lrn="reduce_window", lrn_pow="rsqrt", pool="rw_custom")
+
+
+def init_params(key):
+    params = {}
+    for name, k, _, _, cin, cout, g in CONV_SPECS:
+        key, sub = jax.random.split(key)
+        params[name] = dict(w=jax.random.normal(sub, (k, k, cin // g, cout)) * 0.01,
+                            b=jnp.zeros((cout,)))
+    for name, i, o in FC_SPECS:
+        key, sub = jax.random.split(key)
+        params[name] = dict(w=jax.random.normal(sub, (i, o)) * 0.005, b=jnp.zeros((o,)))
+    return params
+
+
+def forward(params, x, key, cfg, train=True):
+    pool = POOL_FORMS[cfg["pool"]]
+    for name, k, s, p, cin, cout, g in CONV_SPECS:
+        x = CONV_FORMS[cfg[name]](x, params[name]["w"], s, p, g) + params[name]["b"]
+        x = jax.nn.relu(x)
+        if name in ("conv1", "conv2"):
+            x = lrn(x, 2, cfg["lrn"], cfg["lrn_pow"])
+        if name in ("conv1", "conv2", "conv5"):
+            x = pool(x)
+    x = x.reshape(x.shape[0], -1)
+    k1, k2 = jax.random.split(key)
+    for name, kk in (("fc6", k1), ("fc7", k2)):
+        x = jax.nn.relu(x @ params[name]["w"] + params[name]["b"])
+        if train:
+            keep = jax.random.bernoulli(kk, 0.5, x.shape)
+            x = jnp.where(keep, x * 2.0, 0.0)
+    return x @ params["fc8"]["w"] + params["fc8"]["b"]
+
+
+def make_train_step(cfg, lr=0.01, momentum=0.9, wd=5e-4):
+    def loss_fn(params, x, y, key):
+        logits = forward(params, x, key, cfg)
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    def step(state, x, y, key):
+        params, mom = state
+        loss, g = jax.value_and_grad(loss_fn)(params, x, y, key)
+        mom = jax.tree.map(lambda m, g, p: momentum * m + g + wd * p, mom, g, params)
+        params = jax.tree.map(lambda p, m: p - lr * m, params, mom)
+        return (params, mom), loss
+
+    return jax.jit(step, donate_argnums=(0,))
