@@ -27,7 +27,7 @@ import functools
 import os
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
@@ -72,11 +72,14 @@ class _Source:
   """One process's part of a split, in a fixed order, not yet decoded.
 
   records yields (item, label): item is the encoded image, or a file path when
-  `is_path` (then the whole shard is cheap to shuffle in memory).
+  `is_path` (then the whole shard is cheap to shuffle in memory). `file_shuffled(seed)`, where
+  set, is `records` with its record files in a seeded order (TFDS's shuffle_files, but with
+  a seed per epoch).
   """
   records: tf.data.Dataset
   num_examples: int
   is_path: bool
+  file_shuffled: Callable[[tf.Tensor], tf.data.Dataset] | None = None
 
 
 def data_dir(config) -> str:
@@ -230,7 +233,39 @@ def _source(config, split: str, process_index: int, process_count: int) -> _Sour
       split=shard, shuffle_files=False, decoders={'image': tfds.decode.SkipDecoding()},
       read_config=tfds.ReadConfig(try_autocache=False, skip_prefetch=True))
   ds = ds.map(lambda ex: (ex['image'], tf.cast(ex['label'], tf.int32)))
-  return _Source(ds, n, is_path=False)
+  return _Source(ds, n, is_path=False, file_shuffled=_file_shuffler(builder, shard))
+
+
+def _file_shuffler(builder, shard):
+  """Reads the shard's TFRecord files in an order shuffled by a (tensor) seed, as
+  `as_dataset(shuffle_files=True)` does, but reproducible per epoch. At most 16 files and a
+  quarter of them are interleaved at a time: interleaving them all would read every file's
+  head first and make the file order moot."""
+  if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
+    return None
+  parts = [(fi.filename, fi.skip, fi.take if fi.take >= 0 else fi.examples_in_shard - fi.skip)
+           for fi in builder.info.splits[shard].file_instructions]
+  if len(parts) < 2:
+    return None
+  files, skips, takes = (tf.constant(list(x), dtype) for x, dtype in zip(
+      zip(*parts, strict=True), (tf.string, tf.int64, tf.int64), strict=True))
+  features = builder.info.features
+
+  def parse(serialized):
+    ex = features.deserialize_example(serialized,
+                                      decoders={'image': tfds.decode.SkipDecoding()})
+    return ex['image'], tf.cast(ex['label'], tf.int32)
+
+  def records(seed):
+    order = tf.data.Dataset.from_tensor_slices((files, skips, takes)).shuffle(
+        len(parts), seed=seed)
+    ds = order.interleave(
+        lambda f, skip, take: tf.data.TFRecordDataset(f).skip(skip).take(take),
+        cycle_length=max(1, min(16, len(parts) // 4)), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
+    return ds.map(parse)
+
+  return records
 
 
 def num_examples(config, split: str) -> int:
@@ -320,11 +355,10 @@ def train_dataset(config, *, local_batch_size: int, start_step: int = 0,
   start_epoch, offset = divmod(start, n)
   buffer = n if src.is_path else max(1, min(config.input.shuffle_buffer, n))
   epoch_seed = _seed_base(config, process_index, 1)
-  records = src.records
-
   def epoch(e):
-    return records.shuffle(buffer, seed=e * 1_000_003 + epoch_seed,
-                           reshuffle_each_iteration=False)
+    seed = e * 1_000_003 + epoch_seed
+    records = src.file_shuffled(seed + 1) if src.file_shuffled else src.records
+    return records.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
 
   ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch).skip(offset)
   ds = tf.data.Dataset.zip(tf.data.Dataset.counter(start), ds)
