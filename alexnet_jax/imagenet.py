@@ -65,12 +65,12 @@ def builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   return b
 
 
-def _reencode_fn(size: int, quality: int) -> Callable[[dict], dict]:
+def _reencode_fn(size: int, quality: int, method: str) -> Callable[[dict], dict]:
   def fn(example):
     out = dict(example)
     # The same decode + resize as the training pipeline's (input_pipeline), so training
     # on the copy sees the same pixels up to the JPEG re-encoding.
-    out['image'] = tf.io.encode_jpeg(preprocess.decode_centre(example['image'], size),
+    out['image'] = tf.io.encode_jpeg(preprocess.decode_centre(example['image'], size, method),
                                      quality=quality, chroma_downsampling=True)
     return out
   return fn
@@ -109,8 +109,8 @@ def write_preresized(
     ds = src.as_dataset(split=split, shuffle_files=False,
                         decoders={'image': tfds.decode.SkipDecoding()})
     ds = ds.map(lambda ex: {k: ex[k] for k in features})
-    ds = ds.map(_reencode_fn(size, quality), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True)
+    ds = ds.map(_reencode_fn(size, quality, config.input.resize_method),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     splits[split] = ds.prefetch(64)
     log(f'pre-resized copy: split {split!r}, {src.info.splits[split].num_examples} images')
 
@@ -129,3 +129,47 @@ def write_preresized(
   log(f'pre-resized copy written to {out.data_dir} in {time.time() - start:.0f}s')
   return out
 
+
+def check_manual_files(manual_dir: str) -> list[str]:
+  """The ILSVRC-2012 archives missing from `manual_dir` (full paths; empty: all there)."""
+  return [os.path.join(manual_dir, f) for f in MANUAL_FILES
+          if not tf.io.gfile.exists(os.path.join(manual_dir, f))]
+
+
+def is_prepared(config) -> bool:
+  """Whether the dataset training reads (the pre-resized copy if asked for) is built."""
+  ddir = data_dir(config)
+  if config.input.use_preresized:
+    version_dir = os.path.join(ddir, preresized_name(config),
+                               PRERESIZED_VERSION)
+    return tf.io.gfile.exists(os.path.join(version_dir, 'dataset_info.json'))
+  try:
+    return builder(config.dataset.name, ddir).is_prepared()
+  except Exception:  # an unknown or unbuildable name is simply "not prepared"
+    return False
+
+
+def missing_message(config) -> str:
+  """'' when the dataset is ready; otherwise what is missing, where it goes, what to run."""
+  if is_prepared(config):
+    return ''
+  mdir, ddir = manual_dir(config), data_dir(config)
+  missing = check_manual_files(mdir)
+  flag = ' --preresized' if config.input.use_preresized else ''
+  command = (f'  python -m alexnet_jax.prepare --config=configs/paper.py '
+             f'--config.dataset.data_dir={ddir} --config.dataset.manual_dir={mdir}{flag}')
+  if not missing:
+    what = (preresized_name(config) if config.input.use_preresized
+            else config.dataset.name)
+    return (f'{what} is not prepared in {ddir}; the archives are in {mdir}. Run:\n'
+            + command)
+  lines = [
+      f'ImageNet (ILSVRC-2012) is not prepared in {ddir} and '
+      f'{len(missing)} of the {len(MANUAL_FILES)} archives TFDS builds it from '
+      'are missing:',
+      *[f'  missing: {p}' for p in missing],
+      'Download them from https://image-net.org/download-images (registration needed),',
+      f'put them in {mdir}/ (or pass --config.dataset.manual_dir=DIR) and run:',
+      command,
+  ]
+  return '\n'.join(lines)
