@@ -103,19 +103,28 @@ def main():
         fns[name]()  # warm-up
         print(f"  {name}: setup+compile+2 warm-up steps {time.perf_counter() - t0:.1f}s loss {l0:.3f}", flush=True)
     times = {n: [] for n in fns}
+    cpus = {n: [] for n in fns}
     for r in range(a.rounds):
         for n, f in fns.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             f()
             times[n].append(time.perf_counter() - t0)
+            cpus[n].append(time.process_time() - c0)
     print(f"loadavg after: {os.getloadavg()}")
     tref = min(min(times[n]) for n in times if n.startswith("torch")) if any(n.startswith("torch") for n in times) else None
+    cref = min(statistics.median(cpus[n]) for n in cpus if n.startswith("torch")) if tref else None
     for n, ts in times.items():
         best, med = min(ts), statistics.median(ts)
         s = (f"{n:26s} min {best*1e3:8.1f} ms ({B/best:6.1f} img/s)  median {med*1e3:8.1f} ms ({B/med:6.1f} img/s)"
              f"  {B*FLOPS_PER_IMG/best/a.peak*100:5.1f}% of peak")
         if tref:
             s += f"  vs best torch (min) {tref/best:4.2f}x"
+        # CPU-seconds per step (all threads): less sensitive to other jobs on the box;
+        # 2*B/cpu is the img/s two fully used cores would give.
+        c = statistics.median(cpus[n])
+        s += f"  | cpu {c:6.2f} s/step -> {2*B/c:6.1f} img/s@2cores"
+        if cref:
+            s += f" vs torch {cref/c:4.2f}x"
         print(s, flush=True)
 
 
