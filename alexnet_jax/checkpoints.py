@@ -14,7 +14,6 @@ import json
 import os
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -82,15 +81,13 @@ def load_params(path: str, abstract_params: Any, *, which: str = 'latest') -> tu
     step = mgr.latest_step()
     if step is None:
       raise FileNotFoundError(f'{root} holds no finished checkpoint')
-    if is_best:
-      target = abstract_params
-    else:
-      # Restore only the params subtree of the saved train state.
-      meta = mgr.item_metadata(step)[item]
-      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), dict(meta))
-      target['params'] = abstract_params
-    restored = mgr.restore(step, args=ocp.args.Composite(
-        **{item: ocp.args.StandardRestore(target)}))[item]
+    # Only the parameters (of the saved train state, or of best/), restored
+    # straight into the shardings of `abstract_params`.
+    target = abstract_params if is_best else {'params': abstract_params}
+    restore = ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=not is_best)
+    restored = mgr.restore(step, args=ocp.args.Composite(**{item: restore}))[item]
   return (restored if is_best else restored['params']), step
 
 

@@ -57,6 +57,7 @@ def base() -> ml_collections.ConfigDict:
   c.input.random_crop = 'paper'                  # 'paper' | 'resized' (torchvision) | 'none'
   c.input.flip = True
   c.input.pca_lighting = 0.1                     # sigma of alpha; 0 turns it off
+  c.input.scale = 1.0                            # x after mean subtraction (paper: raw 0-255)
   c.input.eval_crops = 1                         # 1 (centre) or 10 (paper's 10 crops)
   c.input.shuffle_buffer = 16384
   c.input.prefetch = 2

@@ -95,7 +95,7 @@ def make_train_step(config: ml_collections.ConfigDict, spec: models.ModelSpec,
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     aug_key, drop_key = jax.random.split(key)
     images = input_pipeline.device_preprocess(batch['image'], aug_key, config=config,
-                                              mean=mean, train=True)
+                                              mean=mean, train=True) * config.input.scale
     labels = batch['label']
 
     def loss_fn(params):
@@ -119,7 +119,7 @@ def make_eval_step(config: ml_collections.ConfigDict, spec: models.ModelSpec):
 
   def eval_step(params: Any, batch: dict, mean: jax.Array):
     images = input_pipeline.device_preprocess(batch['image'], None, config=config,
-                                              mean=mean, train=False)
+                                              mean=mean, train=False) * config.input.scale
     labels, mask = batch['label'], batch['mask'].astype(jnp.float32)
     if images.ndim == 5:
       # The paper's 10 crops: softmax averaged over the crops of each image.
@@ -135,6 +135,11 @@ def make_eval_step(config: ml_collections.ConfigDict, spec: models.ModelSpec):
             'top5': jnp.sum((rank < 5) * mask), 'count': jnp.sum(mask)}
 
   return eval_step
+
+
+def mean_or_zeros(mean: np.ndarray | None) -> np.ndarray:
+  """The mean to subtract as an array (zeros when input.mean='none')."""
+  return np.zeros(3, np.float32) if mean is None else np.asarray(mean, np.float32)
 
 
 def to_global(batch: dict, mesh) -> dict:
@@ -266,9 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   shardings = state_shardings(state)
   replicated = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P('data'))
-  mean = input_pipeline.mean_image(config)
-  mean = jax.device_put(np.zeros(3, np.float32) if mean is None else np.asarray(mean, np.float32),
-                        replicated)
+  mean = jax.device_put(mean_or_zeros(input_pipeline.mean_image(config)), replicated)
   with jax.set_mesh(mesh):
     train_step = jax.jit(make_train_step(config, spec, tx), donate_argnums=0,
                          in_shardings=(shardings, data, replicated),
@@ -363,4 +366,5 @@ def _loop(config, workdir, mesh, state, train_step, eval_step, mean, ckpt, contr
   if stop_reason == 'signal':
     logging.warning('Stopped at step %d; checkpoint written to %s. Run the same command to '
                     'resume.', step, os.path.join(workdir, 'checkpoints'))
-  return {'step': step, 'eval': eval_metrics, 'state': state, 'stopped': stop_reason}
+  return {'step': step, 'eval': eval_metrics, 'state': state, 'stopped': stop_reason,
+          'train_step': train_step}

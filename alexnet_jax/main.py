@@ -1,0 +1,81 @@
+r"""Trains and evaluates AlexNet; re-running the same command resumes.
+
+  python -m alexnet_jax.main --config=configs/default.py --workdir=/tmp/alexnet
+  python -m alexnet_jax.main --config=configs/paper.py --workdir=DIR --config.batch_size=256
+  python -m alexnet_jax.main --config=configs/paper.py:towers=1 --workdir=DIR
+
+Multi-host: pass --coordinator_address/--num_processes/--process_id (or run
+where jax.distributed.initialize() finds them itself, e.g. on a TPU pod).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file, e.g. configs/default.py or configs/paper.py:towers=1. Any '
+    'field can be overridden: --config.model.lrn=none', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard events and '
+                               'metrics.jsonl go; an existing run there is resumed.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0, for multi-process runs.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index.')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() '
+                                 'with no arguments (TPU pods, SLURM, ...).')
+
+
+class _LibraryInfoFilter:
+  """Keeps Orbax's and TFDS's per-save INFO chatter out of the training log."""
+
+  _NOISY = ('/orbax/', '/tensorstore', '/tensorflow_datasets/')
+
+  def filter(self, record) -> bool:
+    return record.levelno > logging.INFO or not any(
+        n in record.pathname for n in self._NOISY)
+
+
+def _initialize_distributed() -> None:
+  import jax
+  if _COORDINATOR.value:
+    if jax.default_backend() == 'cpu':
+      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif _DISTRIBUTED.value:
+    jax.distributed.initialize()
+
+
+def main(argv) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if _CONFIG.value is None or not _WORKDIR.value:
+    raise app.UsageError('both --config and --workdir are required, e.g.\n'
+                         '  python -m alexnet_jax.main --config=configs/default.py '
+                         '--workdir=/tmp/alexnet')
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  logging.get_absl_handler().addFilter(_LibraryInfoFilter())
+  from alexnet_jax import imagenet, train  # after flags: keeps --help fast
+
+  config = _CONFIG.value
+  if config.dataset.name == 'imagenet2012':
+    message = imagenet.missing_message(config)
+    if message:
+      print(message, file=sys.stderr)
+      return 2
+  _initialize_distributed()
+  try:
+    train.train_and_evaluate(config, _WORKDIR.value)
+  except (ValueError, FileNotFoundError) as e:
+    # Bad config values and missing datasets are the user's to fix: no traceback.
+    logging.error('%s', e)
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,164 @@
+"""The training loop end to end on the built-in dataset (tiny model, 8 CPU devices)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from alexnet_jax import checkpoints, train
+from configs import default
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data_dir, **overrides):
+  c = default.get_config()
+  c.model.conv_widths = (8, 16, 24, 24, 16)
+  c.model.fc_widths = (32, 32)
+  c.dataset.data_dir = str(data_dir)
+  c.dataset.shapes_train_size = 256
+  c.dataset.shapes_validation_size = 101      # odd: the last eval batch is partial
+  c.input.shuffle_buffer = 256
+  c.batch_size = 32
+  c.eval_batch_size = 32
+  c.num_train_steps = 8
+  c.log_every_steps = 4
+  c.eval_every_steps = 8
+  c.checkpoint_every_steps = 4
+  c.mesh.model = 2
+  for key, value in overrides.items():
+    section = c
+    *path, last = key.split('.')
+    for p in path:
+      section = section[p]
+    section[last] = value
+  return c
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp('tfds')
+
+
+@pytest.fixture(scope='module')
+def finished_run(data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('run'))
+  result = train.train_and_evaluate(tiny_config(data_dir), workdir)
+  return workdir, result
+
+
+def test_run_logs_evaluates_every_example_once_and_never_recompiles(finished_run):
+  workdir, result = finished_run
+  assert result['step'] == 8
+  assert result['eval']['count'] == 101          # padded batches masked, none dropped
+  assert 0.0 <= result['eval']['top1'] <= result['eval']['top5'] <= 1.0
+  assert result['train_step']._cache_size() == 1  # one compilation for all 8 steps
+  records = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  train_rows = [r for r in records if r['split'] == 'train']
+  eval_rows = [r for r in records if r['split'] == 'eval']
+  assert [r['step'] for r in train_rows] == [4, 8] and [r['step'] for r in eval_rows] == [8]
+  for r in records:
+    assert {'step', 'split', 'loss', 'top1', 'top5', 'learning_rate',
+            'images_per_sec'} <= set(r), r
+    assert np.isfinite(r['loss']) and r['images_per_sec'] > 0
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4', '8']
+  assert os.listdir(os.path.join(workdir, 'best')) == ['8']
+
+
+def test_params_stay_sharded_over_the_towers(finished_run):
+  _, result = finished_run
+  kernel = result['state'].params['conv2']['kernel']
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec('model')
+  assert dict(kernel.sharding.mesh.shape) == {'data': 4, 'model': 2}
+
+
+def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(finished_run, data_dir,
+                                                                  tmp_path):
+  _, full = finished_run
+  workdir = str(tmp_path / 'resumed')
+  first = train.train_and_evaluate(tiny_config(data_dir), workdir, max_steps=3)
+  assert first['stopped'] == 'max_steps' and first['step'] == 3
+  second = train.train_and_evaluate(tiny_config(data_dir), workdir)
+  assert second['step'] == 8
+  for a, b in zip(jax.tree.leaves(second['state']), jax.tree.leaves(full['state']),
+                  strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_sigterm_checkpoints_and_exits_cleanly(data_dir, tmp_path):
+  workdir = str(tmp_path / 'sigterm')
+  config = tiny_config(data_dir, num_train_steps=400, checkpoint_every_steps=1000,
+                       eval_every_steps=1000, log_every_steps=2)
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+
+  def send_when_training():
+    while not os.path.exists(metrics):
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  threading.Thread(target=send_when_training, daemon=True).start()
+  result = train.train_and_evaluate(config, workdir)
+  assert result['stopped'] == 'signal'
+  assert 2 <= result['step'] < 400
+  ckpt = checkpoints.Checkpointer(workdir)
+  assert ckpt.latest_step() == result['step']
+  ckpt.close()
+
+
+def test_init_from_starts_from_another_runs_parameters(finished_run, data_dir, tmp_path):
+  source, full = finished_run
+  # lr=0: the paper's update (decay scaled by lr too) leaves the parameters untouched.
+  config = tiny_config(data_dir, num_train_steps=2, init_from=source,
+                       **{'optimizer.learning_rate': 0.0})
+  result = train.train_and_evaluate(config, str(tmp_path / 'finetune'))
+  for a, b in zip(jax.tree.leaves(result['state'].params),
+                  jax.tree.leaves(full['state'].params), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize('override, text', [
+    ({'batch_size': 30}, "batch_size=30 is invalid; allowed: a multiple of the mesh's data"),
+    ({'eval_batch_size': 6}, 'eval_batch_size=6'),
+    ({'schedule.name': 'cosine'}, "schedule.name='cosine'"),
+    ({'model.towers': 3}, 'model.towers=3'),
+    ({'optimizer.momentum': 1.5}, 'optimizer.momentum=1.5'),
+    ({'input.mean': 'median'}, "input.mean='median'"),
+])
+def test_bad_config_is_refused_before_compiling(data_dir, tmp_path, override, text):
+  config = tiny_config(data_dir, **override)
+  with pytest.raises(ValueError) as err:
+    train.train_and_evaluate(config, str(tmp_path / 'bad'))
+  assert text in str(err.value)
+  assert not os.path.exists(tmp_path / 'bad' / 'checkpoints')
+
+
+def _main(*args, timeout=120):
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  return subprocess.run([sys.executable, '-m', 'alexnet_jax.main', *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_main_without_workdir_prints_usage():
+  out = _main('--config=configs/default.py')
+  assert out.returncode != 0
+  assert 'both --config and --workdir are required' in out.stderr
+  assert 'Traceback' not in out.stderr
+
+
+def test_paper_config_without_imagenet_says_what_is_missing(tmp_path):
+  out = _main('--config=configs/paper.py', f'--workdir={tmp_path / "w"}',
+              f'--config.dataset.data_dir={tmp_path / "tfds"}')
+  assert out.returncode == 2
+  assert 'Traceback' not in out.stderr
+  manual = tmp_path / 'tfds' / 'downloads' / 'manual'
+  for name in ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'):
+    assert str(manual / name) in out.stderr
+  assert 'python -m alexnet_jax.prepare' in out.stderr
