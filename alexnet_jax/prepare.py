@@ -16,7 +16,6 @@ Every stage is skipped when its output is already there, so re-running resumes.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -25,55 +24,11 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from alexnet_jax import imagenet, input_pipeline
+from alexnet_jax.imagenet import check_manual_files, is_prepared, missing_message
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/paper.py).')
 _PRERESIZED = flags.DEFINE_bool(
     'preresized', False, "Also write the paper's 256x256 pre-resized copy (section 2).")
-
-
-def check_manual_files(manual_dir: str) -> list[str]:
-  """The ILSVRC-2012 archives missing from `manual_dir` (full paths; empty: all there)."""
-  return [os.path.join(manual_dir, f) for f in imagenet.MANUAL_FILES
-          if not tf.io.gfile.exists(os.path.join(manual_dir, f))]
-
-
-def is_prepared(config) -> bool:
-  """Whether the dataset training reads (the pre-resized copy if asked for) is built."""
-  ddir = imagenet.data_dir(config)
-  if config.input.use_preresized:
-    version_dir = os.path.join(ddir, imagenet.preresized_name(config),
-                               imagenet.PRERESIZED_VERSION)
-    return tf.io.gfile.exists(os.path.join(version_dir, 'dataset_info.json'))
-  try:
-    return imagenet.builder(config.dataset.name, ddir).is_prepared()
-  except Exception:  # an unknown or unbuildable name is simply "not prepared"
-    return False
-
-
-def missing_message(config) -> str:
-  """'' when the dataset is ready; otherwise what is missing, where it goes, what to run."""
-  if is_prepared(config):
-    return ''
-  mdir, ddir = imagenet.manual_dir(config), imagenet.data_dir(config)
-  missing = check_manual_files(mdir)
-  flag = ' --preresized' if config.input.use_preresized else ''
-  command = (f'  python -m alexnet_jax.prepare --config=configs/paper.py '
-             f'--config.dataset.data_dir={ddir} --config.dataset.manual_dir={mdir}{flag}')
-  if not missing:
-    what = (imagenet.preresized_name(config) if config.input.use_preresized
-            else config.dataset.name)
-    return (f'{what} is not prepared in {ddir}; the archives are in {mdir}. Run:\n'
-            + command)
-  lines = [
-      f'ImageNet (ILSVRC-2012) is not prepared in {ddir} and '
-      f'{len(missing)} of the {len(imagenet.MANUAL_FILES)} archives TFDS builds it from '
-      'are missing:',
-      *[f'  missing: {p}' for p in missing],
-      'Download them from https://image-net.org/download-images (registration needed),',
-      f'put them in {mdir}/ (or pass --config.dataset.manual_dir=DIR) and run:',
-      command,
-  ]
-  return '\n'.join(lines)
 
 
 def prepare(config, *, preresized: bool = False, log=print) -> None:
