@@ -123,7 +123,8 @@ def write_preresized(
       split_datasets=splits,
       data_dir=ddir,
       description=(f'{config.dataset.name} with the shorter side resized to {size} '
-                   f'(bilinear, antialiased), centre {size}x{size} crop, JPEG quality '
+                   f'(input.resize_method={config.input.resize_method!r}), centre '
+                   f'{size}x{size} crop, JPEG quality '
                    f'{quality} (Krizhevsky et al. 2012, section 2).'),
   )
   log(f'pre-resized copy written to {out.data_dir} in {time.time() - start:.0f}s')
