@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -28,31 +29,15 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image, ImageDraw
 
-__all__ = [
-    "CLASS_NAMES",
-    "SPLITS",
-    "AlexnetShapes",
-    "ShapesConfig",
-    "builder",
-    "config_name",
-    "render_example",
-]
+__all__ = ['CLASS_NAMES', 'SPLITS', 'AlexnetShapes', 'ShapesConfig', 'builder', 'config_name',
+           'render_example']
 
-CLASS_NAMES: tuple[str, ...] = (
-    "circle",
-    "square",
-    "triangle",
-    "star",
-    "cross",
-    "ring",
-    "crescent",
-    "stripes",
-    "checker",
-    "dots",
-)
+# Order is part of the dataset (label i = CLASS_NAMES[i]); append, never reorder.
+CLASS_NAMES: tuple[str, ...] = ('circle', 'square', 'triangle', 'star', 'cross', 'ring',
+                                'crescent', 'stripes', 'checker', 'dots')
 
 # Stable ids mixed into the per-example RNG seed; never renumber (it would change the data).
-SPLITS: dict[str, int] = {"train": 0, "validation": 1}
+SPLITS: dict[str, int] = {'train': 0, 'validation': 1}
 
 _SUPERSAMPLE = 2  # Shapes are drawn at 2x and box-filtered: anti-aliased edges, as in photos.
 _MIN_COLOUR_DISTANCE = 120.0  # Euclidean RGB distance fg<->bg; keeps every shape visible.
@@ -61,56 +46,47 @@ _JPEG_QUALITY = 90
 
 @dataclasses.dataclass(eq=False)
 class ShapesConfig(tfds.core.BuilderConfig):
-    """Size and resolution knobs; the training config picks them, so all are explicit.
+  """Size and resolution knobs; the training config picks them, so all are explicit.
 
-    Attributes:
-      image_size: side length S of the square S x S x 3 images.
-      train_size: number of examples in the `train` split.
-      validation_size: number of examples in the `validation` split.
-      num_classes: uses the first `num_classes` entries of `CLASS_NAMES`.
-      seed: global seed; every example is a pure function of (seed, split, index).
-    """
+  Attributes:
+    image_size: side length S of the square S x S x 3 images.
+    train_size: number of examples in the `train` split.
+    validation_size: number of examples in the `validation` split.
+    num_classes: uses the first `num_classes` entries of `CLASS_NAMES`.
+    seed: global seed; every example is a pure function of (seed, split, index).
+  """
 
-    image_size: int = 64
-    train_size: int = 10_000
-    validation_size: int = 2_000
-    num_classes: int = len(CLASS_NAMES)
-    seed: int = 0
+  image_size: int = 64
+  train_size: int = 10_000
+  validation_size: int = 1_000
+  num_classes: int = len(CLASS_NAMES)
+  seed: int = 0
 
-    def __post_init__(self) -> None:
-        if self.image_size < 16:
-            raise ValueError(f"image_size must be >= 16, got {self.image_size}")
-        if not 2 <= self.num_classes <= len(CLASS_NAMES):
-            raise ValueError(f"num_classes must be in [2, {len(CLASS_NAMES)}]")
-        if self.train_size < 1 or self.validation_size < 1:
-            raise ValueError("train_size and validation_size must be >= 1")
-        if self.seed < 0:
-            raise ValueError("seed must be non-negative (it seeds np.random.default_rng)")
-
-
-def config_name(
-    image_size: int, train_size: int, validation_size: int, num_classes: int, seed: int
-) -> str:
-    """Derives a config name from the values, so each distinct dataset gets its own cache
-    directory under data_dir and a stale build can never be reused for other settings."""
-    return f"s{image_size}_tr{train_size}_va{validation_size}_c{num_classes}_seed{seed}"
+  def __post_init__(self) -> None:
+    if self.image_size < 16:
+      raise ValueError(f'image_size must be >= 16, got {self.image_size}')
+    if not 2 <= self.num_classes <= len(CLASS_NAMES):
+      raise ValueError(f'num_classes must be in [2, {len(CLASS_NAMES)}]')
+    if self.train_size < 1 or self.validation_size < 1:
+      raise ValueError('train_size and validation_size must be >= 1')
+    if self.seed < 0:
+      raise ValueError('seed must be non-negative (it seeds np.random.default_rng)')
 
 
+def config_name(image_size: int, train_size: int, validation_size: int, num_classes: int,
+                seed: int) -> str:
+  """Derives a config name from the values, so each distinct dataset gets its own cache
+  directory under data_dir and a stale build can never be reused for other settings."""
+  return f's{image_size}_tr{train_size}_va{validation_size}_c{num_classes}_seed{seed}'
+
+
+# s64 matches configs/default.py (10k/1k at 64x64), so the default run and
+# `tfds.load('alexnet_shapes')` share one cache directory. It builds in about 10 s.
 _PREDEFINED = (
-    ShapesConfig(
-        name="s64",
-        description="Default: 64x64, 10 classes, 10k train / 2k validation.",
-        image_size=64,
-        train_size=10_000,
-        validation_size=2_000,
-    ),
-    ShapesConfig(
-        name="tiny",
-        description="For unit tests: 32x32, 10 classes, 500 train / 200 validation.",
-        image_size=32,
-        train_size=500,
-        validation_size=200,
-    ),
+    ShapesConfig(name='s64', description='Default: 64x64, 10 classes, 10k train / 1k validation.',
+                 image_size=64, train_size=10_000, validation_size=1_000),
+    ShapesConfig(name='tiny', description='Unit tests: 32x32, 10 classes, 500 train / 200 val.',
+                 image_size=32, train_size=500, validation_size=200),
 )
 
 
@@ -118,32 +94,30 @@ _PREDEFINED = (
 
 
 def _rotation(angle: float) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([[c, -s], [s, c]])
+  c, s = np.cos(angle), np.sin(angle)
+  return np.array([[c, -s], [s, c]])
 
 
 def _polygon(unit_xy: np.ndarray, cx: float, cy: float, r: float, angle: float) -> list:
-    pts = unit_xy @ _rotation(angle).T * r + np.array([cx, cy])
-    return [tuple(p) for p in pts]
+  pts = unit_xy @ _rotation(angle).T * r + np.array([cx, cy])
+  return [tuple(p) for p in pts]
 
 
 def _regular(n: int) -> np.ndarray:
-    t = np.arange(n) * 2 * np.pi / n - np.pi / 2
-    return np.stack([np.cos(t), np.sin(t)], axis=1)
+  t = np.arange(n) * 2 * np.pi / n - np.pi / 2
+  return np.stack([np.cos(t), np.sin(t)], axis=1)
 
 
 def _star(points: int = 5, inner: float = 0.45) -> np.ndarray:
-    t = np.arange(2 * points) * np.pi / points - np.pi / 2
-    rad = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner)
-    return np.stack([rad * np.cos(t), rad * np.sin(t)], axis=1)
+  t = np.arange(2 * points) * np.pi / points - np.pi / 2
+  rad = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner)
+  return np.stack([rad * np.cos(t), rad * np.sin(t)], axis=1)
 
 
 def _cross(arm: float = 0.36) -> np.ndarray:
-    a = arm
-    return np.array(
-        [[-a, -1], [a, -1], [a, -a], [1, -a], [1, a], [a, a],
-         [a, 1], [-a, 1], [-a, a], [-1, a], [-1, -a], [-a, -a]]  # fmt: skip
-    )
+  a = arm
+  return np.array([[-a, -1], [a, -1], [a, -a], [1, -a], [1, a], [a, a],
+                   [a, 1], [-a, 1], [-a, a], [-1, a], [-1, -a], [-a, -a]])
 
 
 # Unit polygons scaled so every shape spans a similar extent (about 2r across).
@@ -154,204 +128,194 @@ _UNIT_CROSS = _cross() * 0.9
 
 
 def _shape_mask(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
-    """Coverage in [0, 1] of the foreground colour, at `size` x `size`."""
-    n = size * _SUPERSAMPLE
-    r = rng.uniform(0.22, 0.34) * n
-    # Keep the whole shape inside the frame: ImageNet objects are mostly in view too.
-    cx, cy = rng.uniform(r + 0.03 * n, n - r - 0.03 * n, size=2)
-    angle = rng.uniform(0.0, 2 * np.pi)
-    canvas = Image.new("L", (n, n), 0)
-    draw = ImageDraw.Draw(canvas)
-    name = CLASS_NAMES[label]
+  """Coverage in [0, 1] of the foreground colour, at `size` x `size`."""
+  n = size * _SUPERSAMPLE
+  r = rng.uniform(0.24, 0.36) * n
+  # Keep the whole shape inside the frame: ImageNet objects are mostly in view too.
+  cx, cy = rng.uniform(r + 0.03 * n, n - r - 0.03 * n, size=2)
+  angle = rng.uniform(0.0, 2 * np.pi)
+  canvas = Image.new('L', (n, n), 0)
+  draw = ImageDraw.Draw(canvas)
+  name = CLASS_NAMES[label]
 
-    def disk(rad: float, x: float = cx, y: float = cy, fill: int = 255) -> None:
-        draw.ellipse([x - rad, y - rad, x + rad, y + rad], fill=fill)
+  def disk(rad: float, x: float = cx, y: float = cy, fill: int = 255) -> None:
+    draw.ellipse([x - rad, y - rad, x + rad, y + rad], fill=fill)
 
-    pattern = None
-    if name == "circle":
-        disk(r)
-    elif name == "square":
-        draw.polygon(_polygon(_UNIT_SQUARE, cx, cy, r, angle), fill=255)
-    elif name == "triangle":
-        draw.polygon(_polygon(_UNIT_TRIANGLE, cx, cy, r, angle), fill=255)
-    elif name == "star":
-        draw.polygon(_polygon(_UNIT_STAR, cx, cy, r * 1.1, angle), fill=255)
-    elif name == "cross":
-        draw.polygon(_polygon(_UNIT_CROSS, cx, cy, r, angle), fill=255)
-    elif name == "ring":
-        disk(r)
-        disk(r * rng.uniform(0.5, 0.62), fill=0)
-    elif name == "crescent":
-        disk(r)
-        off = r * rng.uniform(0.4, 0.55)
-        disk(r * 0.9, cx + off * np.cos(angle), cy + off * np.sin(angle), fill=0)
+  pattern = None
+  if name == 'circle':
+    disk(r)
+  elif name == 'square':
+    draw.polygon(_polygon(_UNIT_SQUARE, cx, cy, r, angle), fill=255)
+  elif name == 'triangle':
+    draw.polygon(_polygon(_UNIT_TRIANGLE, cx, cy, r, angle), fill=255)
+  elif name == 'star':
+    draw.polygon(_polygon(_UNIT_STAR, cx, cy, r * 1.1, angle), fill=255)
+  elif name == 'cross':
+    draw.polygon(_polygon(_UNIT_CROSS, cx, cy, r, angle), fill=255)
+  elif name == 'ring':
+    disk(r)
+    disk(r * rng.uniform(0.5, 0.62), fill=0)
+  elif name == 'crescent':
+    disk(r)
+    off = r * rng.uniform(0.4, 0.55)
+    disk(r * 0.9, cx + off * np.cos(angle), cy + off * np.sin(angle), fill=0)
+  else:
+    # Texture classes: the texture fills a disk or a rotated square, chosen at random, so
+    # the outline says nothing and only the interior pattern identifies the class.
+    # The region is a little larger than the plain shapes so it holds >= 3 periods.
+    if rng.random() < 0.5:
+      disk(r)
     else:
-        # Texture classes: the texture fills a disk or a rotated square, chosen at random, so
-        # the outline says nothing and only the interior pattern identifies the class.
-        if rng.random() < 0.5:
-            disk(r)
-        else:
-            draw.polygon(_polygon(_UNIT_SQUARE, cx, cy, r, angle), fill=255)
-        period = r * rng.uniform(0.4, 0.6)
-        theta = rng.uniform(0.0, 2 * np.pi)
-        phase_u, phase_v = rng.uniform(0.0, 1.0, size=2)
-        coords = np.arange(n, dtype=np.float32) + 0.5
-        x, y = coords[None, :] - cx, coords[:, None] - cy
-        u = (x * np.cos(theta) + y * np.sin(theta)) / period + phase_u
-        v = (-x * np.sin(theta) + y * np.cos(theta)) / period + phase_v
-        if name == "stripes":
-            pattern = np.mod(u, 1.0) < 0.5
-        elif name == "checker":
-            pattern = (np.floor(2 * u) + np.floor(2 * v)) % 2 == 0
-        elif name == "dots":
-            du, dv = np.mod(u, 1.0) - 0.5, np.mod(v, 1.0) - 0.5
-            pattern = du * du + dv * dv < 0.32**2
-        else:  # pragma: no cover - guarded by ShapesConfig.num_classes
-            raise ValueError(f"unknown class {name!r}")
+      draw.polygon(_polygon(_regular(4), cx, cy, r, angle), fill=255)
+    period = r * rng.uniform(0.55, 0.75)
+    theta = rng.uniform(0.0, 2 * np.pi)
+    phase_u, phase_v = rng.uniform(0.0, 1.0, size=2)
+    coords = np.arange(n, dtype=np.float32) + 0.5
+    x, y = coords[None, :] - cx, coords[:, None] - cy
+    u = (x * np.cos(theta) + y * np.sin(theta)) / period + phase_u
+    v = (-x * np.sin(theta) + y * np.cos(theta)) / period + phase_v
+    if name == 'stripes':
+      pattern = np.mod(u, 1.0) < 0.5
+    elif name == 'checker':
+      pattern = (np.floor(2 * u) + np.floor(2 * v)) % 2 == 0
+    elif name == 'dots':
+      du, dv = np.mod(u, 1.0) - 0.5, np.mod(v, 1.0) - 0.5
+      pattern = du * du + dv * dv < 0.27**2
+    else:  # pragma: no cover - guarded by ShapesConfig.num_classes
+      raise ValueError(f'unknown class {name!r}')
 
-    mask = np.asarray(canvas, dtype=np.float32) / 255.0
-    if pattern is not None:
-        mask = mask * pattern
-    k = _SUPERSAMPLE
-    return mask.reshape(size, k, size, k).mean(axis=(1, 3))
+  mask = np.asarray(canvas, dtype=np.float32) / 255.0
+  if pattern is not None:
+    mask = mask * pattern
+  k = _SUPERSAMPLE  # Box filter as a sum of strided views: much cheaper than .mean(axis).
+  return sum(mask[i::k, j::k] for i in range(k) for j in range(k)) / (k * k)
 
 
 def _colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground/background colours, uniform over RGB and blind to the class by design."""
-    while True:
-        fg, bg = rng.uniform(0.0, 255.0, size=(2, 3))
-        if np.linalg.norm(fg - bg) >= _MIN_COLOUR_DISTANCE:
-            return fg, bg
+  """Foreground/background colours, uniform over RGB and blind to the class by design."""
+  while True:
+    fg, bg = rng.uniform(0.0, 255.0, size=(2, 3))
+    if np.linalg.norm(fg - bg) >= _MIN_COLOUR_DISTANCE:
+      return fg, bg
 
 
 def _smooth_field(rng: np.random.Generator, size: int, amplitude: float) -> np.ndarray:
-    """Low-frequency RGB shading (a few random plane waves): lighting-like variation that
-    stops a model from keying on perfectly flat regions."""
-    coords = np.arange(size, dtype=np.float32) / size
-    field = np.zeros((size, size, 3), np.float32)
-    for _ in range(3):
-        freq = rng.uniform(0.3, 1.5)
-        theta = rng.uniform(0.0, 2 * np.pi)
-        phase = rng.uniform(0.0, 2 * np.pi)
-        wave = np.sin(
-            2 * np.pi * freq * (coords[None, :] * np.cos(theta) + coords[:, None] * np.sin(theta))
-            + phase
-        )
-        field += wave[:, :, None] * rng.uniform(-amplitude, amplitude, size=3).astype(np.float32)
-    return field
+  """Low-frequency RGB shading (a few random plane waves): lighting-like variation that
+  stops a model from keying on perfectly flat regions.
+
+  Each wave sin(a*x + b*y + phase) is expanded into two separable outer products, so the
+  whole field is one small matmul instead of per-pixel trigonometry (3x faster overall).
+  """
+  waves = 3
+  coords = np.arange(size) / size
+  freq = rng.uniform(0.3, 1.5, size=waves)
+  theta = rng.uniform(0.0, 2 * np.pi, size=waves)
+  phase = rng.uniform(0.0, 2 * np.pi, size=waves)
+  amp = rng.uniform(-amplitude, amplitude, size=(waves, 3))
+  ax = 2 * np.pi * freq * np.cos(theta)
+  by = 2 * np.pi * freq * np.sin(theta)
+  arg_x = coords[:, None] * ax  # (S, waves)
+  arg_y = coords[:, None] * by + phase
+  along_x = np.concatenate([np.sin(arg_x), np.cos(arg_x)], axis=1)  # (S, 2*waves)
+  along_y = np.concatenate([np.cos(arg_y), np.sin(arg_y)], axis=1)
+  outer = (along_y[:, None, :] * along_x[None, :, :]).reshape(size * size, 2 * waves)
+  field = outer @ np.concatenate([amp, amp], axis=0)
+  return field.reshape(size, size, 3).astype(np.float32)
 
 
-def render_example(seed: int, split: str, index: int, config: ShapesConfig) -> tuple[np.ndarray, int]:
-    """Renders one example as a uint8 (S, S, 3) array plus its label.
+def render_example(config: ShapesConfig, split: str, index: int) -> tuple[np.ndarray, int]:
+  """Renders example `index` of `split` as a uint8 (S, S, 3) array plus its label.
 
-    Exposed (rather than private to the builder) so tests and notebooks can look at the exact
-    pixels that get JPEG-encoded, without building a TFDS dataset.
-    """
-    size = config.image_size
-    # Balanced classes by construction; the example's content comes from its own RNG stream.
-    label = index % config.num_classes
-    rng = np.random.default_rng([seed, SPLITS[split], index])
-    alpha = _shape_mask(label, rng, size)[:, :, None]
-    fg, bg = _colour_pair(rng)
-    background = bg.astype(np.float32) + _smooth_field(rng, size, 20.0)
-    foreground = fg.astype(np.float32) + _smooth_field(rng, size, 10.0)
-    image = background * (1.0 - alpha) + foreground * alpha
-    sigma = rng.uniform(4.0, 16.0)
-    image += rng.standard_normal((size, size, 3), dtype=np.float32) * sigma
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
+  Public so tests and notebooks can look at the exact pixels that get JPEG-encoded without
+  building a TFDS dataset. Only config.seed, image_size and num_classes matter: the split
+  sizes do not, so a small build is a prefix of a larger one with the same seed.
+  """
+  size = config.image_size
+  # Balanced classes by construction; the example's content comes from its own RNG stream.
+  label = index % config.num_classes
+  rng = np.random.default_rng([config.seed, SPLITS[split], index])
+  alpha = _shape_mask(label, rng, size)[:, :, None]
+  fg, bg = _colour_pair(rng)
+  background = bg.astype(np.float32) + _smooth_field(rng, size, 20.0)
+  foreground = fg.astype(np.float32) + _smooth_field(rng, size, 10.0)
+  image = background * (1.0 - alpha) + foreground * alpha
+  sigma = rng.uniform(4.0, 16.0)
+  image += rng.standard_normal((size, size, 3), dtype=np.float32) * sigma
+  return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
 
 
 def _encode_jpeg(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=_JPEG_QUALITY)
-    return buf.getvalue()
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format='JPEG', quality=_JPEG_QUALITY)
+  return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- builder
 
 
 class AlexnetShapes(tfds.core.GeneratorBasedBuilder):
-    """Procedural shapes-and-textures dataset; see the module docstring for the rationale."""
+  """Procedural shapes-and-textures dataset; see the module docstring for the rationale."""
 
-    name = "alexnet_shapes"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS = list(_PREDEFINED)
-    DEFAULT_CONFIG_NAME = "s64"
-    # TFDS 4.9.10 derives `code_path` through a lazy `import importlib_resources`, a package
-    # it no longer declares on Python >= 3.9 (tensorflow/datasets#11212), so
-    # `download_and_prepare()` dies with ModuleNotFoundError for any builder living in a
-    # package. Pinning the path here sidesteps that lookup; it is only used to look for an
-    # (absent) checksums file next to this module.
-    code_path = epath.Path(__file__)
+  name = 'alexnet_shapes'
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  BUILDER_CONFIGS = list(_PREDEFINED)
+  DEFAULT_CONFIG_NAME = 's64'
+  # TFDS 4.9.10 derives `code_path` through a lazy `import importlib_resources`, a package
+  # it no longer declares on Python >= 3.9 (tensorflow/datasets#11212), so
+  # `download_and_prepare()` dies with ModuleNotFoundError for any builder living in a
+  # package. Pinning the path here sidesteps that lookup; it is only used to look for an
+  # (absent) checksums file next to this module.
+  code_path = epath.Path(__file__)
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        cfg: ShapesConfig = self.builder_config
-        size = cfg.image_size
-        # DatasetInfo is built directly (not via dataset_info_from_configs) so that a README
-        # dropped into this package can never silently replace the description.
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=(
-                "Procedurally generated shapes and textures (classes: "
-                + ", ".join(CLASS_NAMES[: cfg.num_classes])
-                + ") in random colour, position, scale and rotation on noisy, shaded "
-                "backgrounds. Colours are independent of the class, so colour statistics "
-                "alone cannot classify it. Fully offline and deterministic from the seed."
-            ),
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(size, size, 3), encoding_format="jpeg"),
-                    "label": tfds.features.ClassLabel(names=list(CLASS_NAMES[: cfg.num_classes])),
-                }
-            ),
-            supervised_keys=("image", "label"),
-        )
-
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
-        del dl_manager  # Nothing to download: the whole point is to work offline.
-        cfg: ShapesConfig = self.builder_config
-        return {
-            "train": self._generate_examples("train", cfg.train_size),
-            "validation": self._generate_examples("validation", cfg.validation_size),
-        }
-
-    def _generate_examples(self, split: str, num_examples: int) -> Iterator[tuple[int, dict]]:
-        cfg: ShapesConfig = self.builder_config
-        for index in range(num_examples):
-            image, label = render_example(cfg.seed, split, index, cfg)
-            yield index, {"image": _encode_jpeg(image), "label": label}
-
-
-def builder(
-    data_dir: str | None = None,
-    *,
-    image_size: int = 64,
-    train_size: int = 10_000,
-    validation_size: int = 2_000,
-    num_classes: int = len(CLASS_NAMES),
-    seed: int = 0,
-) -> AlexnetShapes:
-    """Returns a builder for arbitrary settings, because the training config (not this file)
-    decides size and resolution.
-
-    Settings equal to a predefined config reuse it (and so its cache directory); anything else
-    gets an on-the-fly config named by `config_name`. Call `.download_and_prepare()` on the
-    result; it never touches the network.
-    """
-    values = dict(
-        image_size=image_size,
-        train_size=train_size,
-        validation_size=validation_size,
-        num_classes=num_classes,
-        seed=seed,
+  def _info(self) -> tfds.core.DatasetInfo:
+    cfg: ShapesConfig = self.builder_config
+    size = cfg.image_size
+    # DatasetInfo is built directly (not via dataset_info_from_configs) so that a README
+    # dropped into this package can never silently replace the description.
+    names = list(CLASS_NAMES[:cfg.num_classes])
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=(
+            f'Procedurally generated shapes and textures ({", ".join(names)}) in random '
+            'colour, position, scale and rotation on noisy, shaded backgrounds. Colours are '
+            'independent of the class, so colour statistics alone cannot classify it. '
+            'Fully offline and deterministic from the seed.'),
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(size, size, 3), encoding_format='jpeg'),
+            'label': tfds.features.ClassLabel(names=names),
+        }),
+        supervised_keys=('image', 'label'),
     )
-    for cfg in _PREDEFINED:
-        if all(getattr(cfg, k) == v for k, v in values.items()):
-            return AlexnetShapes(data_dir=data_dir, config=cfg.name)
-    cfg = ShapesConfig(
-        name=config_name(**values),
-        description="Custom config created by alexnet_jax.datasets.shapes.builder().",
-        **values,
-    )
-    return AlexnetShapes(data_dir=data_dir, config=cfg)
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
+    del dl_manager  # Nothing to download: the whole point is to work offline.
+    cfg: ShapesConfig = self.builder_config
+    return {'train': self._generate_examples('train', cfg.train_size),
+            'validation': self._generate_examples('validation', cfg.validation_size)}
+
+  def _generate_examples(self, split: str, num_examples: int) -> Iterator[tuple[int, dict]]:
+    cfg: ShapesConfig = self.builder_config
+    for index in range(num_examples):
+      image, label = render_example(cfg, split, index)
+      yield index, {'image': _encode_jpeg(image), 'label': label}
+
+
+def builder(data_dir: str | os.PathLike | None = None, *, image_size: int = 64,
+            train_size: int = 10_000, validation_size: int = 1_000,
+            num_classes: int = len(CLASS_NAMES), seed: int = 0) -> AlexnetShapes:
+  """Returns a builder for arbitrary settings, because the training config (not this file)
+  decides size and resolution.
+
+  Settings equal to a predefined config reuse it (and so its cache directory); anything else
+  gets an on-the-fly config named by `config_name`. Call `.download_and_prepare()` on the
+  result; it never touches the network.
+  """
+  values = dict(image_size=image_size, train_size=train_size,
+                validation_size=validation_size, num_classes=num_classes, seed=seed)
+  for cfg in _PREDEFINED:
+    if all(getattr(cfg, k) == v for k, v in values.items()):
+      return AlexnetShapes(data_dir=data_dir, config=cfg.name)
+  cfg = ShapesConfig(name=config_name(**values),
+                     description='Created by alexnet_jax.datasets.shapes.builder().', **values)
+  return AlexnetShapes(data_dir=data_dir, config=cfg)
