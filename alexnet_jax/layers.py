@@ -6,6 +6,8 @@ tower lives where.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -29,36 +31,75 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int,
   return y + bias
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
-  """Max-pooling over H and W without padding (the paper's 3/2, or 2/2)."""
+  """Max-pooling over H and W without padding (the paper's 3/2, or 2/2).
+
+  The forward is XLA's reduce_window; the backward is written out (below)
+  because autodiff's select_and_scatter runs 6-10x slower on XLA:CPU
+  (experiments/cpu_study). The gradient is the same: each window sends its
+  gradient to its first maximal element, in row-major order.
+  """
   return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1),
                            (1, stride, stride, 1), 'VALID')
 
 
+def _max_pool_fwd(x, window, stride):
+  y = max_pool(x, window, stride)
+  return y, (x, y)
+
+
+def _max_pool_bwd(window, stride, residuals, g):
+  x, y = residuals
+  n, h, w, c = x.shape
+  ho, wo = y.shape[1:3]
+  dx = jnp.zeros_like(x)
+  taken = jnp.zeros(y.shape, bool)
+  zero = jnp.zeros((), x.dtype)
+  for i in range(window):
+    for j in range(window):
+      # x[:, i + stride*a, j + stride*b, :] for every output (a, b).
+      xs = lax.slice(x, (0, i, j, 0), (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
+                     (1, stride, stride, 1))
+      hit = (xs == y) & ~taken
+      taken = taken | hit
+      contrib = jnp.where(hit, g, zero)
+      dx = dx + lax.pad(contrib, zero, ((0, 0, 0),
+                                        (i, h - i - (ho - 1) * stride - 1, stride - 1),
+                                        (j, w - j - (wo - 1) * stride - 1, stride - 1),
+                                        (0, 0, 0)))
+  return (dx,)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
 def channel_window_sum(sq: jax.Array, n: int) -> jax.Array:
-  """Sum over n adjacent channels centred on each channel (zeros past the ends).
-
-  Written as n shifted slices of a padded copy: differentiable, and fuses into
-  one elementwise loop on every backend.
-  """
+  """Sum over n adjacent channels centred on each channel (zeros past the ends)."""
   lo = n // 2
-  c = sq.shape[-1]
-  padded = jnp.pad(sq, [(0, 0)] * (sq.ndim - 1) + [(lo, n - 1 - lo)])
-  return sum(padded[..., i:i + c] for i in range(n))
+  return lax.reduce_window(sq, 0.0, lax.add, (1,) * (sq.ndim - 1) + (n,), (1,) * sq.ndim,
+                           ((0, 0),) * (sq.ndim - 1) + ((lo, n - 1 - lo),))
 
 
-def lrn_denominator(x: jax.Array, formula: str) -> jax.Array:
-  """(k + alpha' * sum over the channel window of x^2) ** beta."""
+def lrn_scale(x: jax.Array, formula: str) -> jax.Array:
+  """(k + alpha' * sum over the channel window of x^2) ** -beta, the LRN multiplier.
+
+  For beta = 3/4 (both formulas) it is computed as rsqrt(d) * sqrt(rsqrt(d)),
+  about 1.5-2x faster than a power and a divide on XLA:CPU, forward and backward.
+  """
   k, n, alpha, beta, per_term = LRN_FORMULAS[formula]
   if per_term:
     alpha = alpha / n
-  s = channel_window_sum(x * x, n)
-  return (k + alpha * s) ** beta
+  d = k + alpha * channel_window_sum(x * x, n)
+  if beta == 0.75:
+    r = lax.rsqrt(d)
+    return r * jnp.sqrt(r)
+  return d ** -beta
 
 
 def lrn(x: jax.Array, formula: str) -> jax.Array:
   """Local response normalisation across the channels of x (last axis)."""
-  return x / lrn_denominator(x, formula)
+  return x * lrn_scale(x, formula)
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:

@@ -323,10 +323,9 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
       if not spec.lrn_across_towers or spec.towers == 1:
         return [layers.lrn(h, spec.lrn) for h in xs]
       # Caffe: the window spans all channels of both towers.
-      full = gather(xs)
-      denom = layers.lrn_denominator(full, spec.lrn)
+      scale = layers.lrn_scale(gather(xs), spec.lrn)
       width = xs[0].shape[-1]
-      return [h / jax.lax.dynamic_slice_in_dim(denom, (first_tower + t) * width, width, -1)
+      return [h * jax.lax.dynamic_slice_in_dim(scale, (first_tower + t) * width, width, -1)
               for t, h in enumerate(xs)]
 
   def pool(name, xs):

@@ -238,6 +238,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if is_chief:
     checkpoints.write_config(workdir, config)
 
+  classes = input_pipeline.num_classes(config)
+  if classes != spec.num_classes:
+    raise ValueError(f'model.num_classes={spec.num_classes} but dataset {config.dataset.name!r} '
+                     f'has {classes} classes; set --config.model.num_classes={classes}')
   n_train = input_pipeline.num_examples(config, config.dataset.train_split)
   steps_per_epoch = max(1, n_train // config.batch_size)
   total_steps = (config.num_train_steps if config.num_train_steps > 0

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoints, train
+from alexnet_jax import checkpoints, evaluate, train
 from configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,6 +73,15 @@ def test_run_logs_evaluates_every_example_once_and_never_recompiles(finished_run
   assert os.listdir(os.path.join(workdir, 'best')) == ['8']
 
 
+def test_evaluate_command_centre_and_ten_crops(finished_run):
+  workdir, result = finished_run
+  r = evaluate.evaluate_checkpoint(workdir, which='best', crops=(1, 10))
+  assert r['step'] == 8
+  assert r['crops_1']['count'] == r['crops_10']['count'] == 101
+  assert r['crops_1']['top1'] == pytest.approx(result['eval']['top1'], abs=1e-6)
+  assert r['crops_10']['loss'] != pytest.approx(r['crops_1']['loss'], abs=1e-6)
+
+
 def test_params_stay_sharded_over_the_towers(finished_run):
   _, result = finished_run
   kernel = result['state'].params['conv2']['kernel']
@@ -131,6 +140,7 @@ def test_init_from_starts_from_another_runs_parameters(finished_run, data_dir, t
     ({'model.towers': 3}, 'model.towers=3'),
     ({'optimizer.momentum': 1.5}, 'optimizer.momentum=1.5'),
     ({'input.mean': 'median'}, "input.mean='median'"),
+    ({'model.num_classes': 1000}, 'model.num_classes=1000 but dataset'),
 ])
 def test_bad_config_is_refused_before_compiling(data_dir, tmp_path, override, text):
   config = tiny_config(data_dir, **override)

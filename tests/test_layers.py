@@ -1,0 +1,51 @@
+"""The hand-written pieces: max-pool's custom gradient and the LRN window."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from alexnet_jax import layers
+
+
+def autodiff_pool(x, window, stride):
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1),
+                           (1, stride, stride, 1), 'VALID')
+
+
+@pytest.mark.parametrize('window, stride, size', [(3, 2, 13), (3, 2, 27), (2, 2, 12)])
+def test_max_pool_gradient_equals_autodiff(window, stride, size):
+  key = jax.random.key(size)
+  # ReLU'd values: many exact ties at zero, as after conv + ReLU in the model.
+  x = jax.nn.relu(jax.random.normal(key, (2, size, size, 5)))
+  g = jax.random.normal(jax.random.key(1), autodiff_pool(x, window, stride).shape)
+  ours = jax.vjp(lambda v: layers.max_pool(v, window, stride), x)
+  ref = jax.vjp(lambda v: autodiff_pool(v, window, stride), x)
+  np.testing.assert_array_equal(ours[0], ref[0])
+  np.testing.assert_allclose(ours[1](g)[0], ref[1](g)[0], rtol=1e-6, atol=1e-6)
+  # Each window sends its gradient to exactly one element.
+  np.testing.assert_allclose(float(ours[1](jnp.ones_like(g))[0].sum()), g.size)
+
+
+def test_channel_window_sum_matches_numpy():
+  x = np.random.default_rng(0).normal(size=(2, 3, 3, 7)).astype(np.float32)
+  got = np.asarray(layers.channel_window_sum(jnp.asarray(x), 5))
+  want = np.stack([x[..., max(0, i - 2):i + 3].sum(-1) for i in range(7)], -1)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_lrn_gradient_equals_the_plain_formula_gradient():
+  """The rsqrt form and reduce_window sum differentiate like a / (k + alpha sum a^2)^beta."""
+  x = jax.random.uniform(jax.random.key(0), (2, 3, 3, 16), minval=0, maxval=80)
+
+  def plain(a):
+    sq = jnp.pad(a * a, ((0, 0), (0, 0), (0, 0), (2, 2)))
+    s = sum(sq[..., i:i + a.shape[-1]] for i in range(5))
+    return a / (2.0 + 1e-4 * s) ** 0.75
+
+  w = jax.random.normal(jax.random.key(1), x.shape)
+  ours = jax.grad(lambda a: jnp.sum(layers.lrn(a, 'paper') * w))(x)
+  ref = jax.grad(lambda a: jnp.sum(plain(a) * w))(x)
+  np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6)
+  assert float(jnp.abs(ref - w * 2.0 ** -0.75).max()) > 1e-3   # LRN is not ~linear here
