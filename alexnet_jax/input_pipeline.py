@@ -18,6 +18,10 @@ Sources (`config.dataset.name`): 'alexnet_shapes' (built offline on first use), 
 TFDS image-classification dataset in `dataset.data_dir`, or 'folder' (class sub-folders of
 images under `dataset.folder`). With `input.use_preresized` the TFDS dataset
 f'{name}_resized{resize_size}' written by `alexnet_jax.prepare` is read instead.
+'synthetic' (no files, no decode) yields pre-made deterministic random uint8 images of
+input.resize_size with labels in range(model.num_classes), ImageNet-sized splits (see
+SYNTHETIC_EXAMPLES); it measures the training loop without the host input pipeline
+(`python -m alexnet_jax.benchmark step --loop`).
 """
 
 from __future__ import annotations
@@ -47,6 +51,12 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 FOLDER_HOLDOUT_PERCENT = 10
 FOLDER_EVAL_SPLITS = ('validation', 'val', 'test')
 STATS_DIR = 'alexnet_jax_stats'
+# dataset.name='synthetic': examples per split (ILSVRC-2012's sizes) and the number of
+# distinct pre-made batches the train iterator cycles through.
+SYNTHETIC = 'synthetic'
+SYNTHETIC_EXAMPLES = {'train': 1_281_167, 'validation': 50_000}
+SYNTHETIC_EVAL_BATCHES = 2
+_SYNTHETIC_DISTINCT_BATCHES = 4
 
 _skipped = 0
 _skipped_lock = threading.Lock()
@@ -270,15 +280,61 @@ def _file_shuffler(builder, shard):
 
 def num_examples(config, split: str) -> int:
   """Examples in `split` over all processes (before any corrupt one is skipped)."""
+  if config.dataset.name == SYNTHETIC:
+    return _synthetic_split_size(split)
   if config.dataset.name == 'folder':
     return len(_folder_listing(config.dataset.folder, split)[0])
   return _builder(config).info.splits[split].num_examples
 
 
 def num_classes(config) -> int:
+  if config.dataset.name == SYNTHETIC:
+    return int(config.model.num_classes)
   if config.dataset.name == 'folder':
     return len(_folder_listing(config.dataset.folder, config.dataset.train_split)[2])
   return _builder(config).info.features['label'].num_classes
+
+
+# ------------------------------------------------------------------------------ synthetic
+
+
+def _synthetic_split_size(split: str) -> int:
+  base = split.split('[')[0]
+  if base not in SYNTHETIC_EXAMPLES:
+    raise ValueError(f'dataset.name={SYNTHETIC!r} has splits {sorted(SYNTHETIC_EXAMPLES)}; '
+                     f'got {split!r}')
+  return SYNTHETIC_EXAMPLES[base]
+
+
+def _synthetic_batch(config, batch_size: int, seed: int) -> dict[str, np.ndarray]:
+  size = _host_size(config, train=True)
+  rng = np.random.default_rng([config.seed, seed])
+  return {'image': rng.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8),
+          'label': rng.integers(0, config.model.num_classes, batch_size, dtype=np.int32)}
+
+
+def _synthetic_train(config, local_batch_size: int, start_step: int,
+                     process_index: int) -> Iterator[dict[str, np.ndarray]]:
+  """Endless pre-made batches (a few distinct ones, cycled): no per-step host work."""
+  batches = [_synthetic_batch(config, local_batch_size, 1000 * process_index + i)
+             for i in range(_SYNTHETIC_DISTINCT_BATCHES)]
+  step = start_step
+  while True:
+    yield batches[step % len(batches)]
+    step += 1
+
+
+def _synthetic_eval(config, local_batch_size: int,
+                    process_index: int) -> Iterator[dict[str, np.ndarray]]:
+  """SYNTHETIC_EVAL_BATCHES batches; the last one half padding (mask False)."""
+  for i in range(SYNTHETIC_EVAL_BATCHES):
+    batch = _synthetic_batch(config, local_batch_size, 10_000 + 1000 * process_index + i)
+    mask = np.ones(local_batch_size, bool)
+    if i == SYNTHETIC_EVAL_BATCHES - 1:
+      mask[local_batch_size // 2:] = False
+      batch['image'][~mask] = 0
+      batch['label'][~mask] = 0
+    yield dict(batch, mask=mask)
 
 
 # ------------------------------------------------------------------------------ decoding
@@ -333,6 +389,8 @@ def create_train_iterator(config, *, local_batch_size: int, start_step: int = 0,
   H = W = input.resize_size (model.input_size with random_crop='resized'). Batch k is the
   same whatever `start_step` the iterator was created at.
   """
+  if config.dataset.name == SYNTHETIC:
+    return _synthetic_train(config, local_batch_size, start_step, process_index)
   ds = train_dataset(config, local_batch_size=local_batch_size, start_step=start_step,
                      process_index=process_index, process_count=process_count)
   return _train_numpy(ds)
@@ -395,7 +453,12 @@ def create_eval_iterator(config, split: str, *, local_batch_size: int, process_i
 
   Padding examples (mask False) fill the last batch, and whole masked batches make every
   process yield `eval_steps(config, split, local_batch_size * process_count)` batches.
+  dataset.name='synthetic' yields only SYNTHETIC_EVAL_BATCHES batches (a smoke test of the
+  eval path, not num_examples(split) of them).
   """
+  if config.dataset.name == SYNTHETIC:
+    _synthetic_split_size(split)
+    return _synthetic_eval(config, local_batch_size, process_index)
   src = _source(config, split, process_index, process_count)
   steps = eval_steps(config, split, local_batch_size * process_count)
   size = _host_size(config, train=False)
@@ -451,7 +514,7 @@ def mean_image(config) -> np.ndarray | None:
   split) and cached under <data_dir>/alexnet_jax_stats/; the same file serves both the
   original and the pre-resized copy of a dataset."""
   kind = config.input.mean
-  if kind == 'none':
+  if kind == 'none' or config.dataset.name == SYNTHETIC:   # synthetic: no pass, no file
     return None
   if kind not in ('image', 'channel'):
     raise ValueError(f"input.mean={kind!r}: expected 'image', 'channel' or 'none'")

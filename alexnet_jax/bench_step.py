@@ -1,0 +1,463 @@
+"""Training-step benchmark: `python -m alexnet_jax.benchmark step [flags]`.
+
+For each model (configs/paper.py, configs/one_tower.py), dtype and batch size, on
+jax.devices():
+
+* train step: the project's own step, `train.make_train_step` (device-side random crop,
+  flip, PCA lighting and mean subtraction of uint8 input.resize_size images, forward with
+  dropout, cross-entropy, backward, optim.paper_sgd), jitted exactly as
+  `train.train_and_evaluate` does (same mesh, shardings, state donated); fed one fixed
+  synthetic uint8 batch already on the device.
+* forward: `models.apply(train=False)` on float32 model.input_size images.
+* compile time (trace + lowering + XLA compile of the first call, from jax.monitoring),
+  and recompiles = the jitted function's cache size - 1 after all runs (must be 0).
+* the matmul peak in the same run: jnp.dot of square matrices (--peak_sizes) in the
+  benchmark dtype, best of a few, measured in every round; MFU = model FLOPs / time / peak
+  with model FLOPs = 2 x ModelSpec.macs_per_image() (forward) or 6 x (train step).
+* with --torch (default when torch is importable): the same network in PyTorch
+  (alexnet_jax/torch_alexnet.py, channels_last, torch.set_num_threads = CPU cores) on the
+  same device and batch. JAX and PyTorch run round-robin, one call each per round, in one
+  process, so both see the same machine load; CPU-seconds per call (time.process_time, all
+  threads) are reported too because the machine may be shared: cores x batch / CPU-s is
+  the img/s the call would reach with every core to itself.
+* --loop: `train.train_and_evaluate` on dataset.name='synthetic' (pre-made batches, no
+  decode), same config and batch; its img/s (from metrics.jsonl, log windows after the
+  first, which holds the compile; no eval, no checkpoint inside the timed windows) against
+  the bare step measured just before and after it.
+
+Prints a table and writes --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from alexnet_jax import input_pipeline, models, sharding, train
+
+_CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'configs')
+MODEL_CONFIGS = {'paper': 'paper.py', 'one_tower': 'one_tower.py'}
+_COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
+                   '/jax/core/compile/jaxpr_to_mlir_module_duration',
+                   '/jax/core/compile/backend_compile_duration')
+
+
+def _torch_available() -> bool:
+  return importlib.util.find_spec('torch') is not None
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+  gpu = jax.default_backend() != 'cpu'
+  ap = argparse.ArgumentParser(prog='python -m alexnet_jax.benchmark step',
+                               description=__doc__.split('\n\n')[0])
+  ap.add_argument('--models', default='paper,one_tower',
+                  help=f'comma list of {sorted(MODEL_CONFIGS)}')
+  ap.add_argument('--dtypes', default='float32,bfloat16')
+  ap.add_argument('--batch_sizes', default='128,512' if gpu else '32')
+  ap.add_argument('--runs', type=int, default=5, help='timed rounds (after 1 warm-up)')
+  ap.add_argument('--json', default='', help='write the results here')
+  ap.add_argument('--torch', dest='torch', action='store_true', default=None)
+  ap.add_argument('--notorch', dest='torch', action='store_false')
+  ap.add_argument('--loop', action='store_true',
+                  help='also time train.train_and_evaluate on synthetic data')
+  ap.add_argument('--loop_windows', type=int, default=2,
+                  help='--loop: timed log windows of --runs steps each (after the first)')
+  ap.add_argument('--forward', action=argparse.BooleanOptionalAction, default=True)
+  ap.add_argument('--peak_sizes', default='2048,4096',
+                  help='matmul sizes for the peak (square, benchmark dtype)')
+  ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                  help='config override, e.g. --set model.conv_widths=(8,16,16,16,16)')
+  args = ap.parse_args(argv)
+  if args.torch is None:
+    args.torch = _torch_available()
+  return args
+
+
+def load_config(model: str, dtype: str, batch_size: int,
+                overrides: dict[str, Any] | None = None):
+  """configs/<model>.py with the benchmark's dtype, batch and any dotted overrides."""
+  if model not in MODEL_CONFIGS:
+    raise ValueError(f'--models: {model!r} is not one of {sorted(MODEL_CONFIGS)}')
+  path = os.path.join(_CONFIG_DIR, MODEL_CONFIGS[model])
+  module_spec = importlib.util.spec_from_file_location(f'_bench_config_{model}', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config()
+  config.model.dtype = dtype
+  config.batch_size = batch_size
+  config.eval_batch_size = batch_size
+  for key, value in (overrides or {}).items():
+    *parents, leaf = key.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+  out = {}
+  for item in items:
+    key, sep, value = item.partition('=')
+    if not sep:
+      raise ValueError(f'--set {item!r}: expected KEY=VALUE')
+    try:
+      out[key.strip()] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key.strip()] = value
+  return out
+
+
+@contextlib.contextmanager
+def _compile_timer():
+  """Seconds spent tracing, lowering and compiling inside the block (jax.monitoring)."""
+  total = [0.0]
+
+  def listener(event, duration, **_):
+    if event in _COMPILE_EVENTS:
+      total[0] += duration
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield total
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+class _Timed:
+  """Wall and CPU seconds of each call of fn (which must finish its work before returning)."""
+
+  def __init__(self, fn: Callable[[], Any]):
+    self.fn = fn
+    self.wall: list[float] = []
+    self.cpu: list[float] = []
+
+  def __call__(self, record: bool = True):
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = self.fn()
+    t1, c1 = time.perf_counter(), time.process_time()
+    if record:
+      self.wall.append(t1 - t0)
+      self.cpu.append(c1 - c0)
+    return out
+
+  def summary(self, images: int, flops: float, peak: float, cores: int) -> dict[str, float]:
+    med, best = statistics.median(self.wall), min(self.wall)
+    cpu = statistics.median(self.cpu)
+    return {'ms_median': med * 1e3, 'ms_min': best * 1e3,
+            'images_per_sec': images / med, 'images_per_sec_best': images / best,
+            'cpu_s': cpu, 'images_per_sec_all_cores_cpu': cores * images / cpu,
+            'tflops': flops / med / 1e12, 'mfu': flops / med / peak,
+            'mfu_best': flops / best / peak, 'runs': len(self.wall)}
+
+
+class MatmulPeak:
+  """jnp.dot FLOP/s of square matrices: best over sizes and calls, measured per round."""
+
+  def __init__(self, dtype: str, sizes: tuple[int, ...]):
+    jdt = jnp.dtype(dtype)
+    self.cases = []
+    for n in sizes:
+      a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32).astype(jdt)
+      b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32).astype(jdt)
+      f = jax.jit(jnp.dot)
+      f(a, b).block_until_ready()
+      self.cases.append((n, f, a, b))
+    self.best = 0.0
+    self.best_cpu = 0.0          # FLOP/s per CPU-second x cores (load-insensitive)
+    self.cores = os.cpu_count() or 1
+
+  def measure(self, reps: int = 2) -> float:
+    for n, f, a, b in self.cases:
+      for _ in range(reps):
+        c0, t0 = time.process_time(), time.perf_counter()
+        f(a, b).block_until_ready()
+        t, c = time.perf_counter() - t0, time.process_time() - c0
+        self.best = max(self.best, 2 * n ** 3 / t)
+        if c > 0:
+          self.best_cpu = max(self.best_cpu, 2 * n ** 3 * min(self.cores, c / t) / c)
+    return self.best
+
+
+class JaxCase:
+  """The real jitted train step and the forward pass for one config."""
+
+  def __init__(self, config):
+    self.config = config
+    self.spec = models.ModelSpec.from_config(config.model)
+    self.mesh = sharding.make_mesh(config.mesh)
+    self.tx = train.make_optimizer(config)
+    self.state = train.create_train_state(config, self.spec, self.mesh, self.tx)
+    shardings = train.state_shardings(self.state)
+    replicated = NamedSharding(self.mesh, P())
+    data = NamedSharding(self.mesh, P('data'))
+    batch = input_pipeline._synthetic_batch(config, config.batch_size, 0)
+    self.batch = train.to_global(batch, self.mesh)
+    self.mean = jax.device_put(train.mean_or_zeros(None), replicated)
+    s = self.spec.input_size
+    images = np.random.default_rng(1).standard_normal((config.batch_size, s, s, 3), np.float32)
+    self.images = jax.device_put(images * 50.0, data)
+    with jax.set_mesh(self.mesh):
+      self.step_fn = jax.jit(train.make_train_step(config, self.spec, self.tx), donate_argnums=0,
+                             in_shardings=(shardings, data, replicated),
+                             out_shardings=(shardings, replicated))
+      self.forward_fn = jax.jit(
+          lambda params, x: models.apply(self.spec, params, x, train=False),
+          in_shardings=(shardings.params, data), out_shardings=data)
+    self.compile_time = {}
+    self.last_loss = float('nan')
+
+  def step(self):
+    with jax.set_mesh(self.mesh):
+      self.state, metrics = self.step_fn(self.state, self.batch, self.mean)
+    jax.block_until_ready((self.state, metrics))
+    return metrics
+
+  def forward(self):
+    with jax.set_mesh(self.mesh):
+      return self.forward_fn(self.state.params, self.images).block_until_ready()
+
+  def first_calls(self, forward: bool) -> None:
+    for name, fn in (('step', self.step), ('forward', self.forward)):
+      if name == 'forward' and not forward:
+        continue
+      with _compile_timer() as t:
+        wall = time.perf_counter()
+        out = fn()
+        wall = time.perf_counter() - wall
+      self.compile_time[name] = t[0]
+      self.compile_time[name + '_first_call'] = wall
+      if name == 'step':
+        self.last_loss = float(out['loss'])
+
+  def recompiles(self) -> dict[str, int]:
+    return {'step': self.step_fn._cache_size() - 1,
+            'forward': self.forward_fn._cache_size() - 1}
+
+
+def _load() -> list[float]:
+  return [round(v, 2) for v in os.getloadavg()]
+
+
+def _torch_device(jax_backend: str) -> str | None:
+  import torch
+  if jax_backend == 'cpu':
+    return 'cpu'
+  if jax_backend == 'gpu' and torch.cuda.is_available():
+    return 'cuda'
+  return None
+
+
+def run_case(model: str, dtype: str, batch_size: int, *, runs: int, use_torch: bool,
+             forward: bool, peak_sizes: tuple[int, ...], loop: bool = False,
+             loop_windows: int = 2, overrides: dict | None = None,
+             log: Callable[[str], None] = print) -> dict:
+  config = load_config(model, dtype, batch_size, overrides)
+  cores = os.cpu_count() or 1
+  load_before = _load()
+  t0 = time.perf_counter()
+  case = JaxCase(config)
+  setup_s = time.perf_counter() - t0
+  case.first_calls(forward)
+  log(f'[{model} {dtype} b{batch_size}] setup {setup_s:.1f}s, compile step '
+      f'{case.compile_time["step"]:.1f}s, loss {case.last_loss:.3f}, load {load_before}')
+  peak = MatmulPeak(dtype, peak_sizes)
+  macs = sum(case.spec.macs_per_image().values())
+  flops_train, flops_fwd = 6 * macs * batch_size, 2 * macs * batch_size
+
+  timed = {'jax_step': _Timed(case.step)}
+  if forward:
+    timed['jax_forward'] = _Timed(case.forward)
+  torch_note = None
+  if use_torch:
+    import torch
+    from alexnet_jax import torch_alexnet
+    device = _torch_device(jax.default_backend())
+    if device is None:
+      torch_note = f'torch has no device for JAX backend {jax.default_backend()!r}'
+    else:
+      torch.set_num_threads(cores)     # XLA:CPU uses one thread per core too
+      twin = torch_alexnet.Twin(case.spec, batch_size, dtype=dtype, device=device)
+      timed['torch_step'] = _Timed(twin.train_step)
+      if forward:
+        timed['torch_forward'] = _Timed(twin.forward)
+      twin.train_step()
+      if forward:
+        twin.forward()
+  for t in timed.values():          # warm-up round (not recorded)
+    t(record=False)
+  peak.measure(1)
+  for _ in range(runs):             # round-robin: every contender once per round
+    for t in timed.values():
+      t()
+    peak.measure()
+  recompiles = case.recompiles()
+  load_after = _load()
+
+  result = {
+      'model': model, 'dtype': dtype, 'batch_size': batch_size,
+      'devices': [str(d) for d in jax.devices()], 'backend': jax.default_backend(),
+      'cores': cores, 'load_before': load_before, 'load_after': load_after,
+      'params': models.count_params(case.state.params), 'macs_per_image': macs,
+      'train_step_kind': 'train.make_train_step (uint8 resize_size input, device preprocess, '
+                         'paper SGD, state donated)',
+      'compile_time_s': case.compile_time, 'recompiles': recompiles,
+      'cache_size': {k: v + 1 for k, v in recompiles.items()},
+      'matmul_peak_flops': peak.best, 'matmul_peak_flops_cpu': peak.best_cpu,
+      'peak_sizes': list(peak_sizes),
+      'loss_first_step': case.last_loss,
+  }
+  result['step'] = timed['jax_step'].summary(batch_size, flops_train, peak.best, cores)
+  if forward:
+    result['forward'] = timed['jax_forward'].summary(batch_size, flops_fwd, peak.best, cores)
+  if 'torch_step' in timed:
+    result['torch'] = {'step': timed['torch_step'].summary(batch_size, flops_train, peak.best,
+                                                          cores),
+                       'threads': torch.get_num_threads(), 'version': torch.__version__,
+                       'device': device, 'channels_last': True}
+    if forward:
+      result['torch']['forward'] = timed['torch_forward'].summary(batch_size, flops_fwd,
+                                                                  peak.best, cores)
+    result['ratio_vs_torch'] = _ratios(result)
+  if torch_note:
+    result['torch_note'] = torch_note
+  if loop:
+    result['loop'] = measure_loop(config, case, runs=runs, windows=loop_windows, log=log)
+  return result
+
+
+def _ratios(r: dict) -> dict[str, float]:
+  out = {}
+  for kind in ('step', 'forward'):
+    if kind in r and kind in r['torch']:
+      ours, theirs = r[kind], r['torch'][kind]
+      out[kind] = theirs['ms_median'] / ours['ms_median']
+      out[kind + '_best'] = theirs['ms_min'] / ours['ms_min']
+      out[kind + '_cpu'] = theirs['cpu_s'] / ours['cpu_s']
+  return out
+
+
+def measure_loop(config, case: JaxCase, *, runs: int, windows: int,
+                 log: Callable[[str], None] = print) -> dict:
+  """train.train_and_evaluate on synthetic data vs the bare step, same config and batch."""
+  def bare() -> float:
+    t = _Timed(case.step)
+    for _ in range(runs):
+      t()
+    return config.batch_size / statistics.median(t.wall)
+
+  before = bare()
+  cfg = config.copy_and_resolve_references()
+  cfg.dataset.name = input_pipeline.SYNTHETIC
+  cfg.log_every_steps = runs
+  cfg.num_train_steps = 10 ** 9
+  cfg.eval_every_steps = 10 ** 9
+  cfg.checkpoint_every_steps = 10 ** 9
+  workdir = tempfile.mkdtemp(prefix='bench_loop_')
+  try:
+    t0 = time.perf_counter()
+    train.train_and_evaluate(cfg, workdir, max_steps=runs * (1 + windows))
+    total = time.perf_counter() - t0
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      records = [json.loads(line) for line in f]
+  finally:
+    shutil.rmtree(workdir, ignore_errors=True)
+  rates = [r['images_per_sec'] for r in records if r.get('split') == 'train']
+  after = bare()
+  bare_rate = (before + after) / 2
+  loop_rate = statistics.median(rates[1:]) if len(rates) > 1 else float('nan')
+  log(f'  loop: {loop_rate:.2f} img/s (windows {[round(r, 2) for r in rates]}) vs bare step '
+      f'{before:.2f}/{after:.2f} img/s before/after')
+  return {'images_per_sec': loop_rate, 'window_images_per_sec': rates,
+          'bare_images_per_sec_before': before, 'bare_images_per_sec_after': after,
+          'overhead': 1.0 - loop_rate / bare_rate, 'steps': runs * (1 + windows),
+          'wall_s_total': total,
+          'includes': 'host iterator (pre-made synthetic uint8 batches), prefetch/device_put, '
+                      'jitted train step, metrics kept on device and fetched at log steps, '
+                      'LR controller, progress reporting; excludes the first log window '
+                      '(compile), eval and checkpoint (intervals set beyond the run; the final '
+                      'checkpoint is written after the last timed window)'}
+
+
+def format_table(results: list[dict]) -> str:
+  head = ('| model | dtype | batch | train img/s med (best) | fwd img/s med | compile s | '
+          'recompiles | peak GFLOP/s | MFU train (best) | MFU fwd | torch train img/s | '
+          'ours/torch train (best, CPU) | ours/torch fwd | CPU-s/step ours/torch | loop img/s '
+          '(overhead) | load |')
+  rows = [head, '|' + '---|' * (head.count('|') - 1)]
+  na = '-'
+  for r in results:
+    s, f = r['step'], r.get('forward')
+    t = r.get('torch', {})
+    ratio = r.get('ratio_vs_torch', {})
+    loop = r.get('loop')
+    rows.append('| ' + ' | '.join([
+        r['model'], r['dtype'], str(r['batch_size']),
+        f"{s['images_per_sec']:.1f} ({s['images_per_sec_best']:.1f})",
+        f"{f['images_per_sec']:.1f}" if f else na,
+        f"{r['compile_time_s']['step']:.1f}",
+        f"{r['recompiles']['step']}/{r['recompiles']['forward']}",
+        f"{r['matmul_peak_flops'] / 1e9:.0f}",
+        f"{100 * s['mfu']:.1f}% ({100 * s['mfu_best']:.1f}%)",
+        f"{100 * f['mfu']:.1f}%" if f else na,
+        f"{t['step']['images_per_sec']:.1f}" if t else na,
+        (f"{ratio['step']:.2f}x ({ratio['step_best']:.2f}x, {ratio['step_cpu']:.2f}x)"
+         if ratio else na),
+        f"{ratio['forward']:.2f}x" if 'forward' in ratio else na,
+        f"{s['cpu_s']:.2f}/{t['step']['cpu_s']:.2f}" if t else f"{s['cpu_s']:.2f}/-",
+        f"{loop['images_per_sec']:.1f} ({100 * loop['overhead']:+.1f}%)" if loop else na,
+        f"{r['load_before'][0]}->{r['load_after'][0]}",
+    ]) + ' |')
+  return '\n'.join(rows)
+
+
+def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
+  overrides = parse_overrides(args.set)
+  peak_sizes = tuple(int(v) for v in args.peak_sizes.split(','))
+  results = []
+  for model in args.models.split(','):
+    for dtype in args.dtypes.split(','):
+      for b in (int(v) for v in args.batch_sizes.split(',')):
+        results.append(run_case(model, dtype, b, runs=args.runs, use_torch=args.torch,
+                                forward=args.forward, peak_sizes=peak_sizes, loop=args.loop,
+                                loop_windows=args.loop_windows, overrides=overrides, log=log))
+  out = {'command': ' '.join(['python -m alexnet_jax.benchmark step'] + sys.argv[1:]),
+         'jax_version': jax.__version__, 'devices': [str(d) for d in jax.devices()],
+         'cpu_count': os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+         'overrides': {k: repr(v) for k, v in overrides.items()}, 'results': results}
+  return out
+
+
+def main(argv: list[str]) -> None:
+  args = parse_args(argv)
+  out = run(args)
+  print(format_table(out['results']))
+  print('train = train.make_train_step (device preprocess + fwd/bwd + paper SGD, donated); '
+        'MFU vs the jnp.dot peak measured in the same run; ratios: median wall (best wall, '
+        'CPU-seconds)')
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(out, f, indent=1)
+    print(f'wrote {args.json}')
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])
