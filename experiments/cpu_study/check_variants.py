@@ -9,7 +9,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 import variants as V
 
 rng = np.random.default_rng(0)

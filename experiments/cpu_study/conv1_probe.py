@@ -10,10 +10,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
-
 import variants as V
 from common import bench, jax_block
+from jax import lax
 
 
 def s2d_patches(x, s=4, k=11, pad=2):

@@ -14,7 +14,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 import variants as V
 from common import bench, jax_block
 

@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-
 from common import bench, jax_block
 
 torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "2")))
