@@ -23,14 +23,22 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int = 3):
     root = epath.Path(workdir)
+    # Both managers save the same step at an eval step, concurrently. Multi-process,
+    # their cross-process barriers are named after the step, so each manager needs its
+    # own prefix or the second save fails ('Barrier _async_write_complete.N is already
+    # ongoing').
     self.latest = ocp.CheckpointManager(
         root / 'checkpoints', item_names=('state', 'meta'),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=True))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=True,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix='latest')))
     self.best = ocp.CheckpointManager(
         root / 'best', item_names=('params', 'meta'),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
-                                             enable_async_checkpointing=True))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, enable_async_checkpointing=True,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix='best')))
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()

@@ -42,8 +42,10 @@ class _LibraryInfoFilter:
 def _initialize_distributed() -> None:
   import jax
   if _COORDINATOR.value:
-    if jax.default_backend() == 'cpu':
-      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    # Gloo for cross-process collectives on CPU (it only affects the CPU backend). Not
+    # guarded by jax.default_backend(): that would start the backend, and initialize()
+    # must come first.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif _DISTRIBUTED.value:
     jax.distributed.initialize()

@@ -1,0 +1,150 @@
+"""The real training job as 2 processes on loopback, standing in for 2 hosts.
+
+Each process sees 2 CPU devices (4 global: mesh data=2, model=2); they meet through
+jax.distributed (gloo collectives). The run is then extended from 6 to 9 steps by
+re-launching both processes, which must resume from the step-6 checkpoint.
+"""
+
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+from alexnet_jax import input_pipeline
+from configs import default
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 300          # seconds per launch of both processes
+
+# Same tiny run as tests/test_train.py, in --config.<key>=<value> form.
+OVERRIDES = {
+    'model.conv_widths': (8, 16, 24, 24, 16),
+    'model.fc_widths': (32, 32),
+    'dataset.shapes_train_size': 256,
+    'dataset.shapes_validation_size': 101,    # odd: padded rows on both processes
+    'input.shuffle_buffer': 256,
+    'batch_size': 32,
+    'eval_batch_size': 32,
+    'log_every_steps': 3,
+    'eval_every_steps': 6,
+    'checkpoint_every_steps': 3,
+    'mesh.model': 2,
+}
+
+
+def _config(data_dir):
+  c = default.get_config()
+  c.dataset.data_dir = str(data_dir)
+  for key, value in OVERRIDES.items():
+    section = c
+    *path, last = key.split('.')
+    for p in path:
+      section = section[p]
+    section[last] = value
+  return c
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def _tail(path, n=3000) -> str:
+  with open(path, errors='replace') as f:
+    return f.read()[-n:]
+
+
+def _launch(workdir, data_dir, logs, num_train_steps: int) -> list[str]:
+  """Runs both processes to the end; returns their output (absl logs included)."""
+  port = _free_port()
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  flags = [f'--config.{k}={v}' for k, v in OVERRIDES.items()]
+  procs, errs = [], []
+  try:
+    for i in range(2):
+      err = os.path.join(logs, f'steps{num_train_steps}_p{i}.log')
+      errs.append(err)
+      with open(err, 'w') as err_f:
+        procs.append(subprocess.Popen(
+            [sys.executable, '-m', 'alexnet_jax.main', '--config=configs/default.py',
+             f'--workdir={workdir}', f'--coordinator_address=localhost:{port}',
+             '--num_processes=2', f'--process_id={i}', *flags,
+             f'--config.dataset.data_dir={data_dir}',
+             f'--config.num_train_steps={num_train_steps}'],
+            cwd=REPO, env=env, stdout=err_f, stderr=subprocess.STDOUT))
+    # Poll both: when one fails the other may block in a collective until killed.
+    deadline = time.monotonic() + TIMEOUT
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+      if any(p.poll() not in (None, 0) for p in procs):
+        break
+      time.sleep(0.5)
+    codes = [p.poll() for p in procs]
+    if codes != [0, 0]:
+      for p in procs:
+        if p.poll() is None:
+          p.kill()
+          p.wait()
+      raise AssertionError(f'exit codes {codes} (None: killed after a failure or the '
+                           f'{TIMEOUT} s timeout; num_train_steps={num_train_steps})\n' +
+                           '\n'.join(f'--- process {i} output (tail) ---\n{_tail(e)}'
+                                     for i, e in enumerate(errs)))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  return [_tail(e, n=10**7) for e in errs]
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def _logged_loss(log: str, step: int, total: int) -> float:
+  m = re.search(rf'step {step}/{total}\s+loss (\S+)', log)
+  assert m, f'no "step {step}/{total}" line in the log'
+  return float(m.group(1))
+
+
+def test_two_processes_train_evaluate_checkpoint_and_resume(tmp_path):
+  data_dir, workdir, logs = tmp_path / 'tfds', str(tmp_path / 'run'), tmp_path / 'logs'
+  logs.mkdir()
+  # Build the dataset and its mean image here, once: two processes doing it on first
+  # use would race on the same files.
+  config = _config(data_dir)
+  assert input_pipeline.num_examples(config, 'train') == 256
+  assert input_pipeline.num_examples(config, 'validation') == 101
+  input_pipeline.mean_image(config)
+
+  outs = _launch(workdir, data_dir, str(logs), num_train_steps=6)
+  records = _records(workdir)
+  # Only process 0 writes: one row per logged point, none twice.
+  assert [(r['step'], r['split']) for r in records] == [
+      (3, 'train'), (6, 'train'), (6, 'eval')], records
+  assert records[-1]['count'] == 101          # every example once, across both processes
+  assert all(math.isfinite(r['loss']) for r in records), records
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
+  assert os.listdir(os.path.join(workdir, 'best')) == ['6']
+  assert len([f for f in os.listdir(workdir) if f.startswith('events.out')]) == 1
+  # The loss is one global value: both processes log the same number.
+  assert _logged_loss(outs[0], 6, 6) == _logged_loss(outs[1], 6, 6)
+
+  # Re-launching with more steps resumes from step 6 and trains only steps 7-9.
+  outs = _launch(workdir, data_dir, str(logs), num_train_steps=9)
+  for e in outs:
+    assert re.search(r'Resumed from \S+ at step 6\.', e), e[-3000:]
+    assert 'step 3/9' not in e and 'step 6/9' not in e
+  records = _records(workdir)
+  assert [(r['step'], r['split']) for r in records] == [
+      (3, 'train'), (6, 'train'), (6, 'eval'), (9, 'train'), (9, 'eval')], records
+  assert records[-1]['count'] == 101
+  assert all(math.isfinite(r['loss']) for r in records), records
+  assert '9' in os.listdir(os.path.join(workdir, 'checkpoints'))
+  assert _logged_loss(outs[0], 9, 9) == _logged_loss(outs[1], 9, 9)
