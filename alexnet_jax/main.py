@@ -59,7 +59,7 @@ def main(argv) -> int:
                          '  python -m alexnet_jax.main --config=configs/default.py '
                          '--workdir=/tmp/alexnet')
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  logging.get_absl_handler().addFilter(_LibraryInfoFilter())
+  logging.get_absl_handler().python_handler.addFilter(_LibraryInfoFilter())
   from alexnet_jax import imagenet, train  # after flags: keeps --help fast
 
   config = _CONFIG.value

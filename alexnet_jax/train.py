@@ -352,7 +352,8 @@ def _loop(config, workdir, mesh, state, train_step, eval_step, mean, ckpt, contr
         if eval_metrics['top1'] > best_top1:
           best_top1 = eval_metrics['top1']
           ckpt.save_best(step, state.params, {'top1': best_top1, 'step': step})
-        last_log_time = time.time()     # eval time is not training throughput
+        # Eval time is not training throughput: restart the clock (and the count).
+        last_log_time, last_log_step = time.time(), step
 
       if stop.signal is not None or ckpt.reached_preemption(step):
         stop_reason = 'signal' if stop.signal is not None else 'preemption'
