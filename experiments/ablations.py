@@ -175,7 +175,8 @@ def plan(sweep: Sequence[str], base: str, runs_dir: str, *, epochs: float | None
     except NotApplicable as e:
       log(f'skipping {name}: {e}')
       continue
-    workdir = os.path.join(runs_dir, name)
+    # Absolute: Orbax refuses a relative checkpoint path (main.py passes it through).
+    workdir = os.path.abspath(os.path.join(runs_dir, name))
     description = 'the base config unchanged' if name == BASELINE else ABLATIONS[name][0]
     variants.append(Variant(name, description, overrides, workdir,
                             build_command(base, workdir, overrides, epochs=epochs)))
@@ -249,7 +250,8 @@ def summarize(variant: Variant) -> dict:
   """Final/best eval metrics and wall time of a variant's workdir (None where missing)."""
   from alexnet_jax import plots
   out = {'final_top1': None, 'final_top5': None, 'best_top1': None, 'step': None,
-         'epoch': None, 'wall_s': _read_marker(variant.workdir).get('wall_s')}
+         'epoch': None, 'wall_s': _read_marker(variant.workdir).get('wall_s'),
+         'finished': is_finished(variant)}
   try:
     records = plots.read_metrics(variant.workdir)
   except FileNotFoundError:
@@ -281,7 +283,8 @@ def markdown_table(variants: Sequence[Variant], results: dict[str, dict]) -> str
       delta = f'{100 * (r["final_top1"] - base_top1):+.1f} pp'
     epoch = '-' if r['epoch'] is None else f'{r["epoch"]:g}'
     wall = '-' if r['wall_s'] is None else _fmt_time(r['wall_s'])
-    lines.append(f'| {v.name} | {overrides} | {_pct(r["final_top1"])} | '
+    name = v.name if r['finished'] else f'{v.name} (unfinished)'
+    lines.append(f'| {name} | {overrides} | {_pct(r["final_top1"])} | '
                  f'{_pct(r["final_top5"])} | {_pct(r["best_top1"])} | {delta} | {epoch} | '
                  f'{wall} |')
   return '\n'.join(lines)

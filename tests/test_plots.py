@@ -185,6 +185,10 @@ def test_baseline_is_first_and_unchanged(default_config, tmp_path):
   assert [v.name for v in variants] == ['baseline', 'lrn', 'pooling']
   assert variants[0].overrides == {}
   assert not [a for a in variants[0].command if a.startswith('--config.')]
+  # Orbax refuses relative checkpoint paths: a relative --root still gives absolute workdirs.
+  (rel,) = ablations.plan([], DEFAULT, 'rel/runs', base_config=default_config)
+  assert rel.workdir == os.path.join(os.getcwd(), 'rel', 'runs', 'baseline')
+  assert f'--workdir={rel.workdir}' in rel.command
 
 
 def test_unknown_ablation_lists_the_allowed_ones(default_config):
@@ -224,13 +228,14 @@ def test_report_table_from_finished_runs(default_config, tmp_path):
                             base_config=default_config, epochs=3)
   for v, top1 in zip(variants, (0.60, 0.55, 0.625), strict=True):
     _write_run(v.workdir, top1)
+    done = v.name != 'pooling'                  # pooling: interrupted, resumable
     ablations._write_marker(v.workdir, {'command': v.command, 'wall_s': 95.0,
-                                        'finished': True, 'returncode': 0})
-    assert ablations.is_finished(v)
+                                        'finished': done, 'returncode': 0 if done else -2})
+    assert ablations.is_finished(v) == done
   md, png = ablations.write_report(variants, str(tmp_path), DEFAULT, 3)
   text = open(md).read()
   rows = [line for line in text.splitlines() if line.startswith('| ')][1:]
-  assert [r.split(' | ')[0] for r in rows] == ['| baseline', '| lrn', '| pooling']
+  assert [r.split(' | ')[0] for r in rows] == ['| baseline', '| lrn', '| pooling (unfinished)']
   assert '| 60.0% | 90.0% | 60.0% | - | 3 | 1m35s |' in rows[0]
   assert '-5.0 pp' in rows[1] and '+2.5 pp' in rows[2]
   assert '`model.lrn=none`' in rows[1]
