@@ -22,12 +22,17 @@ from jax.sharding import PartitionSpec as P
 
 from alexnet_jax import checkpoints, input_pipeline, models, sharding, train
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A training run\'s workdir.')
-_CHECKPOINT = flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'],
-                                'best: best validation top-1; latest: last saved step.')
-_CROPS = flags.DEFINE_list('crops', ['1', '10'], '1 (centre crop) and/or 10 (paper).')
-_SPLIT = flags.DEFINE_string('split', None, 'Split to evaluate (default: the config\'s).')
-_BATCH = flags.DEFINE_integer('batch_size', None, 'Global eval batch (default: config\'s).')
+
+def _define_flags() -> None:
+  """Command-line flags, defined only when this module is the program (so that
+  importing it next to the other entry points never defines a flag twice)."""
+  global _WORKDIR, _CHECKPOINT, _CROPS, _SPLIT, _BATCH
+  _WORKDIR = flags.DEFINE_string('workdir', None, 'A training run\'s workdir.')
+  _CHECKPOINT = flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'],
+                                  'best: best validation top-1; latest: last saved step.')
+  _CROPS = flags.DEFINE_list('crops', ['1', '10'], '1 (centre crop) and/or 10 (paper).')
+  _SPLIT = flags.DEFINE_string('split', None, 'Split to evaluate (default: the config\'s).')
+  _BATCH = flags.DEFINE_integer('batch_size', None, 'Global eval batch (default: config\'s).')
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -93,4 +98,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -16,17 +16,22 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/default.py or configs/paper.py:towers=1. Any '
-    'field can be overridden: --config.model.lrn=none', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard events and '
-                               'metrics.jsonl go; an existing run there is resumed.')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0, for multi-process runs.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index.')
-_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() '
-                                 'with no arguments (TPU pods, SLURM, ...).')
+
+def _define_flags() -> None:
+  """Command-line flags, defined only when this module is the program (so that
+  importing it next to the other entry points never defines a flag twice)."""
+  global _CONFIG, _WORKDIR, _COORDINATOR, _NUM_PROCESSES, _PROCESS_ID, _DISTRIBUTED
+  _CONFIG = config_flags.DEFINE_config_file(
+      'config', None, 'Config file, e.g. configs/default.py or configs/paper.py:towers=1. Any '
+      'field can be overridden: --config.model.lrn=none', lock_config=True)
+  _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard events and '
+                                 'metrics.jsonl go; an existing run there is resumed.')
+  _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                     'host:port of process 0, for multi-process runs.')
+  _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
+  _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index.')
+  _DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() '
+                                   'with no arguments (TPU pods, SLURM, ...).')
 
 
 class _LibraryInfoFilter:
@@ -80,4 +85,5 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -26,9 +26,14 @@ from ml_collections import config_flags
 from alexnet_jax import imagenet, input_pipeline
 from alexnet_jax.imagenet import check_manual_files, is_prepared, missing_message
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/paper.py).')
-_PRERESIZED = flags.DEFINE_bool(
-    'preresized', False, "Also write the paper's 256x256 pre-resized copy (section 2).")
+
+def _define_flags() -> None:
+  """Command-line flags, defined only when this module is the program (so that
+  importing it next to the other entry points never defines a flag twice)."""
+  global _CONFIG, _PRERESIZED
+  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/paper.py).')
+  _PRERESIZED = flags.DEFINE_bool(
+      'preresized', False, "Also write the paper's 256x256 pre-resized copy (section 2).")
 
 
 def prepare(config, *, preresized: bool = False, log=print) -> None:
@@ -94,5 +99,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   flags.mark_flag_as_required('config')
   app.run(main)

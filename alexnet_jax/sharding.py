@@ -195,6 +195,8 @@ def communication_report(hlo_text: str, mesh: Mesh) -> list[dict]:
     if not m or line.lstrip().startswith('ROOT') and 'fusion' in line:
       continue
     axes = _axes_of_groups(_replica_groups(line), mesh)
+    if axes == 'none':
+      continue     # every group is one device (e.g. a 1x1 mesh): nothing is sent
     # XLA combines the per-parameter gradient reductions over 'data' into one
     # all-reduce that carries the metadata of whichever came first: name it for
     # what it is rather than for that layer.

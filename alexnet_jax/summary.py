@@ -26,11 +26,16 @@ from ml_collections import config_flags
 
 from alexnet_jax import models, sharding, train
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (see configs/).',
-                                          lock_config=True)
-_JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of tables.')
-_BATCH = flags.DEFINE_integer('batch_size', None, 'Global batch for the compiled step '
-                              '(default: the config\'s).')
+
+def _define_flags() -> None:
+  """Command-line flags, defined only when this module is the program (so that
+  importing it next to the other entry points never defines a flag twice)."""
+  global _CONFIG, _JSON, _BATCH
+  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (see configs/).',
+                                            lock_config=True)
+  _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of tables.')
+  _BATCH = flags.DEFINE_integer('batch_size', None, 'Global batch for the compiled step '
+                                '(default: the config\'s).')
 
 
 def _host_image_size(config: ml_collections.ConfigDict) -> int:
@@ -122,4 +127,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
