@@ -249,7 +249,7 @@ def run_variant(variant: Variant, index: int, total: int, sweep_start: float) ->
 def summarize(variant: Variant) -> dict:
   """Final/best eval metrics and wall time of a variant's workdir (None where missing)."""
   from alexnet_jax import plots
-  out = {'final_top1': None, 'final_top5': None, 'best_top1': None, 'step': None,
+  out = {'final_top1': None, 'final_top5': None, 'best_top1': None, 'step': None, 'count': None,
          'epoch': None, 'wall_s': _read_marker(variant.workdir).get('wall_s'),
          'finished': is_finished(variant)}
   try:
@@ -258,7 +258,8 @@ def summarize(variant: Variant) -> dict:
     return out
   final = plots.final_eval(records)
   if final is not None:
-    out.update(final_top1=final.get('top1'), final_top5=final.get('top5'), step=final['step'])
+    out.update(final_top1=final.get('top1'), final_top5=final.get('top5'), step=final['step'],
+               count=final.get('count'))
     per_epoch = plots.steps_per_epoch(records)
     out['epoch'] = final['step'] / per_epoch if per_epoch else None
   out['best_top1'] = plots.best_eval_top1(records)
@@ -290,7 +291,16 @@ def markdown_table(variants: Sequence[Variant], results: dict[str, dict]) -> str
   return '\n'.join(lines)
 
 
-def write_report(variants: Sequence[Variant], root: str, base: str,
+def _schedule_note(config) -> str:
+  if config.schedule.name == 'step':
+    return 'decay x{:g} at epochs {}'.format(
+        config.schedule.factor, ', '.join(f'{e:g}' for e in config.schedule.step_epochs))
+  if config.schedule.name == 'plateau':
+    return f'decay x{config.schedule.factor:g} after {config.schedule.patience} flat evals'
+  return 'constant learning rate'
+
+
+def write_report(variants: Sequence[Variant], root: str, base_name: str,
                  epochs: float | None) -> tuple[str, str | None]:
   """Writes <root>/ablations.md and <root>/ablations.png; returns their paths."""
   from alexnet_jax import plots
@@ -301,17 +311,31 @@ def write_report(variants: Sequence[Variant], root: str, base: str,
     png = plots.plot_runs([v.workdir for v in with_metrics],
                           os.path.join(root, 'ablations.png'),
                           labels=[v.name for v in with_metrics],
-                          title=f'AlexNet ablations ({base})')
+                          title=f'AlexNet ablations ({base_name})')
   length = f'{epochs:g} epochs each' if epochs is not None else "the base config's num_epochs"
+  caveats = ['One run (one seed) per variant.']
+  base = results.get(BASELINE, {})
+  if base.get('final_top1') is not None and base.get('count'):
+    p, n = base['final_top1'], base['count']
+    caveats.append(f'The eval split has {n:.0f} images: at the baseline\'s top-1 the binomial '
+                   f'standard error is about {100 * (p * (1 - p) / n) ** 0.5:.1f} pp per run.')
+  if epochs is not None:
+    config = load_config(base_name)
+    caveats.append(f'num_epochs is overridden ({epochs:g}; the base trains for '
+                   f'{config.num_epochs:g}); the rest of its schedule '
+                   f'({config.schedule.name}, {_schedule_note(config)}) is unchanged, so '
+                   'a shortened run may stop before any decay.')
   text = [
       '# Ablations',
       '',
-      f'Base config `{base}`, {length}; one run per variant (seed fixed by the config). '
+      f'Base config `{base_name}`, {length}; one run per variant (seed fixed by the config). '
       'Top-1/top-5 are on the eval split; Δ is the final top-1 minus the baseline\'s, in '
       'percentage points; wall time is the training subprocess (compile, training and '
       'evaluation) summed over resumed attempts.',
       '',
       markdown_table(variants, results),
+      '',
+      ' '.join(caveats),
       '',
       '![curves](ablations.png)' if png else '(no run has evaluated yet: no plot)',
       '',
