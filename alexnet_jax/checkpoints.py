@@ -18,6 +18,11 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 
+def absolute(path: str) -> str:
+  """Local paths made absolute (Orbax refuses relative ones); gs:// and the like kept."""
+  return path if '://' in str(path) else os.path.abspath(path)
+
+
 class Checkpointer:
   """The two Orbax managers of a run (async saves, kept off the step's critical path)."""
 
@@ -76,7 +81,7 @@ def load_params(path: str, abstract_params: Any, *, which: str = 'latest') -> tu
   `which` is 'latest' (checkpoints/) or 'best' (best/); a path that already
   names one of those folders is used as it is. Returns (params, step).
   """
-  root = epath.Path(path)
+  root = epath.Path(absolute(path))
   if root.name not in ('checkpoints', 'best'):
     root = root / ('best' if which == 'best' else 'checkpoints')
   if not root.exists():
@@ -100,11 +105,10 @@ def load_params(path: str, abstract_params: Any, *, which: str = 'latest') -> tu
 
 
 def write_config(workdir: str, config: Any) -> None:
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  root = epath.Path(workdir)
+  root.mkdir(parents=True, exist_ok=True)
+  (root / 'config.json').write_text(config.to_json_best_effort(indent=2))
 
 
 def read_config(workdir: str) -> dict:
-  with open(os.path.join(workdir, 'config.json')) as f:
-    return json.load(f)
+  return json.loads((epath.Path(workdir) / 'config.json').read_text())

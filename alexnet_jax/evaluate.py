@@ -45,6 +45,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 def evaluate_checkpoint(workdir: str, *, which: str = 'best', crops: tuple[int, ...] = (1, 10),
                         split: str | None = None, batch_size: int | None = None) -> dict:
   """{crops: metrics} for one checkpoint of the run in `workdir`."""
+  workdir = checkpoints.absolute(workdir)
   config = load_run_config(workdir)
   if batch_size:
     config.eval_batch_size = batch_size

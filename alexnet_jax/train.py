@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
+from etils import epath
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -209,16 +210,30 @@ class _StopRequest:
 
 
 class JsonlWriter:
-  """metrics.jsonl: one JSON object per logged point (process 0 only)."""
+  """metrics.jsonl: one JSON object per logged point (process 0 only).
+
+  Local files are appended to; object stores (gs://...) cannot append, so there
+  the whole (small) file is rewritten at each point.
+  """
 
   def __init__(self, workdir: str, enabled: bool):
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = epath.Path(workdir) / 'metrics.jsonl'
     self.enabled = enabled
+    self.remote = '://' in workdir
+    self.lines: list[str] = []
+    if self.enabled and self.remote and self.path.exists():
+      self.lines = self.path.read_text().splitlines(keepends=True)
 
   def write(self, record: dict) -> None:
-    if self.enabled:
+    if not self.enabled:
+      return
+    line = json.dumps(record) + '\n'
+    if self.remote:
+      self.lines.append(line)
+      self.path.write_text(''.join(self.lines))
+    else:
       with open(self.path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
+        f.write(line)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -228,13 +243,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   max_steps stops the run early (as a preemption would) after that global step;
   tests use it. Returns the last eval metrics and the final step.
   """
+  workdir = checkpoints.absolute(workdir)
   mesh = sharding.make_mesh(config.mesh)
   config_lib.validate(config, data_parallel=mesh.shape['data'],
                       process_count=jax.process_count())
   spec = models.ModelSpec.from_config(config.model)
   sharding.check_mesh_fits_model(mesh, spec)
   is_chief = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
   if is_chief:
     checkpoints.write_config(workdir, config)
 
