@@ -185,12 +185,13 @@ def _build_datasets(photos: Sequence[str], data_dir: str, resize_size: int,
   return config
 
 
-def bench_config(data_dir: str, resize_size: int):
+def bench_config(data_dir: str, resize_size: int, resize_method: str = 'area'):
   from alexnet_jax import config_lib
   c = config_lib.base()
   c.dataset.name = BENCH_DATASET
   c.dataset.data_dir = data_dir
   c.input.resize_size = resize_size
+  c.input.resize_method = resize_method
   return c
 
 
@@ -212,7 +213,8 @@ def _bench_project(config, *, batch_size: int, warmup_s: float, seconds: float,
 
 def run(images_dir: str = DEFAULT_IMAGES, *, seconds: float = 20.0, warmup_s: float = 5.0,
         batch_size: int = 64, resize_size: int = 256, crop_size: int = 224,
-        work_dir: str | None = None, log: Callable[[str], None] = print) -> dict:
+        resize_method: str = 'fast', work_dir: str | None = None,
+        log: Callable[[str], None] = print) -> dict:
   """Runs (b), (a), (c) in turn on the same photos; returns the JSON-able report."""
   photos = list_photos(images_dir)
   cores = host_cores()
@@ -228,7 +230,9 @@ def run(images_dir: str = DEFAULT_IMAGES, *, seconds: float = 20.0, warmup_s: fl
     log('building the TFDS datasets of the photos (original + pre-resized) ...')
     config = _build_datasets(photos, os.path.join(scratch, 'tfds'), resize_size,
                              log=lambda m: None)
-    log('(a) project pipeline ...')
+    # (a) shrinks with the chosen filter; (c) needs no shrink (256x256 stored).
+    config.input.resize_method = resize_method
+    log(f'(a) project pipeline (input.resize_method={resize_method!r}) ...')
     rows['project'] = _bench_project(config, batch_size=batch_size, warmup_s=warmup_s,
                                      seconds=seconds, preresized=False)
     log('(c) project pipeline on the pre-resized copy ...')
@@ -269,6 +273,7 @@ def run(images_dir: str = DEFAULT_IMAGES, *, seconds: float = 20.0, warmup_s: fl
   return {
       'benchmark': 'input', 'images_dir': images_dir, 'num_photos': len(photos),
       'cores': cores, 'cpu_model': cpu_model(), 'batch_size': batch_size,
+      'resize_method': resize_method,
       'seconds': seconds, 'warmup_seconds': warmup_s, 'resize_size': resize_size,
       'load_average': os.getloadavg(),
       'rows': out_rows, 'ratios': ratios_cpu, 'ratios_wall': ratios_wall,
@@ -305,12 +310,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
   p.add_argument('--warmup_seconds', type=float, default=5.0)
   p.add_argument('--batch_size', type=int, default=64)
   p.add_argument('--resize_size', type=int, default=256)
+  p.add_argument('--resize_method', default='fast', choices=('fast', 'area', 'bilinear'),
+                 help="(a)'s host shrink filter (config input.resize_method)")
   p.add_argument('--work_dir', default=None, help='keep the TFDS copies here (default: temp)')
   p.add_argument('--json', default=None, help='write the report here')
   args = p.parse_args(argv)
   report = run(args.images, seconds=args.seconds, warmup_s=args.warmup_seconds,
                batch_size=args.batch_size, resize_size=args.resize_size,
-               work_dir=args.work_dir)
+               resize_method=args.resize_method, work_dir=args.work_dir)
   print(format_table(report))
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -23,10 +23,10 @@ def get_config(arg: str | None = None):
   c.input.shuffle_buffer = 10000
   c.batch_size = 128
   c.eval_batch_size = 250
-  c.num_epochs = 8.0
+  c.num_epochs = 10.0
   c.optimizer.nesterov = True
   c.schedule.name = 'step'
-  c.schedule.step_epochs = (6.0, 7.5)
+  c.schedule.step_epochs = (7.0, 9.0)
   c.log_every_steps = 20
   c.checkpoint_every_steps = 200
   return c

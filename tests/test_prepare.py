@@ -126,7 +126,7 @@ def test_preresized_copy_matches_pil(prepared):
       assert diff < jpeg_error + 2.0, (fname, diff, jpeg_error)
       # And it is what the training pipeline makes of the original, up to the JPEG alone.
       host = preprocess.decode_centre(tf.constant(source[fname]['image_bytes']), 256,
-                                      config.input.resize_method).numpy().astype(np.float32)
+                                      imagenet.preresize_method(config)).numpy().astype(np.float32)
       host_jpeg_error = np.abs(_jpeg_roundtrip(host, imagenet.JPEG_QUALITY) - host).mean()
       assert np.abs(ex['image'] - host).mean() < host_jpeg_error + 0.5, fname
 

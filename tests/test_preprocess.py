@@ -33,7 +33,7 @@ def _weights(n_in: int, size: int, method: str) -> np.ndarray:
     j = np.arange(n_in)[None, :]
     w = np.clip(np.minimum(lo + scale, j + 1) - np.maximum(lo, j), 0.0, None)
   else:
-    support = max(scale, 1.0)
+    support = 1.0 if method == 'fast' else max(scale, 1.0)   # 'fast': no antialiasing
     centres = (np.arange(size) + 0.5) * scale
     w = np.maximum(0.0, 1.0 - np.abs(np.arange(n_in)[None] + 0.5 - centres[:, None]) / support)
   return w / w.sum(axis=1, keepdims=True)
