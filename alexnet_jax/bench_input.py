@@ -175,7 +175,6 @@ def _build_datasets(photos: Sequence[str], data_dir: str, resize_size: int,
   ds = tf.data.Dataset.from_tensor_slices({
       'image': [open(p, 'rb').read() for p in photos],
       'label': labels, 'file_name': names})
-  imagenet._pin_code_path(tfds.dataset_builders.AdhocBuilder)
   if not os.path.exists(os.path.join(data_dir, BENCH_DATASET, '1.0.0', 'dataset_info.json')):
     tfds.dataset_builders.store_as_tfds_dataset(
         name=BENCH_DATASET, version='1.0.0', features=features,

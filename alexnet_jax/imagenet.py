@@ -10,7 +10,6 @@ so the input pipeline reads either with the same code (`input.use_preresized`).
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from collections.abc import Callable
@@ -18,7 +17,6 @@ from collections.abc import Callable
 import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from etils import epath
 
 from alexnet_jax import preprocess
 
@@ -43,26 +41,8 @@ def preresized_name(config: ml_collections.ConfigDict) -> str:
   return f'{config.dataset.name}_resized{config.input.resize_size}'
 
 
-def _pin_code_path(cls: type) -> None:
-  """Works around TFDS 4.9.10 needing the undeclared `importlib_resources` package.
-
-  `download_and_prepare` looks for a checksums file next to the builder's module
-  through `cls.code_path`, which lazily imports `importlib_resources`
-  (tensorflow/datasets#11212). Where that package is absent, pin `code_path` to
-  the module file, which is what the lookup would have returned.
-  """
-  try:
-    import importlib_resources  # noqa: F401
-  except ImportError:
-    if 'code_path' not in vars(cls):
-      cls.code_path = epath.Path(inspect.getfile(cls))
-
-
 def builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
-  """tfds.builder(name, data_dir=...), made preparable without importlib_resources."""
-  b = tfds.builder(name, data_dir=data_dir)
-  _pin_code_path(type(b))
-  return b
+  return tfds.builder(name, data_dir=data_dir)
 
 
 def _reencode_fn(size: int, quality: int, method: str) -> Callable[[dict], dict]:
@@ -120,7 +100,6 @@ def write_preresized(
     splits[split] = ds.prefetch(64)
     log(f'pre-resized copy: split {split!r}, {src.info.splits[split].num_examples} images')
 
-  _pin_code_path(tfds.dataset_builders.AdhocBuilder)
   start = time.time()
   out = tfds.dataset_builders.store_as_tfds_dataset(
       name=name,

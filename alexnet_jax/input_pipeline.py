@@ -168,19 +168,6 @@ def _missing_dataset_error(name: str, ddir: str, base_name: str,
                            f'is never downloaded at run time. {how}')
 
 
-def _pin_code_path(cls: type) -> None:
-  # TFDS 4.9.10 looks for a checksums file through `code_path`, which imports the
-  # undeclared `importlib_resources` (tensorflow/datasets#11212); pin it where absent.
-  if 'code_path' not in vars(cls):
-    try:
-      import importlib_resources  # noqa: F401
-    except ImportError:
-      import inspect
-
-      from etils import epath
-      cls.code_path = epath.Path(inspect.getfile(cls))
-
-
 @functools.lru_cache(maxsize=16)
 def _tfds_builder(name: str, ddir: str, resize_size: int, use_preresized: bool,
                   manual_dir: str | None, shapes: tuple[int, int, int]):
@@ -210,7 +197,6 @@ def _tfds_builder(name: str, ddir: str, resize_size: int, use_preresized: bool,
   if not builder.is_prepared():
     if name == 'imagenet2012' and manual_dir and tf.io.gfile.isdir(manual_dir):
       # Building from the manual archives needs no network: allowed, if slow (hours).
-      _pin_code_path(type(builder))
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     else:

@@ -299,7 +299,6 @@ def test_preresized_tfds_copy_is_read(tmp_path):
         {'image': tf.constant(images[lo:hi]), 'label': tf.constant([i % 3 for i in
                                                                     range(lo, hi)], tf.int64)})
 
-  input_pipeline._pin_code_path(tfds.dataset_builders.AdhocBuilder)
   tfds.dataset_builders.store_as_tfds_dataset(
       name='toyset_resized40', version='1.0.0', features=features, data_dir=ddir,
       split_datasets={'train': split(0, 4), 'validation': split(4, 6)})

@@ -26,7 +26,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 from PIL import Image, ImageDraw
 
 __all__ = ['CLASS_NAMES', 'SPLITS', 'AlexnetShapes', 'ShapesConfig', 'builder', 'config_name',
@@ -261,12 +260,6 @@ class AlexnetShapes(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = list(_PREDEFINED)
   DEFAULT_CONFIG_NAME = 's64'
-  # TFDS 4.9.10 derives `code_path` through a lazy `import importlib_resources`, a package
-  # it no longer declares on Python >= 3.9 (tensorflow/datasets#11212), so
-  # `download_and_prepare()` dies with ModuleNotFoundError for any builder living in a
-  # package. Pinning the path here sidesteps that lookup; it is only used to look for an
-  # (absent) checksums file next to this module.
-  code_path = epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     cfg: ShapesConfig = self.builder_config
