@@ -241,4 +241,4 @@ def test_report_table_from_finished_runs(default_config, tmp_path):
   assert '`model.lrn=none`' in rows[1]
   assert os.path.getsize(png) > 0 and '![curves](ablations.png)' in text
   assert 'standard error is about 1.5 pp' in text          # sqrt(0.6 * 0.4 / 1000)
-  assert 'overridden (3; the base trains for 8)' in text
+  assert f'overridden (3; the base trains for {default_config.num_epochs:g})' in text
