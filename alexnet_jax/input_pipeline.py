@@ -293,7 +293,7 @@ def _synthetic_split_size(split: str) -> int:
 
 
 def _synthetic_batch(config, batch_size: int, seed: int) -> dict[str, np.ndarray]:
-  size = _host_size(config, train=True)
+  size = host_image_size(config, train=True)
   rng = np.random.default_rng([config.seed, seed])
   return {'image': rng.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8),
           'label': rng.integers(0, config.model.num_classes, batch_size, dtype=np.int32)}
@@ -326,15 +326,15 @@ def _synthetic_eval(config, local_batch_size: int,
 # ------------------------------------------------------------------------------ decoding
 
 
-def _host_size(config, train: bool) -> int:
-  """Side of the square images the host yields."""
+def host_image_size(config, train: bool) -> int:
+  """Side of the square uint8 images the host yields (the device takes its crops from them)."""
   if train and config.input.random_crop == 'resized':
     return config.model.input_size
   return config.input.resize_size
 
 
 def _decode_fn(config, *, train: bool, seed_base: int, is_path: bool):
-  size = _host_size(config, train)
+  size = host_image_size(config, train)
   resized = train and config.input.random_crop == 'resized'
   method = config.input.resize_method
 
@@ -447,7 +447,7 @@ def create_eval_iterator(config, split: str, *, local_batch_size: int, process_i
     return _synthetic_eval(config, local_batch_size, process_index)
   src = _source(config, split, process_index, process_count)
   steps = eval_steps(config, split, local_batch_size * process_count)
-  size = _host_size(config, train=False)
+  size = host_image_size(config, train=False)
   ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), src.records)
   ds = ds.map(lambda i, rec: (i, rec[0], rec[1]))
   ds = ds.map(_decode_fn(config, train=False, seed_base=0, is_path=src.is_path),

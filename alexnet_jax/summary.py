@@ -24,7 +24,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
-from alexnet_jax import models, sharding, train
+from alexnet_jax import input_pipeline, models, sharding, train
 
 
 def _define_flags() -> None:
@@ -38,13 +38,6 @@ def _define_flags() -> None:
                                 '(default: the config\'s).')
 
 
-def _host_image_size(config: ml_collections.ConfigDict) -> int:
-  """Side of the uint8 images the host sends (the device crops the paper's crops)."""
-  if config.input.random_crop == 'resized':
-    return config.model.input_size
-  return config.input.resize_size
-
-
 def compile_train_step(config: ml_collections.ConfigDict, mesh, batch_size: int | None = None):
   """The loop's jitted train step, compiled for abstract inputs."""
   spec = models.ModelSpec.from_config(config.model)
@@ -53,7 +46,7 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh, batch_size: int 
   shardings = jax.tree.map(lambda x: x.sharding, state)
   data, replicated = NamedSharding(mesh, P('data')), NamedSharding(mesh, P())
   b = batch_size or config.batch_size
-  r = _host_image_size(config)
+  r = input_pipeline.host_image_size(config, train=True)
   batch = {'image': jax.ShapeDtypeStruct((b, r, r, 3), np.uint8, sharding=data),
            'label': jax.ShapeDtypeStruct((b,), np.int32, sharding=data)}
   mean_shape = (r, r, 3) if config.input.mean == 'image' else (3,)
