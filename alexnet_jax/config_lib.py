@@ -88,7 +88,6 @@ def base() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
   c.init_from = ml_collections.FieldReference(None, field_type=str)
-  c.profile = False
   return c
 
 
@@ -115,11 +114,20 @@ def parse_arg(arg: str | None, **defaults):
   return out
 
 
-_CHOICES = {
-    'schedule.name': ('plateau', 'step', 'constant'),
+# Every field that takes one of a fixed set of values, and those values: the one
+# table the config is checked against (models.ModelSpec checks the model.* rows).
+ALLOWED = {
+    'model.towers': (1, 2),
+    'model.lrn': ('none', 'paper', 'caffe'),
+    'model.pooling': ('overlapping', 'non_overlapping'),
+    'model.activation': ('relu', 'tanh'),
+    'model.dtype': ('float32', 'bfloat16'),
+    'model.init': ('paper', 'caffe', 'he'),
+    'input.resize_method': ('fast', 'area', 'bilinear'),
     'input.mean': ('image', 'channel', 'none'),
     'input.random_crop': ('paper', 'resized', 'none'),
     'input.eval_crops': (1, 10),
+    'schedule.name': ('plateau', 'step', 'constant'),
 }
 
 
@@ -130,44 +138,61 @@ def _get(config, dotted: str):
   return value
 
 
-def _refuse(field: str, value, allowed: str) -> ValueError:
+def refuse(field: str, value, allowed: str) -> ValueError:
+  """The error for a bad value: the field, the value, what is allowed, how to set it."""
   return ValueError(f'{field}={value!r} is invalid; allowed: {allowed}. '
                     f'Override it with --config.{field}=...')
 
 
-def validate(config, *, data_parallel: int = 1, process_count: int = 1) -> None:
+def check_choice(field: str, value) -> None:
+  """Refuses `value` unless ALLOWED[field] lists it (True is not 1 here)."""
+  allowed = ALLOWED[field]
+  if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+    raise refuse(field, value, ', '.join(map(repr, allowed)))
+
+
+def validate(config, *, mesh_shape: dict[str, int] | None = None, process_count: int = 1):
   """Refuses a bad config before anything is compiled; errors name the field.
 
-  data_parallel is the size of the mesh's 'data' axis, which must divide the
-  batch sizes (each data shard gets an equal slice).
+  The one check at the boundary: the commands call it once and hand the
+  validated `models.ModelSpec` it returns to the code below them. mesh_shape
+  ({'data': d, 'model': m}) adds the checks that depend on the devices: the
+  'data' axis must divide the batch sizes, the 'model' axis the towers.
   """
   from alexnet_jax import models  # a config must not need jax to be read
-  models.ModelSpec.from_config(config.model)
-  for field, allowed in _CHOICES.items():
-    if _get(config, field) not in allowed:
-      raise _refuse(field, _get(config, field), ', '.join(map(repr, allowed)))
+  spec = models.ModelSpec.from_config(config.model)
+  for field in ALLOWED:
+    if not field.startswith('model.'):
+      check_choice(field, _get(config, field))
+  mesh_shape = mesh_shape or {'data': 1, 'model': 1}
+  data_parallel = mesh_shape['data']
+  if spec.towers % mesh_shape['model']:
+    raise ValueError(
+        f'model.towers={spec.towers} cannot be split over mesh.model={mesh_shape["model"]}; '
+        'set --config.mesh.model=1 (or use towers=2)')
   for field in ('batch_size', 'eval_batch_size'):
     value = config[field]
     if not isinstance(value, int) or value < 1:
-      raise _refuse(field, value, 'a positive int')
+      raise refuse(field, value, 'a positive int')
     for divisor, what in ((data_parallel, f"the mesh's data axis ({data_parallel} devices)"),
                           (process_count, f'the {process_count} processes')):
       if value % divisor:
-        raise _refuse(field, value, f'a multiple of {what}')
+        raise refuse(field, value, f'a multiple of {what}')
   for field, lo in (('optimizer.learning_rate', 0.0), ('optimizer.momentum', 0.0),
                     ('optimizer.weight_decay', 0.0), ('input.pca_lighting', 0.0)):
     value = _get(config, field)
     if not isinstance(value, int | float) or value < lo:
-      raise _refuse(field, value, f'a number >= {lo}')
+      raise refuse(field, value, f'a number >= {lo}')
   if not 0.0 <= config.optimizer.momentum < 1.0:
-    raise _refuse('optimizer.momentum', config.optimizer.momentum, '0 <= momentum < 1')
+    raise refuse('optimizer.momentum', config.optimizer.momentum, '0 <= momentum < 1')
   if not 0.0 < config.schedule.factor < 1.0:
-    raise _refuse('schedule.factor', config.schedule.factor, '0 < factor < 1')
+    raise refuse('schedule.factor', config.schedule.factor, '0 < factor < 1')
   if config.num_train_steps < 1 and config.num_epochs <= 0:
-    raise _refuse('num_epochs', config.num_epochs, '> 0 (or set num_train_steps)')
+    raise refuse('num_epochs', config.num_epochs, '> 0 (or set num_train_steps)')
   for field in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
     if config[field] < 1:
-      raise _refuse(field, config[field], 'a positive int')
+      raise refuse(field, config[field], 'a positive int')
   if config.input.resize_size < config.model.input_size:
-    raise _refuse('input.resize_size', config.input.resize_size,
-                  f'>= model.input_size ({config.model.input_size}), the crop taken from it')
+    raise refuse('input.resize_size', config.input.resize_size,
+                 f'>= model.input_size ({config.model.input_size}), the crop taken from it')
+  return spec

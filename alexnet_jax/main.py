@@ -16,32 +16,19 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from alexnet_jax import logs
 
-def _define_flags() -> None:
-  """Command-line flags, defined only when this module is the program (so that
-  importing it next to the other entry points never defines a flag twice)."""
-  global _CONFIG, _WORKDIR, _COORDINATOR, _NUM_PROCESSES, _PROCESS_ID, _DISTRIBUTED
-  _CONFIG = config_flags.DEFINE_config_file(
-      'config', None, 'Config file, e.g. configs/default.py or configs/paper.py:towers=1. Any '
-      'field can be overridden: --config.model.lrn=none', lock_config=True)
-  _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard events and '
-                                 'metrics.jsonl go; an existing run there is resumed.')
-  _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                     'host:port of process 0, for multi-process runs.')
-  _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
-  _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index.')
-  _DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() '
-                                   'with no arguments (TPU pods, SLURM, ...).')
-
-
-class _LibraryInfoFilter:
-  """Keeps Orbax's and TFDS's per-save INFO chatter out of the training log."""
-
-  _NOISY = ('/orbax/', '/tensorstore', '/tensorflow_datasets/')
-
-  def filter(self, record) -> bool:
-    return record.levelno > logging.INFO or not any(
-        n in record.pathname for n in self._NOISY)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file, e.g. configs/default.py or configs/paper.py:towers=1. Any '
+    'field can be overridden: --config.model.lrn=none', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard events and '
+                               'metrics.jsonl go; an existing run there is resumed.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0, for multi-process runs.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index.')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() '
+                                 'with no arguments (TPU pods, SLURM, ...).')
 
 
 def _initialize_distributed() -> None:
@@ -64,7 +51,7 @@ def main(argv) -> int:
                          '  python -m alexnet_jax.main --config=configs/default.py '
                          '--workdir=/tmp/alexnet')
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  logging.get_absl_handler().python_handler.addFilter(_LibraryInfoFilter())
+  logs.setup()
   from alexnet_jax import imagenet, train  # after flags: keeps --help fast
 
   config = _CONFIG.value
@@ -85,5 +72,4 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
-  _define_flags()
   app.run(main)

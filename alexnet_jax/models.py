@@ -2,9 +2,11 @@
 
 Representation. Every layer of the paper is split into `towers` halves (the
 two GTX 580s). A layer's kernel is stored with a leading tower axis, e.g. conv2
-is (towers, 5, 5, 48, 128), and that axis carries the logical name 'tower',
-which `sharding.py` maps to the mesh axis 'model'. So with model=2 tower A's
-weights live only on the devices with model index 0, as on the paper's GPU 0.
+is (towers, 5, 5, 48, 128). `param_specs` is the one statement of how the
+parameters are sharded: that tower axis over the mesh axis 'model'. So with
+model=2 tower A's weights live only on the devices with model index 0, as on the
+paper's GPU 0. Everything else (initialising into shardings, the optimizer
+state's shardings, the shard_map of the forward pass) is derived from it.
 
 Compute. The forward pass is one per-device function. Inside it each local
 tower is a plain convolution (not a `feature_group_count=2` grouped
@@ -27,9 +29,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import layers
+from alexnet_jax import config_lib, layers
 
 CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 FC_LAYERS = ('fc6', 'fc7', 'fc8')
@@ -37,22 +40,30 @@ LAYERS = CONV_LAYERS + FC_LAYERS
 # (kernel size, stride, padding) of conv2..conv5; conv1's padding depends on the input.
 _CONV_GEOMETRY = {'conv1': (11, 4, None), 'conv2': (5, 1, 2), 'conv3': (3, 1, 1),
                   'conv4': (3, 1, 1), 'conv5': (3, 1, 1)}
-# Layers whose input is every tower's output (the paper's cross-GPU connections).
-CROSS_TOWER = ('conv3', 'fc6', 'fc7', 'fc8')
+# Every op of the forward pass runs in a jax.named_scope: the layer's name, or
+# '<layer>_<part>' for the LRN, pooling and dropout that follow it. The compiled
+# program keeps these names, which is how report.py attributes a collective to
+# a layer (`layer_of_scope`).
+SCOPE_PARTS = ('lrn', 'pool', 'dropout')
+
+
+def scope(layer: str, part: str | None = None) -> str:
+  return layer if part is None else f'{layer}_{part}'
+
+
+def layer_of_scope(name: str) -> str | None:
+  """The layer a named_scope belongs to ('conv1_lrn' -> 'conv1'), or None."""
+  base, _, part = name.rpartition('_')
+  if base in LAYERS and part in SCOPE_PARTS:
+    return base
+  return name if name in LAYERS else None
+
+
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-_ALLOWED = {
-    'towers': (1, 2),
-    'lrn': ('none', 'paper', 'caffe'),
-    'pooling': ('overlapping', 'non_overlapping'),
-    'activation': ('relu', 'tanh'),
-    'dtype': tuple(_DTYPES),
-    'init': ('paper', 'caffe', 'he'),
-}
 
 
 def _bad(field: str, value: Any, allowed: str) -> ValueError:
-  return ValueError(f'model.{field}={value!r} is invalid; allowed: {allowed}. '
-                    f'Set it with --config.model.{field}=...')
+  return config_lib.refuse(f'model.{field}', value, allowed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,10 +104,9 @@ class ModelSpec:
 
   def validate(self) -> None:
     """Raises ValueError naming the field, its value and what is allowed."""
-    for field, allowed in _ALLOWED.items():
-      value = getattr(self, field)
-      if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
-        raise _bad(field, value, ', '.join(repr(a) for a in allowed))
+    for field in config_lib.ALLOWED:
+      if field.startswith('model.'):
+        config_lib.check_choice(field, getattr(self, field[len('model.'):]))
     if len(self.conv_widths) != 5 or not all(
         isinstance(w, int) and w > 0 for w in self.conv_widths):
       raise _bad('conv_widths', self.conv_widths, '5 positive ints (conv1..conv5)')
@@ -199,20 +209,18 @@ class TowerLayer(nnx.Module):
                rngs: nnx.Rngs):
     fan_in = math.prod(kernel_shape[1:-1])
     std, bias = _init_std_and_bias(spec, name, fan_in)
-    axes = ('tower',) + (None,) * (len(kernel_shape) - 1)
-    self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), kernel_shape, jnp.float32),
-                            logical_axes=axes)
-    if name == 'fc8':
-      # fc8's rows are split over the towers; its bias is added once, after the sum.
-      self.bias = nnx.Param(jnp.full((kernel_shape[-1],), bias, jnp.float32),
-                            logical_axes=(None,))
-    else:
-      self.bias = nnx.Param(jnp.full((kernel_shape[0], kernel_shape[-1]), bias, jnp.float32),
-                            logical_axes=('tower', None))
+    self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), kernel_shape, jnp.float32))
+    # fc8's rows are split over the towers; its bias is added once, after the sum.
+    bias_shape = kernel_shape[-1:] if name == 'fc8' else (kernel_shape[0], kernel_shape[-1])
+    self.bias = nnx.Param(jnp.full(bias_shape, bias, jnp.float32))
 
 
 class AlexNet(nnx.Module):
-  """The paper's network; see the module docstring for the tower representation."""
+  """The paper's network as a Flax NNX module (see the module docstring).
+
+  The module holds the parameters; the computation is the pure `apply`, so the
+  jitted training step can work on a plain dict of parameters (`params_tree`).
+  """
 
   def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
     self.spec = spec
@@ -228,10 +236,6 @@ class AlexNet(nnx.Module):
     """Logits (float32) for NHWC float images of size spec.input_size."""
     return apply(self.spec, self.params_tree(), images, train=train, dropout_key=dropout_key)
 
-  def intermediates(self, images: jax.Array) -> dict[str, jax.Array]:
-    """Each layer's output (towers concatenated on channels), without a mesh."""
-    return intermediates(self.spec, self.params_tree(), images)
-
 
 def intermediates(spec: ModelSpec, params: dict, images: jax.Array) -> dict[str, jax.Array]:
   """Every layer's output after its ReLU and after each pooling (eval mode, no mesh)."""
@@ -239,9 +243,28 @@ def intermediates(spec: ModelSpec, params: dict, images: jax.Array) -> dict[str,
 
 
 def param_specs(spec: ModelSpec) -> dict[str, dict[str, P]]:
-  """Mesh PartitionSpecs of the parameters: the tower axis over 'model'."""
+  """How the parameters are sharded (the only place that says so): the leading tower
+  axis of every kernel and bias over the mesh axis 'model'; fc8's bias, added once
+  after the towers' partial logits are summed, replicated."""
   return {name: {'kernel': P('model'), 'bias': P() if name == 'fc8' else P('model')}
           for name in LAYERS}
+
+
+def param_shardings(spec: ModelSpec, mesh: Mesh) -> dict[str, dict[str, NamedSharding]]:
+  return jax.tree.map(lambda p: NamedSharding(mesh, p), param_specs(spec))
+
+
+def init_params(spec: ModelSpec, *, seed: int = 0, mesh: Mesh | None = None) -> dict:
+  """Fresh parameters {layer: {'kernel', 'bias'}}.
+
+  With a mesh, jit with out_shardings makes XLA generate each tower's random
+  weights on its own devices: no full copy is ever materialised on one device.
+  The values do not depend on the mesh.
+  """
+  make = lambda: AlexNet(spec, rngs=nnx.Rngs(params=seed)).params_tree()
+  if mesh is None:
+    return make()
+  return jax.jit(make, out_shardings=param_shardings(spec, mesh))()
 
 
 def _mesh_model_axis() -> Any | None:
@@ -319,7 +342,7 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
   def norm(name, xs):
     if spec.lrn == 'none':
       return xs
-    with jax.named_scope(f'{name}_lrn'):
+    with jax.named_scope(scope(name, 'lrn')):
       if not spec.lrn_across_towers or spec.towers == 1:
         return [layers.lrn(h, spec.lrn) for h in xs]
       # Caffe: the window spans all channels of both towers.
@@ -329,13 +352,13 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
               for t, h in enumerate(xs)]
 
   def pool(name, xs):
-    with jax.named_scope(f'{name}_pool'):
+    with jax.named_scope(scope(name, 'pool')):
       return [layers.max_pool(h, window, stride) for h in xs]
 
   def drop(name, xs):
     if not train or spec.dropout_rate == 0:
       return xs
-    with jax.named_scope(f'{name}_dropout'):
+    with jax.named_scope(scope(name, 'dropout')):
       lkey = jax.random.fold_in(key, LAYERS.index(name))
       return [layers.dropout(h, spec.dropout_rate,
                              jax.random.fold_in(lkey, first_tower + t))

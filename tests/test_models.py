@@ -73,7 +73,7 @@ def test_layer_output_shapes(size):
   model = abstract_model(spec)
   # Shapes only (no compute): build the model and run it inside eval_shape.
   shapes = jax.eval_shape(
-      lambda x: models.create_model(spec, rngs=nnx.Rngs(0)).intermediates(x),
+      lambda x: inter(models.create_model(spec, rngs=nnx.Rngs(0)), x),
       jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32))
   got = {k: v.shape[1:] for k, v in shapes.items()}
   assert got == {'conv1': (55, 55, 96), 'pool1': (27, 27, 96), 'conv2': (27, 27, 256),

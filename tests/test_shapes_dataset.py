@@ -209,7 +209,7 @@ def test_the_cnn_sees_what_colour_histograms_cannot(tmp_path):
   c.log_every_steps = 1000
   c.eval_every_steps = 100_000          # one evaluation, at the end
   c.checkpoint_every_steps = 100_000
-  cnn = train.train_and_evaluate(c, str(tmp_path / 'run'))['eval']
+  cnn = train.train_and_evaluate(c, str(tmp_path / 'run')).eval
   assert cnn['count'] == 500
 
   b = shapes.builder(c.dataset.data_dir, image_size=64, train_size=4000, validation_size=500)

@@ -6,10 +6,9 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from flax import nnx
 
-from alexnet_jax import models, sharding, summary
-from configs import default
+from alexnet_jax import config_lib, models, report, sharding
+from configs import default, paper
 
 SPEC = models.ModelSpec(conv_widths=(16, 32, 48, 48, 32), fc_widths=(64, 64), num_classes=10,
                         input_size=67, init='he')
@@ -45,24 +44,17 @@ def test_impossible_mesh_is_a_clear_error(data, model, text):
 
 
 def test_one_tower_model_cannot_split_over_model_axis(mesh):
+  config = paper.get_config('towers=1')
+  config.mesh.model = 2
   with pytest.raises(ValueError, match='model.towers=1 cannot be split over mesh.model=2'):
-    sharding.check_mesh_fits_model(mesh, models.ModelSpec(towers=1))
-
-
-def test_logical_rules_match_the_forward_pass_specs():
-  abstract = nnx.eval_shape(lambda: models.create_model(SPEC, rngs=nnx.Rngs(0)))
-  m = sharding.make_mesh(mesh_config())
-  from_metadata = sharding.state_shardings(nnx.state(abstract, nnx.Param), m)
-  for name, parts in models.param_specs(SPEC).items():
-    for part, spec in parts.items():
-      assert from_metadata[name][part].get_value().spec == spec, (name, part)
+    config_lib.validate(config, mesh_shape=dict(mesh.shape))
 
 
 def test_tower_a_lives_only_on_model_index_0(mesh):
-  model = sharding.create_sharded_model(SPEC, mesh, seed=0)
+  params = models.init_params(SPEC, seed=0, mesh=mesh)
   position = {d.id: idx for idx, d in np.ndenumerate(mesh.devices)}
   for name in ('conv2', 'conv4', 'conv5'):
-    kernel = model.params_tree()[name]['kernel']
+    kernel = params[name]['kernel']
     assert kernel.sharding.spec == jax.sharding.PartitionSpec('model')
     for shard in kernel.addressable_shards:
       tower = shard.index[0].start
@@ -72,8 +64,8 @@ def test_tower_a_lives_only_on_model_index_0(mesh):
 
 
 def test_sharded_init_equals_single_device_init(mesh):
-  a = models.create_model(SPEC, rngs=nnx.Rngs(params=3)).params_tree()
-  b = sharding.create_sharded_model(SPEC, mesh, seed=3).params_tree()
+  a = models.init_params(SPEC, seed=3)
+  b = models.init_params(SPEC, seed=3, mesh=mesh)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
 
@@ -86,14 +78,14 @@ def _loss(spec, params, x, y):
 @pytest.mark.parametrize('lrn_across', [False, True])
 def test_sharded_logits_and_gradients_equal_single_device(mesh, lrn_across):
   spec = models.ModelSpec(**{**SPEC.__dict__, 'lrn_across_towers': lrn_across})
-  params = models.create_model(spec, rngs=nnx.Rngs(params=0)).params_tree()
+  params = models.init_params(spec, seed=0)
   x = jax.random.normal(jax.random.key(1), (8, 67, 67, 3))
   y = jax.random.randint(jax.random.key(2), (8,), 0, 10)
   grad_fn = jax.jit(jax.grad(_loss, argnums=1, has_aux=True), static_argnums=0)
   ref_grads, ref_logits = grad_fn(spec, params, x, y)
-  sharded = sharding.create_sharded_model(spec, mesh, seed=0).params_tree()
+  sharded = models.init_params(spec, seed=0, mesh=mesh)
   with jax.set_mesh(mesh):
-    xs = jax.device_put(x, sharding.data_sharding(mesh))
+    xs = jax.device_put(x, sharding.batch_sharding(mesh))
     grads, logits = grad_fn(spec, sharded, xs, y)
   assert logits.sharding.spec[0] == 'data'
   # Tolerance: float32 summation order differs (psum over towers/data shards).
@@ -110,7 +102,7 @@ def test_communication_only_where_the_towers_meet():
   cfg = default.get_config()
   cfg.mesh.model = 2
   cfg.model.dtype = 'float32'
-  s = summary.summarize(cfg, batch_size=16)
+  s = report.summarize(cfg, batch_size=16)
   assert s['mesh'] == {'data': 4, 'model': 2}
   over_model = {r['layer'] for r in s['communication'] if 'model' in r['axes']}
   assert not over_model & {'conv1', 'conv2', 'conv4', 'conv5'}, s['communication']
@@ -120,16 +112,16 @@ def test_communication_only_where_the_towers_meet():
   # The gradient reduction carries each device's half of the parameters (float32).
   half = sum(p['count'] // (2 if p['sharding'] != 'P()' else 1) for p in s['parameters'])
   assert sum(r['bytes'] for r in grads) >= 4 * half
-  text = summary.format_tables(s)
+  text = report.format_tables(s)
   assert 'conv3' in text and f"{s['total_parameters']:,}" in text
 
 
 def test_replica_group_parsing():
   m = sharding.make_mesh(mesh_config())
   # iota form: 4 groups of 2 consecutive devices = the model axis.
-  assert sharding._axes_of_groups(sharding._replica_groups(
+  assert report.axes_of_groups(report.replica_groups(
       'x = f32[4] all-gather(y), replica_groups=[4,2]<=[8]'), m) == 'model'
-  assert sharding._axes_of_groups(sharding._replica_groups(
+  assert report.axes_of_groups(report.replica_groups(
       'x = f32[4] all-reduce(y), replica_groups=[2,4]<=[4,2]T(1,0)'), m) == 'data'
-  assert sharding._axes_of_groups(sharding._replica_groups(
+  assert report.axes_of_groups(report.replica_groups(
       'x = f32[4] all-reduce(y), replica_groups={{0,1,2,3,4,5,6,7}}'), m) == 'data+model'

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoints, evaluate, train
+from alexnet_jax import checkpoints, evaluation, train
 from configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,10 +56,10 @@ def finished_run(data_dir, tmp_path_factory):
 
 def test_run_logs_evaluates_every_example_once_and_never_recompiles(finished_run):
   workdir, result = finished_run
-  assert result['step'] == 8
-  assert result['eval']['count'] == 101          # padded batches masked, none dropped
-  assert 0.0 <= result['eval']['top1'] <= result['eval']['top5'] <= 1.0
-  assert result['train_step']._cache_size() == 1  # one compilation for all 8 steps
+  assert result.step == 8
+  assert result.eval['count'] == 101          # padded batches masked, none dropped
+  assert 0.0 <= result.eval['top1'] <= result.eval['top5'] <= 1.0
+  assert result.train_compilations == 1          # one compilation for all 8 steps
   records = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   train_rows = [r for r in records if r['split'] == 'train']
   eval_rows = [r for r in records if r['split'] == 'eval']
@@ -75,16 +75,16 @@ def test_run_logs_evaluates_every_example_once_and_never_recompiles(finished_run
 
 def test_evaluate_command_centre_and_ten_crops(finished_run):
   workdir, result = finished_run
-  r = evaluate.evaluate_checkpoint(workdir, which='best', crops=(1, 10))
+  r = evaluation.evaluate_checkpoint(workdir, which='best', crops=(1, 10))
   assert r['step'] == 8
   assert r['crops_1']['count'] == r['crops_10']['count'] == 101
-  assert r['crops_1']['top1'] == pytest.approx(result['eval']['top1'], abs=1e-6)
+  assert r['crops_1']['top1'] == pytest.approx(result.eval['top1'], abs=1e-6)
   assert r['crops_10']['loss'] != pytest.approx(r['crops_1']['loss'], abs=1e-6)
 
 
 def test_params_stay_sharded_over_the_towers(finished_run):
   _, result = finished_run
-  kernel = result['state'].params['conv2']['kernel']
+  kernel = result.state.params['conv2']['kernel']
   assert kernel.sharding.spec == jax.sharding.PartitionSpec('model')
   assert dict(kernel.sharding.mesh.shape) == {'data': 4, 'model': 2}
 
@@ -94,10 +94,10 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(finished_run, 
   _, full = finished_run
   workdir = str(tmp_path / 'resumed')
   first = train.train_and_evaluate(tiny_config(data_dir), workdir, max_steps=3)
-  assert first['stopped'] == 'max_steps' and first['step'] == 3
+  assert first.stopped == 'max_steps' and first.step == 3
   second = train.train_and_evaluate(tiny_config(data_dir), workdir)
-  assert second['step'] == 8
-  for a, b in zip(jax.tree.leaves(second['state']), jax.tree.leaves(full['state']),
+  assert second.step == 8
+  for a, b in zip(jax.tree.leaves(second.state), jax.tree.leaves(full.state),
                   strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
@@ -115,10 +115,10 @@ def test_sigterm_checkpoints_and_exits_cleanly(data_dir, tmp_path):
 
   threading.Thread(target=send_when_training, daemon=True).start()
   result = train.train_and_evaluate(config, workdir)
-  assert result['stopped'] == 'signal'
-  assert 2 <= result['step'] < 400
+  assert result.stopped == 'signal'
+  assert 2 <= result.step < 400
   ckpt = checkpoints.Checkpointer(workdir)
-  assert ckpt.latest_step() == result['step']
+  assert ckpt.latest_step() == result.step
   ckpt.close()
 
 
@@ -128,8 +128,8 @@ def test_init_from_starts_from_another_runs_parameters(finished_run, data_dir, t
   config = tiny_config(data_dir, num_train_steps=2, init_from=source,
                        **{'optimizer.learning_rate': 0.0})
   result = train.train_and_evaluate(config, str(tmp_path / 'finetune'))
-  for a, b in zip(jax.tree.leaves(result['state'].params),
-                  jax.tree.leaves(full['state'].params), strict=True):
+  for a, b in zip(jax.tree.leaves(result.state.params),
+                  jax.tree.leaves(full.state.params), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 

@@ -1,0 +1,183 @@
+"""The train state and the jitted train and eval steps, with their shardings.
+
+`build` is the one place where the steps are assembled and jitted: training,
+evaluation, `summary` and the benchmarks all take theirs from it, so what is
+measured and inspected is what trains. The steps are pure functions of their
+inputs; under the mesh they run the model's shard_map (one tower per 'model'
+index) with batches split over 'data'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from alexnet_jax import input_pipeline, models, optim, sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array          # raw uint32[2] key; dropout/augmentation keys fold in the step
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  o = config.optimizer
+  return optim.paper_sgd(o.learning_rate, o.momentum, o.weight_decay,
+                         decay_biases=o.decay_biases, nesterov=o.nesterov)
+
+
+def _state_shardings(tx: optax.GradientTransformation, spec: models.ModelSpec,
+                     mesh: Mesh) -> TrainState:
+  """Parameters and their momentum as `models.param_specs` says; the rest replicated."""
+  params = models.param_shardings(spec, mesh)
+  abstract_params = jax.eval_shape(lambda: models.init_params(spec))
+  opt_state = optax.tree_map_params(
+      tx, lambda _, s: s, jax.eval_shape(tx.init, abstract_params), params,
+      transform_non_params=lambda _: sharding.replicated(mesh))
+  replicated = sharding.replicated(mesh)
+  return TrainState(step=replicated, params=params, opt_state=opt_state, rng=replicated)
+
+
+def create_train_state(seed: int, spec: models.ModelSpec, mesh: Mesh,
+                       tx: optax.GradientTransformation) -> TrainState:
+  """A fresh state, every array created directly in its sharding."""
+  shardings = _state_shardings(tx, spec, mesh)
+  params = models.init_params(spec, seed=seed, mesh=mesh)
+  opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+  # Raw threefry key data (what jax.random.PRNGKey(seed) holds), saved in checkpoints.
+  rng = jax.device_put(np.array([0, seed + 1], np.uint32), shardings.rng)
+  return TrainState(step=jax.device_put(np.int32(0), shardings.step), params=params,
+                    opt_state=opt_state, rng=rng)
+
+
+def rank_of_label(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """How many classes score strictly higher than the true one (0 = top-1 correct)."""
+  true = jnp.take_along_axis(logits, labels[:, None], axis=1)
+  return jnp.sum(logits > true, axis=1)
+
+
+def _images(config: ml_collections.ConfigDict, images: jax.Array, key: jax.Array | None,
+            mean: jax.Array, train: bool) -> jax.Array:
+  """uint8 host batch -> the network's float input (crop, flip, lighting, mean, scale)."""
+  return input_pipeline.device_preprocess(images, key, config=config, mean=mean,
+                                          train=train) * config.input.scale
+
+
+def make_train_step(config: ml_collections.ConfigDict, spec: models.ModelSpec,
+                    tx: optax.GradientTransformation) -> Callable:
+  """train_step(state, batch, mean) -> (state, metrics); pure, for jax.jit."""
+
+  def train_step(state: TrainState, batch: dict, mean: jax.Array):
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    aug_key, drop_key = jax.random.split(key)
+    images = _images(config, batch['image'], aug_key, mean, train=True)
+    labels = batch['label']
+
+    def loss_fn(params):
+      logits = models.apply(spec, params, images, train=True, dropout_key=drop_key)
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      return loss, logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    rank = rank_of_label(logits, labels)
+    metrics = {'loss': loss, 'top1': jnp.mean(rank < 1), 'top5': jnp.mean(rank < 5),
+               'learning_rate': optim.get_learning_rate(state.opt_state)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
+
+
+def make_eval_step(config: ml_collections.ConfigDict, spec: models.ModelSpec) -> Callable:
+  """eval_step(params, batch, mean) -> sums over the real (unmasked) examples."""
+
+  def eval_step(params: Any, batch: dict, mean: jax.Array):
+    images = _images(config, batch['image'], None, mean, train=False)
+    labels, mask = batch['label'], batch['mask'].astype(jnp.float32)
+    if images.ndim == 5:
+      # The paper's 10 crops: softmax averaged over the crops of each image.
+      b, crops = images.shape[:2]
+      logits = models.apply(spec, params, images.reshape((b * crops,) + images.shape[2:]))
+      probs = jax.nn.softmax(logits).reshape(b, crops, -1).mean(axis=1)
+      scores = jnp.log(probs + 1e-12)
+    else:
+      scores = jax.nn.log_softmax(models.apply(spec, params, images))
+    loss = -jnp.take_along_axis(scores, labels[:, None], axis=1)[:, 0]
+    rank = rank_of_label(scores, labels)
+    return {'loss': jnp.sum(loss * mask), 'top1': jnp.sum((rank < 1) * mask),
+            'top5': jnp.sum((rank < 5) * mask), 'count': jnp.sum(mask)}
+
+  return eval_step
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+  """The jitted steps of one run and the shardings of what goes in and out of them.
+
+  train(state, batch, mean) -> (state, metrics): the state is donated.
+  eval(params, batch, mean) -> sums of loss/top1/top5/count over unmasked rows.
+  Call them under `jax.set_mesh(mesh)` (the model's shard_map reads it).
+  """
+
+  mesh: Mesh
+  spec: models.ModelSpec
+  tx: optax.GradientTransformation
+  train: Any
+  eval: Any
+  state_shardings: TrainState
+  batch: NamedSharding          # rows over 'data'
+  replicated: NamedSharding
+
+  def init_state(self, seed: int) -> TrainState:
+    return create_train_state(seed, self.spec, self.mesh, self.tx)
+
+  def abstract_state(self) -> TrainState:
+    """ShapeDtypeStructs of the train state with their shardings: nothing allocated."""
+    shapes = jax.eval_shape(lambda: self.init_state(0))
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        shapes, self.state_shardings)
+
+  def abstract_inputs(self, config: ml_collections.ConfigDict, batch_size: int
+                      ) -> tuple[dict, jax.ShapeDtypeStruct]:
+    """Shapes of a training batch and of the mean, to compile without data."""
+    r = input_pipeline.host_image_size(config, train=True)
+    batch = {'image': jax.ShapeDtypeStruct((batch_size, r, r, 3), np.uint8, sharding=self.batch),
+             'label': jax.ShapeDtypeStruct((batch_size,), np.int32, sharding=self.batch)}
+    mean_shape = (r, r, 3) if config.input.mean == 'image' else (3,)
+    return batch, jax.ShapeDtypeStruct(mean_shape, np.float32, sharding=self.replicated)
+
+  def device_mean(self, mean: np.ndarray | None) -> jax.Array:
+    """The mean to subtract, on every device (zeros when input.mean='none')."""
+    value = np.zeros(3, np.float32) if mean is None else np.asarray(mean, np.float32)
+    return jax.device_put(value, self.replicated)
+
+
+def build(config: ml_collections.ConfigDict, spec: models.ModelSpec, mesh: Mesh) -> Steps:
+  """Jits the train and eval steps of `config` over `mesh` (nothing is compiled yet).
+
+  `spec` is the validated model (config_lib.validate returns it).
+  """
+  tx = make_optimizer(config)
+  shardings = _state_shardings(tx, spec, mesh)
+  batch, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+  train = jax.jit(make_train_step(config, spec, tx), donate_argnums=0,
+                  in_shardings=(shardings, batch, replicated),
+                  out_shardings=(shardings, replicated))
+  eval_ = jax.jit(make_eval_step(config, spec),
+                  in_shardings=(shardings.params, batch, replicated),
+                  out_shardings=replicated)
+  return Steps(mesh=mesh, spec=spec, tx=tx, train=train, eval=eval_,
+               state_shardings=shardings, batch=batch, replicated=replicated)
