@@ -21,7 +21,8 @@ def model_config() -> ml_collections.ConfigDict:
   m.lrn_across_towers = False                    # Caffe's window spans both towers
   m.pooling = 'overlapping'                      # 'overlapping' (3/2) | 'non_overlapping' (2/2)
   m.activation = 'relu'                          # 'relu' | 'tanh'
-  m.dropout_rate = 0.5
+  m.dropout_rate = 0.5                           # after the ReLU of fc6 and fc7
+  m.dropout_scaling = 'test'                     # 'test' (paper: x0.5 at test) | 'inverted'
   m.dtype = 'float32'                            # compute dtype; params stay float32
   m.init = 'paper'                               # 'paper' | 'caffe' | 'he'
   return m
@@ -123,6 +124,7 @@ ALLOWED = {
     'model.activation': ('relu', 'tanh'),
     'model.dtype': ('float32', 'bfloat16'),
     'model.init': ('paper', 'caffe', 'he'),
+    'model.dropout_scaling': ('test', 'inverted'),
     'input.resize_method': ('fast', 'area', 'bilinear'),
     'input.mean': ('image', 'channel', 'none'),
     'input.random_crop': ('paper', 'resized', 'none'),

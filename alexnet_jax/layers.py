@@ -102,13 +102,22 @@ def lrn(x: jax.Array, formula: str) -> jax.Array:
   return x * lrn_scale(x, formula)
 
 
-def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
-  """Inverted dropout: kept units are scaled by 1/(1-rate) so eval needs no rescale.
+def dropout(x: jax.Array, rate: float, key: jax.Array, *, inverted: bool) -> jax.Array:
+  """Zeroes each unit with probability `rate` (training).
 
-  The paper multiplies by 0.5 at test time instead; the two are equivalent in
-  expectation.
+  inverted=False is the paper's form: kept units are left as they are, and at
+  test time every output is multiplied by 1 - rate (`dropout_test_scale`).
+  inverted=True scales kept units by 1/(1-rate) instead, so test time needs no
+  rescale. Both give the next layer the same expected input, but under the same
+  init and learning rate they train differently (README, "Deviations").
   """
   if rate <= 0.0:
     return x
   keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
+  kept = x / (1.0 - rate) if inverted else x
+  return jnp.where(keep, kept, jnp.zeros((), x.dtype))
+
+
+def dropout_test_scale(x: jax.Array, rate: float) -> jax.Array:
+  """The paper's test-time dropout: "multiply their outputs by 0.5" (section 4.2)."""
+  return x * jnp.asarray(1.0 - rate, x.dtype)

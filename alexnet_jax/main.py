@@ -68,6 +68,10 @@ def main(argv) -> int:
     logging.error('%s', e)
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except train.DivergedError as e:
+    logging.error('%s', e)
+    print(f'error: {e}', file=sys.stderr)
+    return 3
   return 0
 
 

@@ -81,6 +81,7 @@ class ModelSpec:
   pooling: str = 'overlapping'
   activation: str = 'relu'
   dropout_rate: float = 0.5
+  dropout_scaling: str = 'test'
   dtype: str = 'float32'
   init: str = 'paper'
 
@@ -208,6 +209,9 @@ class TowerLayer(nnx.Module):
   def __init__(self, name: str, kernel_shape: tuple[int, ...], spec: ModelSpec, *,
                rngs: nnx.Rngs):
     fan_in = math.prod(kernel_shape[1:-1])
+    if name == 'fc8':
+      # fc8's rows are split over the towers, but each logit sums both towers' rows.
+      fan_in *= kernel_shape[0]
     std, bias = _init_std_and_bias(spec, name, fan_in)
     self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), kernel_shape, jnp.float32))
     # fc8's rows are split over the towers; its bias is added once, after the sum.
@@ -237,9 +241,14 @@ class AlexNet(nnx.Module):
     return apply(self.spec, self.params_tree(), images, train=train, dropout_key=dropout_key)
 
 
-def intermediates(spec: ModelSpec, params: dict, images: jax.Array) -> dict[str, jax.Array]:
-  """Every layer's output after its ReLU and after each pooling (eval mode, no mesh)."""
-  return _forward(spec, params, images, None, train=False, axis=None, capture=True)
+def intermediates(spec: ModelSpec, params: dict, images: jax.Array, *, train: bool = False,
+                  dropout_key: jax.Array | None = None) -> dict[str, jax.Array]:
+  """Every layer's output after its ReLU and after each pooling (no mesh); with
+  dropout active (rate > 0, or test-time scaling) also what the next layer
+  receives from fc6 and fc7 ('fc6_dropout', 'fc7_dropout')."""
+  if train and spec.dropout_rate > 0 and dropout_key is None:
+    raise ValueError('train=True with dropout needs a dropout_key')
+  return _forward(spec, params, images, dropout_key, train=train, axis=None, capture=True)
 
 
 def param_specs(spec: ModelSpec) -> dict[str, dict[str, P]]:
@@ -356,12 +365,15 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
       return [layers.max_pool(h, window, stride) for h in xs]
 
   def drop(name, xs):
-    if not train or spec.dropout_rate == 0:
+    rate = spec.dropout_rate
+    if rate == 0 or (not train and spec.dropout_scaling == 'inverted'):
       return xs
     with jax.named_scope(scope(name, 'dropout')):
+      if not train:
+        return [layers.dropout_test_scale(h, rate) for h in xs]
       lkey = jax.random.fold_in(key, LAYERS.index(name))
-      return [layers.dropout(h, spec.dropout_rate,
-                             jax.random.fold_in(lkey, first_tower + t))
+      return [layers.dropout(h, rate, jax.random.fold_in(lkey, first_tower + t),
+                             inverted=spec.dropout_scaling == 'inverted')
               for t, h in enumerate(xs)]
 
   x = x.astype(dtype)
@@ -385,6 +397,8 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
       # device (mesh.model=2) the slice is free.
       h = [act(full @ w(name, 'kernel', t) + w(name, 'bias', t)) for t in range(local)]
     h = drop(name, record(name, h))
+    if spec.dropout_rate > 0:
+      record(name + '_dropout', h)
   with jax.named_scope('fc8'):
     logits = sum((h[t] @ w('fc8', 'kernel', t)).astype(jnp.float32) for t in range(local))
     if axis is not None:

@@ -62,10 +62,27 @@ def create_train_state(seed: int, spec: models.ModelSpec, mesh: Mesh,
                     opt_state=opt_state, rng=rng)
 
 
-def rank_of_label(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """How many classes score strictly higher than the true one (0 = top-1 correct)."""
-  true = jnp.take_along_axis(logits, labels[:, None], axis=1)
-  return jnp.sum(logits > true, axis=1)
+def rank_of_label(scores: jax.Array, labels: jax.Array) -> jax.Array:
+  """How many other classes score at least as high as the true one (0 = top-1 correct).
+
+  Ties count against the prediction, as in Caffe's Accuracy layer, and a row
+  with a NaN score or a non-finite true score is ranked last: a diverged run
+  scores 0%, never 100%.
+  """
+  true = jnp.take_along_axis(scores, labels[:, None], axis=1)
+  rank = jnp.sum(scores >= true, axis=1) - 1
+  broken = jnp.isnan(scores).any(axis=1) | ~jnp.isfinite(true[:, 0])
+  return jnp.where(broken, scores.shape[1], rank)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean softmax cross-entropy (the paper's multinomial logistic regression objective)."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def ten_crop_scores(logits: jax.Array) -> jax.Array:
+  """(images, crops, classes) logits -> each image's softmax averaged over its crops."""
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).mean(axis=1)
 
 
 def _images(config: ml_collections.ConfigDict, images: jax.Array, key: jax.Array | None,
@@ -87,15 +104,18 @@ def make_train_step(config: ml_collections.ConfigDict, spec: models.ModelSpec,
 
     def loss_fn(params):
       logits = models.apply(spec, params, images, train=True, dropout_key=drop_key)
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-      return loss, logits
+      return cross_entropy(logits, labels), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     rank = rank_of_label(logits, labels)
+    # One flag for the divergence guard: the loss and the gradients are finite (if
+    # they are, the updated parameters are too).
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
     metrics = {'loss': loss, 'top1': jnp.mean(rank < 1), 'top5': jnp.mean(rank < 5),
-               'learning_rate': optim.get_learning_rate(state.opt_state)}
+               'learning_rate': optim.get_learning_rate(state.opt_state),
+               'finite': finite.astype(jnp.float32)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
@@ -108,14 +128,16 @@ def make_eval_step(config: ml_collections.ConfigDict, spec: models.ModelSpec) ->
     images = _images(config, batch['image'], None, mean, train=False)
     labels, mask = batch['label'], batch['mask'].astype(jnp.float32)
     if images.ndim == 5:
-      # The paper's 10 crops: softmax averaged over the crops of each image.
+      # The paper's 10 crops: softmax averaged over the crops of each image, ranked
+      # as probabilities (a log of them would create ties where p underflows).
       b, crops = images.shape[:2]
       logits = models.apply(spec, params, images.reshape((b * crops,) + images.shape[2:]))
-      probs = jax.nn.softmax(logits).reshape(b, crops, -1).mean(axis=1)
-      scores = jnp.log(probs + 1e-12)
+      scores = ten_crop_scores(logits.reshape(b, crops, -1))
+      p_true = jnp.take_along_axis(scores, labels[:, None], axis=1)[:, 0]
+      loss = -jnp.log(jnp.maximum(p_true, jnp.finfo(jnp.float32).tiny))
     else:
       scores = jax.nn.log_softmax(models.apply(spec, params, images))
-    loss = -jnp.take_along_axis(scores, labels[:, None], axis=1)[:, 0]
+      loss = -jnp.take_along_axis(scores, labels[:, None], axis=1)[:, 0]
     rank = rank_of_label(scores, labels)
     return {'loss': jnp.sum(loss * mask), 'top1': jnp.sum((rank < 1) * mask),
             'top5': jnp.sum((rank < 5) * mask), 'count': jnp.sum(mask)}

@@ -8,6 +8,7 @@ asynchronously. Re-running the same command on the same workdir resumes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -117,6 +118,54 @@ class RunResult:
   train_compilations: int         # 1 when no step recompiled
 
 
+class DivergedError(RuntimeError):
+  """The training loss (or a gradient) stopped being finite; nothing after it was saved."""
+
+
+class _DivergenceGuard:
+  """Watches the per-step `finite` flag the train step computes on the device.
+
+  Off the critical path: `observe` only keeps the step's (device) metrics; the
+  host waits on one value, the product of the flags, only at `check`, which the
+  loop calls at log steps and before anything is evaluated or saved.
+  """
+
+  def __init__(self):
+    self.unchecked: list[tuple[int, dict]] = []
+    self.last_finite: tuple[int, float] | None = None
+
+  def observe(self, step: int, metrics: dict) -> None:
+    self.unchecked.append((step, metrics))
+
+  def check(self, checkpointer: checkpoints.Checkpointer, workdir: str, lr: float) -> None:
+    if not self.unchecked:
+      return
+    flags = jax.numpy.stack([m['finite'] for _, m in self.unchecked])
+    if bool(jax.device_get(flags.min()) > 0):
+      step, m = self.unchecked[-1]
+      self.last_finite = (step, m['loss'])
+      self.unchecked = []
+      return
+    fetched = jax.device_get(self.unchecked)
+    bad_step = next(s for s, m in fetched if not m['finite'])
+    finite = [(s, float(m['loss'])) for s, m in fetched if m['finite'] and s < bad_step]
+    last = finite[-1] if finite else self.last_finite
+    if last is not None:
+      last = (last[0], float(jax.device_get(last[1])))
+    bad_loss = float(dict(fetched)[bad_step]['loss'])
+    checkpointer.wait()
+    good = checkpointer.latest_step()
+    raise DivergedError(
+        f'training diverged at step {bad_step}: loss {bad_loss} (or a gradient) is not finite'
+        + (f'; last finite loss {last[1]:.4f} at step {last[0]}' if last else '')
+        + '. Nothing from that step on was saved. '
+        + (f'The last good checkpoint is step {good} in {workdir}/checkpoints: run the same '
+           f'command with a lower rate to resume from it, e.g. '
+           f'--config.optimizer.learning_rate={lr / 10:g}' if good is not None else
+           f'No checkpoint had been written yet; start again with a lower rate, e.g. '
+           f'--config.optimizer.learning_rate={lr / 10:g}'))
+
+
 def _steps_per_epoch_and_total(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
   n_train = input_pipeline.num_examples(config, config.dataset.train_split)
   steps_per_epoch = max(1, n_train // config.batch_size)
@@ -178,6 +227,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return _loop(run, state)
 
 
+@contextlib.contextmanager
+def _closing(ckpt: checkpoints.Checkpointer, writer):
+  """Finishes the async saves already started and flushes the writers, however the loop ends."""
+  try:
+    yield
+  finally:
+    ckpt.wait()
+    ckpt.close()
+    writer.flush()
+
+
 def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
   config, ckpt, controller = run.config, run.checkpointer, run.controller
   writer = metric_writers.create_default_writer(run.workdir, just_logging=not run.is_chief)
@@ -195,12 +255,13 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
   eval_metrics: dict = {}
   lr = controller.lr_for_step(step)
   stop_reason = None
+  guard = _DivergenceGuard()
 
   def meta() -> dict:
     return {'schedule': controller.state_dict(), 'best_top1': run.best_top1,
             'input_position': step, 'epoch': step / run.steps_per_epoch}
 
-  with _StopRequest() as stop:
+  with _StopRequest() as stop, _closing(ckpt, writer):
     while step < run.total_steps:
       new_lr = controller.lr_for_step(step)
       if new_lr != lr:
@@ -211,13 +272,16 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
         state, metrics = run.steps.train(state, next(train_iter), run.mean)
       step += 1
       pending.append(metrics)
+      guard.observe(step, metrics)
       report(step)
 
       if step % config.log_every_steps == 0 or step == run.total_steps:
+        guard.check(ckpt, run.workdir, lr)
         fetched = jax.device_get(pending)
         pending = []
         now = time.time()
-        summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+        summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]
+                   if k != 'finite'}
         summary['images_per_sec'] = ((step - last_log_step) * config.batch_size
                                      / max(now - last_log_time, 1e-9))
         summary['epoch'] = step / run.steps_per_epoch
@@ -229,6 +293,7 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
                      summary['learning_rate'], summary['images_per_sec'])
 
       if step % run.eval_every == 0 or step == run.total_steps:
+        guard.check(ckpt, run.workdir, lr)
         eval_metrics = evaluation.evaluate_split(run.steps, state.params, config, run.mean,
                                                  config.dataset.eval_split)
         writer.write_scalars(step, {f'eval_{k}': v for k, v in eval_metrics.items()})
@@ -252,13 +317,11 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
         stop_reason = 'max_steps'
       if (step % config.checkpoint_every_steps == 0 or step == run.total_steps
           or stop_reason is not None):
+        guard.check(ckpt, run.workdir, lr)
         ckpt.save(step, state, meta())
       if stop_reason is not None:
         break
 
-  ckpt.wait()
-  ckpt.close()
-  writer.flush()
   if stop_reason == 'signal':
     logging.warning('Stopped at step %d; checkpoint written to %s. Run the same command to '
                     'resume.', step, os.path.join(run.workdir, 'checkpoints'))

@@ -111,6 +111,21 @@ def test_lrn_caffe_formula_divides_alpha_by_n():
                              rtol=1e-5)
 
 
+def test_lrn_comes_before_pooling_as_in_the_paper():
+  """Section 3.4/3.5: conv1 -> ReLU -> LRN -> max-pool; on inputs where the LRN is not a
+  constant scale, pooling first gives a different result."""
+  spec = dataclasses.replace(SMALL, init='paper', towers=1, lrn='paper')
+  model = models.create_model(spec, rngs=nnx.Rngs(0))
+  x = jax.random.uniform(jax.random.key(2), (2, 67, 67, 3)) * 255      # pixel scale
+  got = inter(model, x)
+  conv1 = got['conv1']
+  lrn_then_pool = layers.max_pool(layers.lrn(conv1, 'paper'), 3, 2)
+  pool_then_lrn = layers.lrn(layers.max_pool(conv1, 3, 2), 'paper')
+  np.testing.assert_allclose(got['pool1'], lrn_then_pool, rtol=1e-5, atol=1e-5)
+  assert float(jnp.abs(pool_then_lrn - lrn_then_pool).max()) > 1e-2 * float(
+      jnp.abs(lrn_then_pool).max())
+
+
 def _conv1_tower_b_changed(spec):
   model = models.create_model(spec, rngs=nnx.Rngs(0))
   x = jax.random.uniform(jax.random.key(0), (1, spec.input_size, spec.input_size, 3)) * 50
@@ -186,6 +201,50 @@ def test_dropout_only_in_training():
   np.testing.assert_array_equal(train_a, run(model, x, train=True, key=key))
   no_drop = models.create_model(dataclasses.replace(SMALL, dropout_rate=0.0), rngs=nnx.Rngs(0))
   np.testing.assert_allclose(run(no_drop, x, train=True, key=key), run(no_drop, x), rtol=1e-6)
+
+
+@pytest.mark.parametrize('scaling', ['test', 'inverted'])
+def test_dropout_sits_after_fc6_and_fc7_at_the_configured_rate_and_scaling(scaling):
+  spec = dataclasses.replace(SMALL, fc_widths=(512, 512), dropout_rate=0.4,
+                             dropout_scaling=scaling)
+  model = models.create_model(spec, rngs=nnx.Rngs(0))
+  params = model.params_tree()
+  x = jax.random.normal(jax.random.key(3), (8, 67, 67, 3))
+  key = jax.random.key(7)
+  ev = jax.jit(models.intermediates, static_argnums=0)(spec, params, x)
+  tr = jax.jit(lambda p, x, k: models.intermediates(spec, p, x, train=True, dropout_key=k))(
+      params, x, key)
+  # Nothing before fc6's ReLU is touched by dropout.
+  for name in ('conv1', 'pool1', 'conv2', 'pool2', 'conv3', 'conv4', 'conv5', 'pool5', 'fc6'):
+    np.testing.assert_allclose(tr[name], ev[name], rtol=1e-5, atol=1e-6, err_msg=name)
+  kernel = lambda name: np.concatenate(list(np.asarray(params[name]['kernel'])), axis=-1)
+  bias = lambda name: np.asarray(params[name]['bias']).reshape(-1)
+  for name, nxt in (('fc6', 'fc7'), ('fc7', 'fc8')):
+    out, fed = np.asarray(tr[name]), np.asarray(tr[name + '_dropout'])
+    zero = fed == 0
+    assert abs(zero[out > 0].mean() - 0.4) < 0.03, name          # the configured rate
+    kept = ~zero & (out > 0)
+    factor = 1.0 if scaling == 'test' else 1 / 0.6                 # kept units unscaled
+    np.testing.assert_allclose(fed[kept], out[kept] * factor, rtol=1e-6)
+    # At test time: the paper multiplies by 1 - rate; inverted dropout leaves it.
+    np.testing.assert_allclose(np.asarray(ev[name + '_dropout']),
+                               np.asarray(ev[name]) * (0.6 if scaling == 'test' else 1.0),
+                               rtol=1e-6)
+    if nxt == 'fc7':       # the next layer really is fed the dropped-out units
+      want = np.maximum(fed @ kernel('fc7') + bias('fc7'), 0)
+      np.testing.assert_allclose(np.asarray(tr['fc7']), want, rtol=1e-4, atol=1e-4)
+    else:
+      rows = np.asarray(params['fc8']['kernel']).reshape(-1, spec.num_classes)
+      np.testing.assert_allclose(np.asarray(tr['fc8']), fed @ rows + bias('fc8'),
+                                 rtol=1e-4, atol=1e-4)
+
+
+def test_he_init_uses_the_full_fan_in_of_fc8():
+  spec = dataclasses.replace(SMALL, init='he')          # two towers of 32 fc7 units each
+  kernel = np.asarray(models.create_model(spec, rngs=nnx.Rngs(0)).fc8.kernel[...])
+  assert kernel.shape == (2, 32, 10)
+  # Each logit sums both towers' rows: fan-in 64, std sqrt(1/64) (fc8 has no ReLU after it).
+  assert abs(kernel.std() - (1 / 64) ** 0.5) < 0.01
 
 
 def test_bfloat16_close_to_float32_and_params_stay_float32():

@@ -1,0 +1,70 @@
+"""The train and eval steps: honest accuracy, the divergence flag, the loss, 10-crop averaging."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from alexnet_jax import steps
+
+
+def test_rank_counts_ties_against_the_prediction():
+  scores = jnp.array([[1.0, 1.0, 0.0],     # tie with the true class: not top-1
+                      [0.0, 2.0, 1.0],     # true class strictly best
+                      [3.0, 3.0, 3.0]])    # all equal: last
+  labels = jnp.array([0, 1, 2])
+  np.testing.assert_array_equal(np.asarray(steps.rank_of_label(scores, labels)), [1, 0, 2])
+
+
+@pytest.mark.parametrize('row', [
+    [np.nan, np.nan, np.nan],     # a diverged network
+    [0.0, np.nan, -1.0],          # one NaN in the row
+    [np.inf, 1.0, 0.0],           # the true score itself not finite (label 0)
+])
+def test_rank_of_a_non_finite_row_is_wrong_not_right(row):
+  rank = steps.rank_of_label(jnp.array([row]), jnp.array([0]))
+  assert int(rank[0]) == 3          # ranked after every class: neither top-1 nor top-5
+
+
+def test_eval_loss_and_ten_crop_average_equal_numpy():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(4, 10, 7)).astype(np.float32) * 3   # 4 images x 10 crops
+  labels = np.array([0, 3, 6, 2])
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  avg = p.mean(axis=1)
+  want_loss = -np.log(avg[np.arange(4), labels])
+  got = steps.ten_crop_scores(jnp.asarray(logits))
+  np.testing.assert_allclose(np.asarray(got), avg, rtol=1e-6)
+  got_rank = np.asarray(steps.rank_of_label(got, jnp.asarray(labels)))
+  want_rank = [(avg[i] >= avg[i, labels[i]]).sum() - 1 for i in range(4)]
+  np.testing.assert_array_equal(got_rank, want_rank)
+  loss = -np.log(np.asarray(got)[np.arange(4), labels])
+  np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
+
+
+def test_training_loss_is_numpy_softmax_cross_entropy():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(5, 9)).astype(np.float32) * 4
+  labels = rng.integers(0, 9, 5)
+  shifted = logits - logits.max(-1, keepdims=True)
+  want = np.mean(np.log(np.exp(shifted).sum(-1)) - shifted[np.arange(5), labels])
+  got = steps.cross_entropy(jnp.asarray(logits), jnp.asarray(labels))
+  np.testing.assert_allclose(float(got), want, rtol=1e-6)
+  # The same function optax would give: the step uses one definition.
+  np.testing.assert_allclose(
+      float(got), float(optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()),
+      rtol=1e-6)
+
+
+def test_ten_crop_ranking_has_no_ties_where_log_probabilities_would():
+  # Two classes whose averaged probabilities differ, but both underflow log(p + 1e-12)
+  # to the same value: ranking probabilities keeps them apart.
+  logits = np.full((1, 10, 3), -80.0, np.float32)
+  logits[0, :, 0] = 0.0
+  logits[0, :, 1] = -60.0       # p ~ e^-60: below 1e-12, above p(class 2) ~ e^-80
+  scores = steps.ten_crop_scores(jnp.asarray(logits))
+  assert float(scores[0, 1]) > float(scores[0, 2])
+  assert int(steps.rank_of_label(scores, jnp.array([1]))[0]) == 1
+  jax.block_until_ready(scores)
