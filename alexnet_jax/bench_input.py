@@ -9,7 +9,7 @@ Three ways to feed a training step from the same photos, in the same run:
                   tf.data over a TFDS dataset of the photos): JPEG decode of the centre
                   square, resize to 256x256 uint8. The random 224 crop, flip, PCA
                   lighting and mean subtraction run later inside the jitted step
-                  (`input_pipeline.device_preprocess`), not on the host.
+                  (`augment.device_preprocess`), not on the host.
   (b) pytorch     what PyTorch users usually do (torchvision's ImageFolder + Resize(256) +
                   RandomCrop(224) + RandomHorizontalFlip + ToTensor + Normalize in a
                   DataLoader with one worker process per core): PIL decode, bilinear

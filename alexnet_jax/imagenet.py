@@ -18,7 +18,7 @@ import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from alexnet_jax import preprocess
+from alexnet_jax import decode
 
 # The two archives the TFDS `imagenet2012` builder reads from its manual_dir
 # (the test archive is optional and not used here).
@@ -50,7 +50,7 @@ def _reencode_fn(size: int, quality: int, method: str) -> Callable[[dict], dict]
     out = dict(example)
     # The same decode + resize as the training pipeline's (input_pipeline), so training
     # on the copy sees the same pixels up to the JPEG re-encoding.
-    out['image'] = tf.io.encode_jpeg(preprocess.decode_centre(example['image'], size, method),
+    out['image'] = tf.io.encode_jpeg(decode.decode_centre(example['image'], size, method),
                                      quality=quality, chroma_downsampling=True)
     return out
   return fn
@@ -71,7 +71,7 @@ def write_preresized(
   """Writes the paper's 256x256 copy of the prepared dataset; returns its builder.
 
   Reads the original TFDS dataset (JPEG bytes, no TFDS decoding), decodes the
-  centre square, resizes it (`preprocess.decode_centre`) and re-encodes it in a
+  centre square, resizes it (`decode.decode_centre`) and re-encodes it in a
   parallel tf.data map (all cores), and stores the result with the same label and
   file_name features and the same splits. Already there: returned as is.
   """

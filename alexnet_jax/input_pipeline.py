@@ -1,9 +1,9 @@
-"""TFDS / image-folder -> tf.data -> numpy batches, and the on-device half of preprocessing.
+"""TFDS / image-folder -> tf.data -> numpy batches.
 
 What the host does per example is one (cropped) JPEG decode and one resize to the fixed
-R x R square (R = input.resize_size); random crops, flips, PCA lighting and the mean
-subtraction run inside the jitted step (`device_preprocess`), where they cost next to
-nothing. Only `input.random_crop='resized'` (torchvision) crops on the host, because its
+R x R square (R = input.resize_size; `decode`); random crops, flips, PCA lighting and the
+mean subtraction run inside the jitted step (`augment.device_preprocess`), where they cost
+next to nothing. Only `input.random_crop='resized'` (torchvision) crops on the host, because its
 box decides which bytes to decode.
 
 Determinism and resume: the training stream is a fixed function of (seed, process): epoch e
@@ -33,17 +33,11 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator
 
-import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from alexnet_jax import preprocess
-
-try:
-  tf.config.set_visible_devices([], 'GPU')
-except RuntimeError:
-  pass
+from alexnet_jax import decode
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 # A folder without split sub-folders: this fraction of each class (chosen by a hash of the
@@ -338,17 +332,17 @@ def _decode_fn(config, *, train: bool, seed_base: int, is_path: bool):
   resized = train and config.input.random_crop == 'resized'
   method = config.input.resize_method
 
-  def decode(index, item, label):
+  def decode_one(index, item, label):
     data = tf.io.read_file(item) if is_path else item
     if resized:
       seed = tf.stack([tf.constant(seed_base, tf.int64), index])
-      image = preprocess.decode_random_resized_crop(data, size, seed, method=method)
+      image = decode.decode_random_resized_crop(data, size, seed, method=method)
     else:
-      image = preprocess.decode_centre(data, size, method)
+      image = decode.decode_centre(data, size, method)
     image = tf.ensure_shape(image, [size, size, 3])
     return {'index': index, 'image': image, 'label': label}
 
-  return decode
+  return decode_one
 
 
 def _options() -> tf.data.Options:
@@ -530,25 +524,5 @@ def _compute_mean_image(config) -> np.ndarray:
   return (total / count).astype(np.float32)
 
 
-# ------------------------------------------------------------------------------ device side
-
-
-def device_preprocess(images, key, *, config, mean, train: bool) -> jax.Array:
-  """Inside the jitted step: uint8 [B, H, W, 3] -> float32 [B, S, S, 3], S=model.input_size.
-
-  train: random S x S crop (input.random_crop='paper'; centre for 'none'; the host's crop
-  for 'resized'), random horizontal flip (input.flip), PCA lighting (input.pca_lighting),
-  minus `mean` (mean_image(config)) cut to the same window. eval: the centre crop minus the
-  mean, or with input.eval_crops=10 the paper's ten crops as [B, 10, S, S, 3].
-  """
-  s = config.model.input_size
-  if train:
-    return preprocess.train_preprocess(
-        images, key, crop_size=s, mean=mean, random_crop=config.input.random_crop != 'none',
-        flip=bool(config.input.flip), pca_sigma=float(config.input.pca_lighting))
-  return preprocess.eval_preprocess(images, crop_size=s, mean=mean,
-                                    crops=int(config.input.eval_crops))
-
-
-__all__ = ['create_eval_iterator', 'create_train_iterator', 'device_preprocess', 'eval_steps',
-           'mean_image', 'num_classes', 'num_examples', 'skipped_examples']
+__all__ = ['create_eval_iterator', 'create_train_iterator', 'eval_steps', 'mean_image',
+           'num_classes', 'num_examples', 'skipped_examples']

@@ -27,7 +27,7 @@ from etils import epath
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import checkpoints, config_lib, input_pipeline, models, optim, sharding
+from alexnet_jax import augment, checkpoints, config_lib, input_pipeline, models, optim, sharding
 
 
 @flax.struct.dataclass
@@ -95,8 +95,8 @@ def make_train_step(config: ml_collections.ConfigDict, spec: models.ModelSpec,
   def train_step(state: TrainState, batch: dict, mean: jax.Array):
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     aug_key, drop_key = jax.random.split(key)
-    images = input_pipeline.device_preprocess(batch['image'], aug_key, config=config,
-                                              mean=mean, train=True) * config.input.scale
+    images = augment.device_preprocess(batch['image'], aug_key, config=config, mean=mean,
+                                       train=True)
     labels = batch['label']
 
     def loss_fn(params):
@@ -119,8 +119,8 @@ def make_eval_step(config: ml_collections.ConfigDict, spec: models.ModelSpec):
   """eval_step(params, batch, mean) -> sums over the real (unmasked) examples."""
 
   def eval_step(params: Any, batch: dict, mean: jax.Array):
-    images = input_pipeline.device_preprocess(batch['image'], None, config=config,
-                                              mean=mean, train=False) * config.input.scale
+    images = augment.device_preprocess(batch['image'], None, config=config, mean=mean,
+                                       train=False)
     labels, mask = batch['label'], batch['mask'].astype(jnp.float32)
     if images.ndim == 5:
       # The paper's 10 crops: softmax averaged over the crops of each image.

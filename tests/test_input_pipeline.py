@@ -6,14 +6,13 @@ import io
 import os
 import shutil
 
-import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from alexnet_jax import config_lib, input_pipeline, preprocess
+from alexnet_jax import config_lib, decode, input_pipeline
 
 SAMPLE_DIR = os.environ.get('ALEXNET_IMAGENET_SAMPLE', '/work/shared/data/imagenet-sample')
 PHOTOS = sorted(glob.glob(os.path.join(SAMPLE_DIR, '*.JPEG')))
@@ -92,7 +91,7 @@ def test_train_batches_are_the_centre_square_with_labels(tmp, folder):
   # Every yielded image is the host op applied to one of the files, with that file's label.
   by_digest = {}
   for path in glob.glob(str(folder / '*' / '*')):
-    image = preprocess.decode_centre(tf.constant(open(path, 'rb').read()), 48).numpy()
+    image = decode.decode_centre(tf.constant(open(path, 'rb').read()), 48).numpy()
     by_digest[_digest(image)] = int(os.path.basename(os.path.dirname(path))[-1])
   for image, label in zip(b['image'], b['label'], strict=True):
     assert by_digest[_digest(image)] == label
@@ -261,22 +260,6 @@ def test_random_resized_crop_on_host(tmp, folder):
   assert ev['image'].shape == (4, 40, 40, 3)  # eval stays centre resize_size
 
 
-def test_device_preprocess_from_config(tmp, folder):
-  c = _config(tmp, folder)
-  batch = next(input_pipeline.create_train_iterator(c, local_batch_size=4))
-  mean = np.full((40, 40, 3), 100.0, np.float32)
-  fn = jax.jit(lambda im, k: input_pipeline.device_preprocess(im, k, config=c, mean=mean,
-                                                              train=True))
-  out = fn(batch['image'], jax.random.key(0))
-  assert out.shape == (4, 32, 32, 3) and out.dtype == np.float32
-  assert not np.array_equal(out, fn(batch['image'], jax.random.key(1)))
-  ev = input_pipeline.device_preprocess(batch['image'], None, config=c, mean=mean, train=False)
-  np.testing.assert_allclose(ev, batch['image'][:, 4:36, 4:36] - 100.0)
-  c.input.eval_crops = 10
-  ten = input_pipeline.device_preprocess(batch['image'], None, config=c, mean=None, train=False)
-  assert ten.shape == (4, 10, 32, 32, 3)
-
-
 def test_missing_tfds_dataset_is_a_clear_error(tmp_path):
   c = config_lib.base()
   c.dataset.name = 'cifar10'
@@ -313,8 +296,8 @@ def test_preresized_tfds_copy_is_read(tmp_path):
   assert input_pipeline.num_examples(c, 'train') == 4
   assert input_pipeline.num_classes(c) == 3
   batches, digests = _eval_digests(c, 'validation', local_batch_size=4)
-  expected = {_digest(preprocess.decode_centre(tf.constant(im), 40,
-                                               c.input.resize_method).numpy())
+  expected = {_digest(decode.decode_centre(tf.constant(im), 40,
+                                           c.input.resize_method).numpy())
               for im in images[4:6]}
   assert set(digests) == expected and len(batches) == 1
   parts = [_eval_digests(c, 'train', local_batch_size=2, process_index=p, process_count=2)[1]

@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from alexnet_jax import imagenet, input_pipeline, prepare, preprocess
+from alexnet_jax import decode, imagenet, input_pipeline, prepare
 from configs import paper
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -125,8 +125,8 @@ def test_preresized_copy_matches_pil(prepared):
       diff = np.abs(ex['image'].astype(np.float32) - expected).mean()
       assert diff < jpeg_error + 2.0, (fname, diff, jpeg_error)
       # And it is what the training pipeline makes of the original, up to the JPEG alone.
-      host = preprocess.decode_centre(tf.constant(source[fname]['image_bytes']), 256,
-                                      imagenet.preresize_method(config)).numpy().astype(np.float32)
+      host = decode.decode_centre(tf.constant(source[fname]['image_bytes']), 256,
+                                  imagenet.preresize_method(config)).numpy().astype(np.float32)
       host_jpeg_error = np.abs(_jpeg_roundtrip(host, imagenet.JPEG_QUALITY) - host).mean()
       assert np.abs(ex['image'] - host).mean() < host_jpeg_error + 0.5, fname
 
