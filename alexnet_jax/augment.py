@@ -29,7 +29,7 @@ def device_preprocess(images: jax.Array, key: jax.Array | None, *,
 
   train: random S x S crop (input.random_crop='paper'; centre for 'none'; the host's crop
   for 'resized'), random horizontal flip (input.flip), PCA lighting (input.pca_lighting),
-  minus `mean` (input_pipeline.mean_image(config)) cut to the same window.
+  minus `mean` (statistics.load_or_compute_mean_image(config)) cut to the same window.
   eval (`key` unused): the centre crop minus the mean, or with input.eval_crops=10 the
   paper's ten crops as [B, 10, S, S, 3].
   """

@@ -20,7 +20,7 @@ from absl import app, flags, logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import checkpoints, input_pipeline, models, sharding, train
+from alexnet_jax import checkpoints, models, sharding, statistics, train
 
 
 def _define_flags() -> None:
@@ -56,7 +56,7 @@ def evaluate_checkpoint(workdir: str, *, which: str = 'best', crops: tuple[int, 
   tx = train.make_optimizer(config)
   abstract = train.abstract_train_state(config, spec, mesh, tx).params
   params, step = checkpoints.load_params(workdir, abstract, which=which)
-  mean = input_pipeline.mean_image(config)
+  mean = statistics.load_or_compute_mean_image(config)
   replicated = NamedSharding(mesh, P())
   mean = jax.device_put(train.mean_or_zeros(mean), replicated)
   results = {'step': int(step), 'checkpoint': which, 'split': split}

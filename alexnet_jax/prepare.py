@@ -20,11 +20,11 @@ import sys
 import time
 
 import tensorflow as tf
+import tensorflow_datasets as tfds
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from alexnet_jax import imagenet, input_pipeline
-from alexnet_jax.imagenet import check_manual_files, is_prepared, missing_message
+from alexnet_jax import imagenet, sources, statistics
 
 
 def _define_flags() -> None:
@@ -40,18 +40,18 @@ def prepare(config, *, preresized: bool = False, log=print) -> None:
   """Builds the TFDS dataset, the mean image and (optionally) the pre-resized copy."""
   start = time.time()
   elapsed = lambda: f'[{time.time() - start:7.0f}s]'
-  ddir = imagenet.data_dir(config)
+  ddir = sources.data_dir(config)
   name = config.dataset.name
 
   log(f'{elapsed()} stage 1/3: TFDS {name!r} in {ddir}')
-  b = imagenet.builder(name, ddir)
+  b = tfds.builder(name, data_dir=ddir)
   if b.is_prepared():
     log(f'{elapsed()} already prepared: {b.data_dir}')
   else:
     download_config = None
     if name == 'imagenet2012':
-      mdir = imagenet.manual_dir(config)
-      download_config = tfds_download_config(mdir)
+      mdir = sources.manual_dir(config)
+      download_config = tfds.download.DownloadConfig(manual_dir=mdir)
       log(f'{elapsed()} reading {", ".join(imagenet.MANUAL_FILES)} from {mdir}; this takes '
           'hours for the full dataset (TFDS progress bars below)')
     b.download_and_prepare(download_config=download_config)
@@ -60,16 +60,16 @@ def prepare(config, *, preresized: bool = False, log=print) -> None:
 
   log(f'{elapsed()} stage 2/3: training-set mean image (input.mean={config.input.mean!r}; '
       'one decode pass over the training split, cached under data_dir)')
-  mean = input_pipeline.mean_image(config)
+  mean = statistics.load_or_compute_mean_image(sources.without_preresized(config))
   if mean is None:
     log(f'{elapsed()} no mean needed')
   else:
-    log(f'{elapsed()} mean {mean.shape} at {input_pipeline.mean_image_path(config)}, '
+    log(f'{elapsed()} mean {mean.shape} at {statistics.mean_image_path(config)}, '
         f'per-channel {[round(float(x), 2) for x in mean.reshape(-1, 3).mean(0)]}')
 
   if preresized:
     size = config.input.resize_size
-    log(f'{elapsed()} stage 3/3: pre-resized copy {imagenet.preresized_name(config)} '
+    log(f'{elapsed()} stage 3/3: pre-resized copy {sources.preresized_name(config)} '
         f'(shorter side {size}, centre {size}x{size}, JPEG q{imagenet.JPEG_QUALITY})')
     imagenet.write_preresized(config, log=lambda m: log(f'{elapsed()} {m}'))
   else:
@@ -77,23 +77,17 @@ def prepare(config, *, preresized: bool = False, log=print) -> None:
   log(f'{elapsed()} done')
 
 
-def tfds_download_config(mdir: str):
-  import tensorflow_datasets as tfds
-  return tfds.download.DownloadConfig(manual_dir=mdir)
-
-
 def main(argv):
   del argv
   config = _CONFIG.value
   tf.config.set_visible_devices([], 'GPU')  # TF must not take the accelerators.
   logging.set_verbosity(logging.ERROR)  # TFDS warns about every absent optional file
-  original = config.copy_and_resolve_references()
-  original.input.use_preresized = False
-  if (config.dataset.name == 'imagenet2012' and not is_prepared(original)
-      and check_manual_files(imagenet.manual_dir(config))):
+  if (config.dataset.name == 'imagenet2012'
+      and not sources.is_prepared(sources.without_preresized(config))
+      and imagenet.check_manual_files(sources.manual_dir(config))):
     shown = config.copy_and_resolve_references()
     shown.input.use_preresized = _PRERESIZED.value  # the command then has --preresized
-    print(missing_message(shown), file=sys.stderr)
+    print(sources.missing_message(shown), file=sys.stderr)
     sys.exit(1)
   prepare(config, preresized=_PRERESIZED.value)
 

@@ -27,7 +27,17 @@ from etils import epath
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import augment, checkpoints, config_lib, input_pipeline, models, optim, sharding
+from alexnet_jax import (
+  augment,
+  checkpoints,
+  config_lib,
+  input_pipeline,
+  models,
+  optim,
+  sharding,
+  sources,
+  statistics,
+)
 
 
 @flax.struct.dataclass
@@ -253,11 +263,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if is_chief:
     checkpoints.write_config(workdir, config)
 
-  classes = input_pipeline.num_classes(config)
+  classes = sources.num_classes(config)
   if classes != spec.num_classes:
     raise ValueError(f'model.num_classes={spec.num_classes} but dataset {config.dataset.name!r} '
                      f'has {classes} classes; set --config.model.num_classes={classes}')
-  n_train = input_pipeline.num_examples(config, config.dataset.train_split)
+  n_train = sources.num_examples(config, config.dataset.train_split)
   steps_per_epoch = max(1, n_train // config.batch_size)
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else int(round(config.num_epochs * steps_per_epoch)))
@@ -290,7 +300,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   shardings = state_shardings(state)
   replicated = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P('data'))
-  mean = jax.device_put(mean_or_zeros(input_pipeline.mean_image(config)), replicated)
+  mean = jax.device_put(mean_or_zeros(statistics.load_or_compute_mean_image(config)), replicated)
   with jax.set_mesh(mesh):
     train_step = jax.jit(make_train_step(config, spec, tx), donate_argnums=0,
                          in_shardings=(shardings, data, replicated),
