@@ -1,7 +1,7 @@
-"""Preparing ImageNet (ILSVRC-2012): the archive check and the pre-resized copy.
+"""Preparing ImageNet (ILSVRC-2012): the archive check, the TFDS build, the pre-resized copy.
 
-Where the files live, which builder reads them and what to say when they are missing is
-`sources`.
+The library behind `python -m alexnet_jax.prepare`; where the files live, which builder
+reads them and what to say when they are missing is `sources`.
 
 The paper (section 2) stored ImageNet down-sampled to 256x256 (shorter side 256,
 then the central square), so that training decodes a ~256x256 JPEG instead of a
@@ -22,7 +22,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
-from alexnet_jax import decode, sources
+from alexnet_jax import decode, sources, statistics
 
 # The two archives the TFDS `imagenet2012` builder reads from its manual_dir
 # (the test archive is optional and not used here).
@@ -105,3 +105,54 @@ def write_preresized(
   )
   log(f'pre-resized copy written to {out.data_dir} in {time.time() - start:.0f}s')
   return out
+
+
+def prepare(config: ml_collections.ConfigDict, *, preresized: bool = False,
+            log: Callable[[str], None] = print) -> None:
+  """Builds the TFDS dataset, the mean image and (optionally) the pre-resized copy.
+
+  Every stage is skipped when its output is already there, so re-running resumes. ImageNet
+  without its archives (and not yet built) raises FileNotFoundError with
+  `sources.missing_message`, before anything is written.
+  """
+  original = sources.without_preresized(config)
+  name, ddir, mdir = config.dataset.name, sources.data_dir(config), sources.manual_dir(config)
+  if (name == sources.IMAGENET and not sources.is_prepared(original)
+      and check_manual_files(mdir)):
+    shown = original.copy_and_resolve_references()
+    shown.input.use_preresized = preresized  # the command then has --preresized
+    raise FileNotFoundError(sources.missing_message(shown))
+
+  start = time.time()
+  elapsed = lambda: f'[{time.time() - start:7.0f}s]'
+  log(f'{elapsed()} stage 1/3: TFDS {name!r} in {ddir}')
+  b = tfds.builder(name, data_dir=ddir)
+  if b.is_prepared():
+    log(f'{elapsed()} already prepared: {b.data_dir}')
+  else:
+    download_config = None
+    if name == sources.IMAGENET:
+      download_config = tfds.download.DownloadConfig(manual_dir=mdir)
+      log(f'{elapsed()} reading {", ".join(MANUAL_FILES)} from {mdir}; this takes '
+          'hours for the full dataset (TFDS progress bars below)')
+    b.download_and_prepare(download_config=download_config)
+  log(f'{elapsed()} splits: ' + ', '.join(
+      f'{k}={v.num_examples}' for k, v in sorted(b.info.splits.items())))
+
+  log(f'{elapsed()} stage 2/3: training-set mean image (input.mean={config.input.mean!r}; '
+      'one decode pass over the training split, cached under data_dir)')
+  mean = statistics.load_or_compute_mean_image(original)
+  if mean is None:
+    log(f'{elapsed()} no mean needed')
+  else:
+    log(f'{elapsed()} mean {mean.shape} at {statistics.mean_image_path(original)}, '
+        f'per-channel {[round(float(x), 2) for x in mean.reshape(-1, 3).mean(0)]}')
+
+  if preresized:
+    size = config.input.resize_size
+    log(f'{elapsed()} stage 3/3: pre-resized copy {sources.preresized_name(config)} '
+        f'(shorter side {size}, centre {size}x{size}, JPEG q{JPEG_QUALITY})')
+    write_preresized(config, log=lambda m: log(f'{elapsed()} {m}'))
+  else:
+    log(f'{elapsed()} stage 3/3 skipped: pass --preresized for the 256x256 copy')
+  log(f'{elapsed()} done')

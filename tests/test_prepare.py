@@ -1,4 +1,5 @@
-"""prepare.py on a tiny ILSVRC-2012-layout archive of real photos, with the real TFDS builder."""
+"""imagenet.prepare and the prepare CLI on a tiny ILSVRC-2012-layout archive of real photos,
+with the real TFDS builder."""
 
 import io
 import os
@@ -12,7 +13,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
-from alexnet_jax import decode, imagenet, prepare, sources, statistics
+from alexnet_jax import decode, imagenet, sources, statistics
 from configs import paper
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -36,7 +37,7 @@ def prepared(tmp_path_factory):
   tmp = str(tmp_path_factory.mktemp('imagenet'))
   tiny = data_utils.make_ilsvrc2012_manual_dir(os.path.join(tmp, 'manual'))
   config = _config(tmp)
-  prepare.prepare(config, preresized=True, log=lambda m: None)
+  imagenet.prepare(config, preresized=True, log=lambda m: None)
   return config, tiny
 
 
@@ -66,10 +67,15 @@ def test_missing_files_named(tmp_path):
   data_utils.make_ilsvrc2012_manual_dir(mdir, write_val=False)
   missing = epath.Path(mdir, 'ILSVRC2012_img_val.tar')
   assert imagenet.check_manual_files(mdir) == [missing]
-  message = sources.missing_message(config)
+  # prepare refuses before writing anything, with the one message (tests/test_sources.py).
+  with pytest.raises(FileNotFoundError) as raised:
+    imagenet.prepare(config, log=lambda m: None)
+  message = str(raised.value)
+  assert message == sources.missing_message(config)
   assert f'missing: {missing}' in message
   assert 'ILSVRC2012_img_train.tar' not in message
   assert 'python -m alexnet_jax.prepare --config=configs/paper.py' in message
+  assert not os.path.exists(config.dataset.data_dir + '/imagenet2012')
 
 
 def test_cli_refuses_without_archives(tmp_path):
