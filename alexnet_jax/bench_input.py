@@ -9,7 +9,7 @@ Three ways to feed a training step from the same photos, in the same run:
                   tf.data over a TFDS dataset of the photos): JPEG decode of the centre
                   square, resize to 256x256 uint8. The random 224 crop, flip, PCA
                   lighting and mean subtraction run later inside the jitted step
-                  (`input_pipeline.device_preprocess`), not on the host.
+                  (`augment.device_preprocess`), not on the host.
   (b) pytorch     what PyTorch users usually do (torchvision's ImageFolder + Resize(256) +
                   RandomCrop(224) + RandomHorizontalFlip + ToTensor + Normalize in a
                   DataLoader with one worker process per core): PIL decode, bilinear
@@ -162,7 +162,7 @@ def _build_datasets(photos: Sequence[str], data_dir: str, resize_size: int,
   import tensorflow as tf
   import tensorflow_datasets as tfds
 
-  from alexnet_jax import imagenet
+  from alexnet_jax import imagenet, sources
 
   wnids = sorted({os.path.basename(p).split('_', 1)[0] for p in photos})
   names = [os.path.basename(p) for p in photos]
@@ -175,7 +175,7 @@ def _build_datasets(photos: Sequence[str], data_dir: str, resize_size: int,
   ds = tf.data.Dataset.from_tensor_slices({
       'image': [open(p, 'rb').read() for p in photos],
       'label': labels, 'file_name': names})
-  if not os.path.exists(os.path.join(data_dir, BENCH_DATASET, '1.0.0', 'dataset_info.json')):
+  if sources.dataset_dir(data_dir, BENCH_DATASET) is None:
     tfds.dataset_builders.store_as_tfds_dataset(
         name=BENCH_DATASET, version='1.0.0', features=features,
         split_datasets={'train': ds}, data_dir=data_dir)

@@ -50,7 +50,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import input_pipeline, models, sharding, train
+from alexnet_jax import input_pipeline, models, sharding, sources, train
 
 _CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            'configs')
@@ -213,7 +213,7 @@ class JaxCase:
     shardings = train.state_shardings(self.state)
     replicated = NamedSharding(self.mesh, P())
     data = NamedSharding(self.mesh, P('data'))
-    batch = input_pipeline._synthetic_batch(config, config.batch_size, 0)
+    batch = input_pipeline.synthetic_batch(config, config.batch_size, 0)
     self.batch = train.to_global(batch, self.mesh)
     self.mean = jax.device_put(train.mean_or_zeros(None), replicated)
     s = self.spec.input_size
@@ -373,7 +373,7 @@ def measure_loop(config, case: JaxCase, *, runs: int, windows: int,
 
   before = bare()
   cfg = config.copy_and_resolve_references()
-  cfg.dataset.name = input_pipeline.SYNTHETIC
+  cfg.dataset.name = sources.SYNTHETIC
   cfg.log_every_steps = runs
   cfg.num_train_steps = 10 ** 9
   cfg.eval_every_steps = 10 ** 9

@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding
 
-from alexnet_jax import checkpoints, config_lib, input_pipeline, sharding, steps
+from alexnet_jax import checkpoints, config_lib, input_pipeline, sharding, statistics, steps
 
 
 def to_global(batch: dict, batch_sharding: NamedSharding) -> dict:
@@ -85,7 +85,7 @@ def evaluate_checkpoint(workdir: str, *, which: str = 'best', crops: tuple[int, 
                              process_count=jax.process_count())
   built = steps.build(config, spec, mesh)
   params, step = checkpoints.load_params(workdir, built.abstract_state().params, which=which)
-  mean = built.device_mean(input_pipeline.mean_image(config))
+  mean = built.device_mean(statistics.load_or_compute_mean_image(config))
   results = {'step': int(step), 'checkpoint': which, 'split': split}
   with jax.set_mesh(mesh):
     for n in crops:

@@ -1,24 +1,28 @@
-"""ImageNet helpers: where the files live, the TFDS builders, the pre-resized copy.
+"""Preparing ImageNet (ILSVRC-2012): the archive check, the TFDS build, the pre-resized copy.
+
+The library behind `python -m alexnet_jax.prepare`; where the files live, which builder
+reads them and what to say when they are missing is `sources`.
 
 The paper (section 2) stored ImageNet down-sampled to 256x256 (shorter side 256,
 then the central square), so that training decodes a ~256x256 JPEG instead of a
 full-size photo (on average ~400x350, up to several thousand pixels a side).
 `write_preresized` makes that copy as a second TFDS dataset
-`<name>_resized<size>` next to the original, with the same features and splits,
-so the input pipeline reads either with the same code (`input.use_preresized`).
+`<name>_resized<size>` (`sources.preresized_name`) next to the original, with the same
+features and splits, so the input pipeline reads either with the same code
+(`input.use_preresized`).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
 import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from etils import epath
 
-from alexnet_jax import preprocess
+from alexnet_jax import decode, sources, statistics
 
 # The two archives the TFDS `imagenet2012` builder reads from its manual_dir
 # (the test archive is optional and not used here).
@@ -27,22 +31,16 @@ PRERESIZED_VERSION = '1.0.0'
 JPEG_QUALITY = 90
 
 
-def data_dir(config: ml_collections.ConfigDict) -> str:
-  """config.dataset.data_dir, or TFDS's default ($TFDS_DATA_DIR or ~/tensorflow_datasets)."""
-  return config.dataset.data_dir or os.path.expanduser(tfds.core.constants.DATA_DIR)
+def check_manual_files(manual_dir: str | epath.PathLike) -> list[epath.Path]:
+  """The ILSVRC-2012 archives missing from `manual_dir` (full paths; empty: all there)."""
+  manual_dir = epath.Path(manual_dir)
+  return [manual_dir / f for f in MANUAL_FILES if not (manual_dir / f).exists()]
 
 
-def manual_dir(config: ml_collections.ConfigDict) -> str:
-  """config.dataset.manual_dir, or TFDS's default <data_dir>/downloads/manual."""
-  return config.dataset.manual_dir or os.path.join(data_dir(config), 'downloads', 'manual')
-
-
-def preresized_name(config: ml_collections.ConfigDict) -> str:
-  return f'{config.dataset.name}_resized{config.input.resize_size}'
-
-
-def builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
-  return tfds.builder(name, data_dir=data_dir)
+def preresize_method(config: ml_collections.ConfigDict) -> str:
+  """The copy is made once: it gets an antialiased filter even when training shrinks with
+  the faster 'fast' (bilinear without antialiasing)."""
+  return 'area' if config.input.resize_method == 'fast' else config.input.resize_method
 
 
 def _reencode_fn(size: int, quality: int, method: str) -> Callable[[dict], dict]:
@@ -50,16 +48,10 @@ def _reencode_fn(size: int, quality: int, method: str) -> Callable[[dict], dict]
     out = dict(example)
     # The same decode + resize as the training pipeline's (input_pipeline), so training
     # on the copy sees the same pixels up to the JPEG re-encoding.
-    out['image'] = tf.io.encode_jpeg(preprocess.decode_centre(example['image'], size, method),
+    out['image'] = tf.io.encode_jpeg(decode.decode_centre(example['image'], size, method),
                                      quality=quality, chroma_downsampling=True)
     return out
   return fn
-
-
-def preresize_method(config: ml_collections.ConfigDict) -> str:
-  """The copy is made once: it gets an antialiased filter even when training shrinks with
-  the faster 'fast' (bilinear without antialiasing)."""
-  return 'area' if config.input.resize_method == 'fast' else config.input.resize_method
 
 
 def write_preresized(
@@ -71,18 +63,17 @@ def write_preresized(
   """Writes the paper's 256x256 copy of the prepared dataset; returns its builder.
 
   Reads the original TFDS dataset (JPEG bytes, no TFDS decoding), decodes the
-  centre square, resizes it (`preprocess.decode_centre`) and re-encodes it in a
+  centre square, resizes it (`decode.decode_centre`) and re-encodes it in a
   parallel tf.data map (all cores), and stores the result with the same label and
   file_name features and the same splits. Already there: returned as is.
   """
-  ddir, size = data_dir(config), config.input.resize_size
-  name = preresized_name(config)
-  out_dir = os.path.join(ddir, name, PRERESIZED_VERSION)
-  if tf.io.gfile.exists(os.path.join(out_dir, 'dataset_info.json')):
-    log(f'pre-resized copy already there: {out_dir}')
-    return tfds.builder_from_directory(out_dir)
+  done = sources.preresized_dir(config)
+  if done is not None:
+    log(f'pre-resized copy already there: {done}')
+    return tfds.builder_from_directory(done)
 
-  src = builder(config.dataset.name, ddir)
+  ddir, size = sources.data_dir(config), config.input.resize_size
+  src = sources.builder(sources.without_preresized(config))
   src_features = src.info.features
   features = {
       'image': tfds.features.Image(shape=(size, size, 3), encoding_format='jpeg'),
@@ -102,7 +93,7 @@ def write_preresized(
 
   start = time.time()
   out = tfds.dataset_builders.store_as_tfds_dataset(
-      name=name,
+      name=sources.preresized_name(config),
       version=PRERESIZED_VERSION,
       features=tfds.features.FeaturesDict(features),
       split_datasets=splits,
@@ -116,46 +107,52 @@ def write_preresized(
   return out
 
 
-def check_manual_files(manual_dir: str) -> list[str]:
-  """The ILSVRC-2012 archives missing from `manual_dir` (full paths; empty: all there)."""
-  return [os.path.join(manual_dir, f) for f in MANUAL_FILES
-          if not tf.io.gfile.exists(os.path.join(manual_dir, f))]
+def prepare(config: ml_collections.ConfigDict, *, preresized: bool = False,
+            log: Callable[[str], None] = print) -> None:
+  """Builds the TFDS dataset, the mean image and (optionally) the pre-resized copy.
 
+  Every stage is skipped when its output is already there, so re-running resumes. ImageNet
+  without its archives (and not yet built) raises FileNotFoundError with
+  `sources.missing_message`, before anything is written.
+  """
+  original = sources.without_preresized(config)
+  name, ddir, mdir = config.dataset.name, sources.data_dir(config), sources.manual_dir(config)
+  if (name == sources.IMAGENET and not sources.is_prepared(original)
+      and check_manual_files(mdir)):
+    shown = original.copy_and_resolve_references()
+    shown.input.use_preresized = preresized  # the command then has --preresized
+    raise FileNotFoundError(sources.missing_message(shown))
 
-def is_prepared(config) -> bool:
-  """Whether the dataset training reads (the pre-resized copy if asked for) is built."""
-  ddir = data_dir(config)
-  if config.input.use_preresized:
-    version_dir = os.path.join(ddir, preresized_name(config),
-                               PRERESIZED_VERSION)
-    return tf.io.gfile.exists(os.path.join(version_dir, 'dataset_info.json'))
-  try:
-    return builder(config.dataset.name, ddir).is_prepared()
-  except Exception:  # an unknown or unbuildable name is simply "not prepared"
-    return False
+  start = time.time()
+  elapsed = lambda: f'[{time.time() - start:7.0f}s]'
+  log(f'{elapsed()} stage 1/3: TFDS {name!r} in {ddir}')
+  b = tfds.builder(name, data_dir=ddir)
+  if b.is_prepared():
+    log(f'{elapsed()} already prepared: {b.data_dir}')
+  else:
+    download_config = None
+    if name == sources.IMAGENET:
+      download_config = tfds.download.DownloadConfig(manual_dir=mdir)
+      log(f'{elapsed()} reading {", ".join(MANUAL_FILES)} from {mdir}; this takes '
+          'hours for the full dataset (TFDS progress bars below)')
+    b.download_and_prepare(download_config=download_config)
+  log(f'{elapsed()} splits: ' + ', '.join(
+      f'{k}={v.num_examples}' for k, v in sorted(b.info.splits.items())))
 
+  log(f'{elapsed()} stage 2/3: training-set mean image (input.mean={config.input.mean!r}; '
+      'one decode pass over the training split, cached under data_dir)')
+  mean = statistics.load_or_compute_mean_image(original)
+  if mean is None:
+    log(f'{elapsed()} no mean needed')
+  else:
+    log(f'{elapsed()} mean {mean.shape} at {statistics.mean_image_path(original)}, '
+        f'per-channel {[round(float(x), 2) for x in mean.reshape(-1, 3).mean(0)]}')
 
-def missing_message(config) -> str:
-  """'' when the dataset is ready; otherwise what is missing, where it goes, what to run."""
-  if is_prepared(config):
-    return ''
-  mdir, ddir = manual_dir(config), data_dir(config)
-  missing = check_manual_files(mdir)
-  flag = ' --preresized' if config.input.use_preresized else ''
-  command = (f'  python -m alexnet_jax.prepare --config=configs/paper.py '
-             f'--config.dataset.data_dir={ddir} --config.dataset.manual_dir={mdir}{flag}')
-  if not missing:
-    what = (preresized_name(config) if config.input.use_preresized
-            else config.dataset.name)
-    return (f'{what} is not prepared in {ddir}; the archives are in {mdir}. Run:\n'
-            + command)
-  lines = [
-      f'ImageNet (ILSVRC-2012) is not prepared in {ddir} and '
-      f'{len(missing)} of the {len(MANUAL_FILES)} archives TFDS builds it from '
-      'are missing:',
-      *[f'  missing: {p}' for p in missing],
-      'Download them from https://image-net.org/download-images (registration needed),',
-      f'put them in {mdir}/ (or pass --config.dataset.manual_dir=DIR) and run:',
-      command,
-  ]
-  return '\n'.join(lines)
+  if preresized:
+    size = config.input.resize_size
+    log(f'{elapsed()} stage 3/3: pre-resized copy {sources.preresized_name(config)} '
+        f'(shorter side {size}, centre {size}x{size}, JPEG q{JPEG_QUALITY})')
+    write_preresized(config, log=lambda m: log(f'{elapsed()} {m}'))
+  else:
+    log(f'{elapsed()} stage 3/3 skipped: pass --preresized for the 256x256 copy')
+  log(f'{elapsed()} done')

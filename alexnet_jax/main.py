@@ -52,11 +52,11 @@ def main(argv) -> int:
                          '--workdir=/tmp/alexnet')
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   logs.setup()
-  from alexnet_jax import imagenet, train  # after flags: keeps --help fast
+  from alexnet_jax import sources, train  # after flags: keeps --help fast
 
   config = _CONFIG.value
   if config.dataset.name == 'imagenet2012':
-    message = imagenet.missing_message(config)
+    message = sources.missing_message(config)
     if message:
       print(message, file=sys.stderr)
       return 2

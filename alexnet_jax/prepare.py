@@ -12,93 +12,35 @@ machine; TFDS shows a progress bar per split). Then the training-set mean image 
 computed and cached, and with --preresized the paper's 256x256 copy is written as
 the dataset <name>_resized256 (set --config.input.use_preresized=True to train on it).
 Every stage is skipped when its output is already there, so re-running resumes.
+The work is `imagenet.prepare`; this module is its command line only.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 
-import tensorflow as tf
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from alexnet_jax import imagenet, input_pipeline
-from alexnet_jax.imagenet import check_manual_files, is_prepared, missing_message
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/paper.py).')
+_PRERESIZED = flags.DEFINE_bool(
+    'preresized', False, "Also write the paper's 256x256 pre-resized copy (section 2).")
+flags.mark_flag_as_required('config')
 
 
-def _define_flags() -> None:
-  """Command-line flags, defined only when this module is the program (so that
-  importing it next to the other entry points never defines a flag twice)."""
-  global _CONFIG, _PRERESIZED
-  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/paper.py).')
-  _PRERESIZED = flags.DEFINE_bool(
-      'preresized', False, "Also write the paper's 256x256 pre-resized copy (section 2).")
+def main(argv) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  from alexnet_jax import imagenet  # after flags: keeps --help fast
 
-
-def prepare(config, *, preresized: bool = False, log=print) -> None:
-  """Builds the TFDS dataset, the mean image and (optionally) the pre-resized copy."""
-  start = time.time()
-  elapsed = lambda: f'[{time.time() - start:7.0f}s]'
-  ddir = imagenet.data_dir(config)
-  name = config.dataset.name
-
-  log(f'{elapsed()} stage 1/3: TFDS {name!r} in {ddir}')
-  b = imagenet.builder(name, ddir)
-  if b.is_prepared():
-    log(f'{elapsed()} already prepared: {b.data_dir}')
-  else:
-    download_config = None
-    if name == 'imagenet2012':
-      mdir = imagenet.manual_dir(config)
-      download_config = tfds_download_config(mdir)
-      log(f'{elapsed()} reading {", ".join(imagenet.MANUAL_FILES)} from {mdir}; this takes '
-          'hours for the full dataset (TFDS progress bars below)')
-    b.download_and_prepare(download_config=download_config)
-  log(f'{elapsed()} splits: ' + ', '.join(
-      f'{k}={v.num_examples}' for k, v in sorted(b.info.splits.items())))
-
-  log(f'{elapsed()} stage 2/3: training-set mean image (input.mean={config.input.mean!r}; '
-      'one decode pass over the training split, cached under data_dir)')
-  mean = input_pipeline.mean_image(config)
-  if mean is None:
-    log(f'{elapsed()} no mean needed')
-  else:
-    log(f'{elapsed()} mean {mean.shape} at {input_pipeline.mean_image_path(config)}, '
-        f'per-channel {[round(float(x), 2) for x in mean.reshape(-1, 3).mean(0)]}')
-
-  if preresized:
-    size = config.input.resize_size
-    log(f'{elapsed()} stage 3/3: pre-resized copy {imagenet.preresized_name(config)} '
-        f'(shorter side {size}, centre {size}x{size}, JPEG q{imagenet.JPEG_QUALITY})')
-    imagenet.write_preresized(config, log=lambda m: log(f'{elapsed()} {m}'))
-  else:
-    log(f'{elapsed()} stage 3/3 skipped: pass --preresized for the 256x256 copy')
-  log(f'{elapsed()} done')
-
-
-def tfds_download_config(mdir: str):
-  import tensorflow_datasets as tfds
-  return tfds.download.DownloadConfig(manual_dir=mdir)
-
-
-def main(argv):
-  del argv
-  config = _CONFIG.value
-  tf.config.set_visible_devices([], 'GPU')  # TF must not take the accelerators.
   logging.set_verbosity(logging.ERROR)  # TFDS warns about every absent optional file
-  original = config.copy_and_resolve_references()
-  original.input.use_preresized = False
-  if (config.dataset.name == 'imagenet2012' and not is_prepared(original)
-      and check_manual_files(imagenet.manual_dir(config))):
-    shown = config.copy_and_resolve_references()
-    shown.input.use_preresized = _PRERESIZED.value  # the command then has --preresized
-    print(missing_message(shown), file=sys.stderr)
-    sys.exit(1)
-  prepare(config, preresized=_PRERESIZED.value)
+  try:
+    imagenet.prepare(_CONFIG.value, preresized=_PRERESIZED.value)
+  except FileNotFoundError as e:  # what is missing and what to run: no traceback
+    print(e, file=sys.stderr)
+    return 1
+  return 0
 
 
 if __name__ == '__main__':
-  _define_flags()
-  flags.mark_flag_as_required('config')
   app.run(main)

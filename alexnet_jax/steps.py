@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from alexnet_jax import input_pipeline, models, optim, sharding
+from alexnet_jax import augment, input_pipeline, models, optim, sharding
 
 
 @flax.struct.dataclass
@@ -85,13 +85,6 @@ def ten_crop_scores(logits: jax.Array) -> jax.Array:
   return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).mean(axis=1)
 
 
-def _images(config: ml_collections.ConfigDict, images: jax.Array, key: jax.Array | None,
-            mean: jax.Array, train: bool) -> jax.Array:
-  """uint8 host batch -> the network's float input (crop, flip, lighting, mean, scale)."""
-  return input_pipeline.device_preprocess(images, key, config=config, mean=mean,
-                                          train=train) * config.input.scale
-
-
 def make_train_step(config: ml_collections.ConfigDict, spec: models.ModelSpec,
                     tx: optax.GradientTransformation) -> Callable:
   """train_step(state, batch, mean) -> (state, metrics); pure, for jax.jit."""
@@ -99,7 +92,8 @@ def make_train_step(config: ml_collections.ConfigDict, spec: models.ModelSpec,
   def train_step(state: TrainState, batch: dict, mean: jax.Array):
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     aug_key, drop_key = jax.random.split(key)
-    images = _images(config, batch['image'], aug_key, mean, train=True)
+    images = augment.device_preprocess(batch['image'], aug_key, config=config, mean=mean,
+                                       train=True)
     labels = batch['label']
 
     def loss_fn(params):
@@ -125,7 +119,8 @@ def make_eval_step(config: ml_collections.ConfigDict, spec: models.ModelSpec) ->
   """eval_step(params, batch, mean) -> sums over the real (unmasked) examples."""
 
   def eval_step(params: Any, batch: dict, mean: jax.Array):
-    images = _images(config, batch['image'], None, mean, train=False)
+    images = augment.device_preprocess(batch['image'], None, config=config, mean=mean,
+                                       train=False)
     labels, mask = batch['label'], batch['mask'].astype(jnp.float32)
     if images.ndim == 5:
       # The paper's 10 crops: softmax averaged over the crops of each image, ranked

@@ -30,6 +30,8 @@ from alexnet_jax import (
   models,
   optim,
   sharding,
+  sources,
+  statistics,
   steps,
 )
 
@@ -167,7 +169,7 @@ class _DivergenceGuard:
 
 
 def _steps_per_epoch_and_total(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
-  n_train = input_pipeline.num_examples(config, config.dataset.train_split)
+  n_train = sources.num_examples(config, config.dataset.train_split)
   steps_per_epoch = max(1, n_train // config.batch_size)
   total = (config.num_train_steps if config.num_train_steps > 0
            else int(round(config.num_epochs * steps_per_epoch)))
@@ -188,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if is_chief:
     checkpoints.write_config(workdir, config)
 
-  classes = input_pipeline.num_classes(config)
+  classes = sources.num_classes(config)
   if classes != spec.num_classes:
     raise ValueError(f'model.num_classes={spec.num_classes} but dataset {config.dataset.name!r} '
                      f'has {classes} classes; set --config.model.num_classes={classes}')
@@ -218,7 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  f'{models.count_params(state.params):,}',
                  f'{sum(spec.macs_per_image().values()):,}')
 
-  mean = built.device_mean(input_pipeline.mean_image(config))
+  mean = built.device_mean(statistics.load_or_compute_mean_image(config))
   run = RunContext(config=config, workdir=workdir, steps=built, checkpointer=ckpt,
                    controller=controller, mean=mean, total_steps=total_steps,
                    steps_per_epoch=steps_per_epoch, eval_every=eval_every,

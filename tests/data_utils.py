@@ -118,3 +118,39 @@ def resize_center_crop_pil(path: str, size: int = 256):
     side = min(w, h)
     box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
     return np.asarray(im.resize((size, size), Image.BILINEAR, box=box))
+
+
+def sample_jpegs(sample_dir: str = SAMPLE_DIR) -> list[str]:
+  """Paths of all the sample photos, sorted ([] when the sample is not there)."""
+  if not os.path.isdir(sample_dir):
+    return []
+  return sorted(os.path.join(sample_dir, f) for f in os.listdir(sample_dir)
+                if f.endswith('.JPEG'))
+
+
+def make_class_folder(root, photos: Sequence[str], classes: int = 3):
+  """A dataset.name='folder' tree: photo i copied into root/class{i % classes}/; -> root."""
+  import shutil
+  for i, src in enumerate(photos):
+    d = root / f'class{i % classes}'
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, d / os.path.basename(src))
+  return root
+
+
+def folder_config(data_dir, folder, **input_fields):
+  """A small config reading `folder` (R=40 host images, 32 crops, the 'area' filter the
+  NumPy references model), with any input.* field overridden."""
+  from alexnet_jax import config_lib
+  c = config_lib.base()
+  c.seed = 0
+  c.dataset.name = 'folder'
+  c.dataset.folder = str(folder)
+  c.dataset.data_dir = str(data_dir)
+  c.input.resize_size = 40
+  c.model.input_size = 32
+  c.input.shuffle_buffer = 1000
+  c.input.resize_method = 'area'   # the NumPy references model the box filter
+  for k, v in input_fields.items():
+    c.input[k] = v
+  return c

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from alexnet_jax import bench_step, benchmark, input_pipeline
+from alexnet_jax import bench_step, benchmark, input_pipeline, sources, statistics
 
 TINY = ['--set', 'model.conv_widths=(8,16,16,16,16)', '--set', 'model.fc_widths=(32,32)',
         '--set', 'model.num_classes=10', '--set', 'model.input_size=67',
@@ -71,10 +71,10 @@ def test_synthetic_source():
   config = bench_step.load_config('paper', 'float32', 4, {'model.num_classes': 7,
                                                          'input.resize_size': 40})
   config.dataset.name = 'synthetic'
-  assert input_pipeline.num_classes(config) == 7
-  assert input_pipeline.num_examples(config, 'train') == 1_281_167
-  assert input_pipeline.num_examples(config, 'validation') == 50_000
-  assert input_pipeline.mean_image(config) is None
+  assert sources.num_classes(config) == 7
+  assert sources.num_examples(config, 'train') == 1_281_167
+  assert sources.num_examples(config, 'validation') == 50_000
+  assert statistics.load_or_compute_mean_image(config) is None
   it = input_pipeline.create_train_iterator(config, local_batch_size=4)
   batches = [next(it) for _ in range(5)]
   b = batches[0]
@@ -88,4 +88,4 @@ def test_synthetic_source():
   assert len(evals) == input_pipeline.SYNTHETIC_EVAL_BATCHES
   assert evals[0]['mask'].all() and evals[-1]['mask'].sum() == 2
   with pytest.raises(ValueError, match='synthetic'):
-    input_pipeline.num_examples(config, 'test')
+    sources.num_examples(config, 'test')

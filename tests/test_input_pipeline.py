@@ -1,47 +1,27 @@
-"""input_pipeline on a 'folder' dataset of real ImageNet photos, plus TFDS sources."""
+"""input_pipeline's streams on a 'folder' dataset of real ImageNet photos and on TFDS."""
 
 import glob
 import hashlib
 import io
 import os
-import shutil
 
-import jax
+import data_utils
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from data_utils import make_class_folder as _make_folder
 from PIL import Image
 
-from alexnet_jax import config_lib, input_pipeline, preprocess
+from alexnet_jax import config_lib, decode, input_pipeline, sources
 
-SAMPLE_DIR = os.environ.get('ALEXNET_IMAGENET_SAMPLE', '/work/shared/data/imagenet-sample')
-PHOTOS = sorted(glob.glob(os.path.join(SAMPLE_DIR, '*.JPEG')))
+PHOTOS = data_utils.sample_jpegs()
 pytestmark = pytest.mark.skipif(not PHOTOS, reason='no sample photos')
 NUM_PHOTOS = 60  # enough for several batches; small enough to decode in well under a second
 
 
 def _config(tmp, folder, **input_fields):
-  c = config_lib.base()
-  c.seed = 0
-  c.dataset.name = 'folder'
-  c.dataset.folder = str(folder)
-  c.dataset.data_dir = str(tmp / 'tfds')
-  c.input.resize_size = 40
-  c.model.input_size = 32
-  c.input.shuffle_buffer = 1000
-  c.input.resize_method = 'area'   # the NumPy references below model the box filter
-  for k, v in input_fields.items():
-    c.input[k] = v
-  return c
-
-
-def _make_folder(root, photos, classes=3):
-  for i, src in enumerate(photos):
-    d = root / f'class{i % classes}'
-    d.mkdir(parents=True, exist_ok=True)
-    shutil.copy(src, d / os.path.basename(src))
-  return root
+  return data_utils.folder_config(tmp / 'tfds', folder, **input_fields)
 
 
 @pytest.fixture(scope='module')
@@ -74,10 +54,10 @@ def _eval_digests(config, split, **kw):
 
 def test_folder_holdout_sizes_classes(tmp, folder):
   c = _config(tmp, folder)
-  n_train = input_pipeline.num_examples(c, 'train')
-  n_val = input_pipeline.num_examples(c, 'validation')
+  n_train = sources.num_examples(c, 'train')
+  n_val = sources.num_examples(c, 'validation')
   assert n_train + n_val == NUM_PHOTOS and 1 <= n_val <= NUM_PHOTOS // 4
-  assert input_pipeline.num_classes(c) == 3
+  assert sources.num_classes(c) == 3
   _, train = _eval_digests(c, 'train', local_batch_size=16)
   _, val = _eval_digests(c, 'validation', local_batch_size=16)
   assert len(set(train)) == n_train and len(set(val)) == n_val
@@ -92,7 +72,7 @@ def test_train_batches_are_the_centre_square_with_labels(tmp, folder):
   # Every yielded image is the host op applied to one of the files, with that file's label.
   by_digest = {}
   for path in glob.glob(str(folder / '*' / '*')):
-    image = preprocess.decode_centre(tf.constant(open(path, 'rb').read()), 48).numpy()
+    image = decode.decode_centre(tf.constant(open(path, 'rb').read()), 48).numpy()
     by_digest[_digest(image)] = int(os.path.basename(os.path.dirname(path))[-1])
   for image, label in zip(b['image'], b['label'], strict=True):
     assert by_digest[_digest(image)] == label
@@ -110,7 +90,7 @@ def test_train_deterministic_and_seed_dependent(tmp, folder):
 
 def test_epochs_cover_the_split_once_and_are_reshuffled(tmp, folder):
   c = _config(tmp, folder)
-  n = input_pipeline.num_examples(c, 'train')
+  n = sources.num_examples(c, 'train')
   batch = 5
   stream = _stream(_take(input_pipeline.create_train_iterator(c, local_batch_size=batch),
                          -(-3 * n // batch)))
@@ -134,7 +114,7 @@ def test_resume_gives_the_same_batches(tmp, folder, start_step):
 
 def test_eval_padding_odd_split_two_processes(tmp, folder):
   c = _config(tmp, folder)
-  n = input_pipeline.num_examples(c, 'train')
+  n = sources.num_examples(c, 'train')
   assert n % 7 and n % 6  # leaves partial batches (55 with the fixed hold-out)
   single, single_digests = _eval_digests(c, 'train', local_batch_size=7)
   assert len(single) == input_pipeline.eval_steps(c, 'train', 7) == -(-n // 7)
@@ -153,7 +133,7 @@ def test_eval_padding_odd_split_two_processes(tmp, folder):
 def test_eval_pads_whole_batches_when_a_shard_is_shorter(tmp, tmp_path):
   folder = _make_folder(tmp_path / 'f', PHOTOS[:5], classes=2)
   c = _config(tmp, folder)
-  n = input_pipeline.num_examples(c, 'train')
+  n = sources.num_examples(c, 'train')
   parts = [list(input_pipeline.create_eval_iterator(c, 'train', local_batch_size=2,
                                                     process_index=p, process_count=3))
            for p in range(3)]
@@ -164,12 +144,12 @@ def test_eval_pads_whole_batches_when_a_shard_is_shorter(tmp, tmp_path):
 
 def test_train_shards_of_two_processes_are_disjoint(tmp, folder):
   c = _config(tmp, folder)
-  n = input_pipeline.num_examples(c, 'train')
+  n = sources.num_examples(c, 'train')
   seen = []
   for p in range(2):
     it = input_pipeline.create_train_iterator(c, local_batch_size=1, process_index=p,
                                               process_count=2)
-    local = input_pipeline._source(c, 'train', p, 2).num_examples
+    local = input_pipeline.shard(c, 'train', p, 2).num_examples
     seen.append(set(_stream(_take(it, local))))
     assert len(seen[-1]) == local
   assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == n
@@ -197,7 +177,7 @@ def messy_folder(tmp_path):
 
 def test_corrupt_files_are_skipped_and_counted(tmp, messy_folder):
   c = _config(tmp, messy_folder)
-  n = input_pipeline.num_examples(c, 'train') + input_pipeline.num_examples(c, 'validation')
+  n = sources.num_examples(c, 'train') + sources.num_examples(c, 'validation')
   assert n == 14
   before = input_pipeline.skipped_examples()
   masked = 0
@@ -208,8 +188,8 @@ def test_corrupt_files_are_skipped_and_counted(tmp, messy_folder):
   assert input_pipeline.skipped_examples() - before == 2
 
   # Training: one epoch's worth of batches, positions of bad files refilled, resume exact.
-  n_train = input_pipeline.num_examples(c, 'train')
-  bad_in_train = sum(1 for p in input_pipeline._folder_listing(str(messy_folder), 'train')[0]
+  n_train = sources.num_examples(c, 'train')
+  bad_in_train = sum(1 for p in sources.folder_listing(str(messy_folder), 'train').paths
                      if os.path.basename(p) in ('truncated.JPEG', 'garbage.JPEG'))
   assert bad_in_train == 2  # the hash hold-out keeps both in train
   before = input_pipeline.skipped_examples()
@@ -221,35 +201,6 @@ def test_corrupt_files_are_skipped_and_counted(tmp, messy_folder):
     np.testing.assert_array_equal(x['image'], y['image'])
 
 
-def test_folder_with_split_subfolders(tmp, tmp_path):
-  root = tmp_path / 'splits'
-  _make_folder(root / 'train', PHOTOS[:8], classes=2)
-  _make_folder(root / 'validation', PHOTOS[8:11], classes=2)
-  c = _config(tmp, root)
-  assert input_pipeline.num_examples(c, 'train') == 8
-  assert input_pipeline.num_examples(c, 'validation') == 3
-  assert input_pipeline.num_classes(c) == 2
-
-
-def test_mean_image_is_the_training_mean_and_cached(tmp, folder):
-  c = _config(tmp, folder)
-  c.dataset.data_dir = str(tmp / 'stats_tfds')
-  mean = input_pipeline.mean_image(c)
-  images = np.concatenate([b['image'][b['mask']] for b in
-                           input_pipeline.create_eval_iterator(c, 'train', local_batch_size=16)])
-  assert images.shape[0] == input_pipeline.num_examples(c, 'train')
-  assert mean.shape == (40, 40, 3) and mean.dtype == np.float32
-  np.testing.assert_allclose(mean, images.astype(np.float64).mean(axis=0), rtol=1e-5)
-  path = input_pipeline.mean_image_path(c)
-  assert path.startswith(str(tmp / 'stats_tfds' / 'alexnet_jax_stats'))
-  np.save(path, np.full((40, 40, 3), 7.0, np.float32))  # the cache is what gets read
-  assert (input_pipeline.mean_image(c) == 7.0).all()
-  c.input.mean = 'channel'
-  assert input_pipeline.mean_image(c).shape == (3,)
-  c.input.mean = 'none'
-  assert input_pipeline.mean_image(c) is None
-
-
 def test_random_resized_crop_on_host(tmp, folder):
   c = _config(tmp, folder, random_crop='resized')
   a = _take(input_pipeline.create_train_iterator(c, local_batch_size=4), 4)
@@ -259,30 +210,6 @@ def test_random_resized_crop_on_host(tmp, folder):
     np.testing.assert_array_equal(x['image'], y['image'])
   ev = next(input_pipeline.create_eval_iterator(c, 'train', local_batch_size=4))
   assert ev['image'].shape == (4, 40, 40, 3)  # eval stays centre resize_size
-
-
-def test_device_preprocess_from_config(tmp, folder):
-  c = _config(tmp, folder)
-  batch = next(input_pipeline.create_train_iterator(c, local_batch_size=4))
-  mean = np.full((40, 40, 3), 100.0, np.float32)
-  fn = jax.jit(lambda im, k: input_pipeline.device_preprocess(im, k, config=c, mean=mean,
-                                                              train=True))
-  out = fn(batch['image'], jax.random.key(0))
-  assert out.shape == (4, 32, 32, 3) and out.dtype == np.float32
-  assert not np.array_equal(out, fn(batch['image'], jax.random.key(1)))
-  ev = input_pipeline.device_preprocess(batch['image'], None, config=c, mean=mean, train=False)
-  np.testing.assert_allclose(ev, batch['image'][:, 4:36, 4:36] - 100.0)
-  c.input.eval_crops = 10
-  ten = input_pipeline.device_preprocess(batch['image'], None, config=c, mean=None, train=False)
-  assert ten.shape == (4, 10, 32, 32, 3)
-
-
-def test_missing_tfds_dataset_is_a_clear_error(tmp_path):
-  c = config_lib.base()
-  c.dataset.name = 'cifar10'
-  c.dataset.data_dir = str(tmp_path / 'empty')
-  with pytest.raises(FileNotFoundError, match=r"'cifar10' is not prepared.*tfds build"):
-    input_pipeline.num_examples(c, 'train')
 
 
 def test_preresized_tfds_copy_is_read(tmp_path):
@@ -308,12 +235,12 @@ def test_preresized_tfds_copy_is_read(tmp_path):
   c.input.resize_size = 40
   c.model.input_size = 32
   with pytest.raises(FileNotFoundError, match='toyset'):
-    input_pipeline.num_examples(c, 'train')
+    sources.num_examples(c, 'train')
   c.input.use_preresized = True
-  assert input_pipeline.num_examples(c, 'train') == 4
-  assert input_pipeline.num_classes(c) == 3
+  assert sources.num_examples(c, 'train') == 4
+  assert sources.num_classes(c) == 3
   batches, digests = _eval_digests(c, 'validation', local_batch_size=4)
-  expected = {_digest(preprocess.decode_centre(tf.constant(im), 40,
+  expected = {_digest(decode.decode_centre(tf.constant(im), 40,
                                                c.input.resize_method).numpy())
               for im in images[4:6]}
   assert set(digests) == expected and len(batches) == 1
@@ -335,9 +262,9 @@ def test_builtin_shapes_dataset(tmp_path):
   c.dataset.shapes_validation_size = 10
   c.input.resize_size = 32
   c.model.input_size = 28
-  assert input_pipeline.num_examples(c, 'train') == 40
-  assert input_pipeline.num_examples(c, 'validation') == 10
-  assert input_pipeline.num_classes(c) == 10
+  assert sources.num_examples(c, 'train') == 40
+  assert sources.num_examples(c, 'validation') == 10
+  assert sources.num_classes(c) == 10
   b = next(input_pipeline.create_train_iterator(c, local_batch_size=8))
   assert b['image'].shape == (8, 32, 32, 3) and b['label'].max() < 10
   ev = list(input_pipeline.create_eval_iterator(c, 'validation', local_batch_size=4))
@@ -360,7 +287,7 @@ def test_tfds_sharded_files_train_stream(tmp_path):
   c.input.resize_size = 16
   c.model.input_size = 16
   c.input.shuffle_buffer = 4  # small: the epoch order then comes mostly from the file order
-  src = input_pipeline._source(c, 'train', 0, 1)
+  src = input_pipeline.shard(c, 'train', 0, 1)
   assert src.file_shuffled is not None
   _, all_digests = _eval_digests(c, 'train', local_batch_size=16)
   assert len(set(all_digests)) == 48

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from alexnet_jax import input_pipeline
+from alexnet_jax import sources, statistics
 from configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,9 +119,9 @@ def test_two_processes_train_evaluate_checkpoint_and_resume(tmp_path):
   # Build the dataset and its mean image here, once: two processes doing it on first
   # use would race on the same files.
   config = _config(data_dir)
-  assert input_pipeline.num_examples(config, 'train') == 256
-  assert input_pipeline.num_examples(config, 'validation') == 101
-  input_pipeline.mean_image(config)
+  assert sources.num_examples(config, 'train') == 256
+  assert sources.num_examples(config, 'validation') == 101
+  statistics.load_or_compute_mean_image(config)
 
   outs = _launch(workdir, data_dir, str(logs), num_train_steps=6)
   records = _records(workdir)

@@ -1,4 +1,5 @@
-"""prepare.py on a tiny ILSVRC-2012-layout archive of real photos, with the real TFDS builder."""
+"""imagenet.prepare and the prepare CLI on a tiny ILSVRC-2012-layout archive of real photos,
+with the real TFDS builder."""
 
 import io
 import os
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from etils import epath
 from PIL import Image
 
-from alexnet_jax import imagenet, input_pipeline, prepare, preprocess
+from alexnet_jax import decode, imagenet, sources, statistics
 from configs import paper
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -35,7 +37,7 @@ def prepared(tmp_path_factory):
   tmp = str(tmp_path_factory.mktemp('imagenet'))
   tiny = data_utils.make_ilsvrc2012_manual_dir(os.path.join(tmp, 'manual'))
   config = _config(tmp)
-  prepare.prepare(config, preresized=True, log=lambda m: None)
+  imagenet.prepare(config, preresized=True, log=lambda m: None)
   return config, tiny
 
 
@@ -59,16 +61,21 @@ def _read(name, data_dir, split):
 def test_missing_files_named(tmp_path):
   config = _config(str(tmp_path))
   mdir = config.dataset.manual_dir
-  assert prepare.check_manual_files(mdir) == [
-      os.path.join(mdir, 'ILSVRC2012_img_train.tar'),
-      os.path.join(mdir, 'ILSVRC2012_img_val.tar')]
+  assert imagenet.check_manual_files(mdir) == [
+      epath.Path(mdir, 'ILSVRC2012_img_train.tar'),
+      epath.Path(mdir, 'ILSVRC2012_img_val.tar')]
   data_utils.make_ilsvrc2012_manual_dir(mdir, write_val=False)
-  missing = os.path.join(mdir, 'ILSVRC2012_img_val.tar')
-  assert prepare.check_manual_files(mdir) == [missing]
-  message = prepare.missing_message(config)
+  missing = epath.Path(mdir, 'ILSVRC2012_img_val.tar')
+  assert imagenet.check_manual_files(mdir) == [missing]
+  # prepare refuses before writing anything, with the one message (tests/test_sources.py).
+  with pytest.raises(FileNotFoundError) as raised:
+    imagenet.prepare(config, log=lambda m: None)
+  message = str(raised.value)
+  assert message == sources.missing_message(config)
   assert f'missing: {missing}' in message
   assert 'ILSVRC2012_img_train.tar' not in message
   assert 'python -m alexnet_jax.prepare --config=configs/paper.py' in message
+  assert not os.path.exists(config.dataset.data_dir + '/imagenet2012')
 
 
 def test_cli_refuses_without_archives(tmp_path):
@@ -99,12 +106,12 @@ def test_tfds_imagenet2012_splits_and_labels(prepared):
   # Validation labels come from TFDS's own file: val images 1..3 are these classes.
   assert [tiny.validation_wnids[f'ILSVRC2012_val_{i:08d}.JPEG'] for i in (1, 2, 3)] == [
       'n01751748', 'n09193705', 'n02105855']
-  assert prepare.missing_message(config) == ''  # prepared: training may start
+  assert sources.missing_message(config) == ''  # prepared: training may start
 
 
 def test_preresized_copy_matches_pil(prepared):
   config, tiny = prepared
-  name = imagenet.preresized_name(config)
+  name = sources.preresized_name(config)
   assert name == 'imagenet2012_resized256'
   b = tfds.builder(name, data_dir=config.dataset.data_dir)
   assert {k: v.num_examples for k, v in b.info.splits.items()} == {'train': 8, 'validation': 3}
@@ -125,16 +132,16 @@ def test_preresized_copy_matches_pil(prepared):
       diff = np.abs(ex['image'].astype(np.float32) - expected).mean()
       assert diff < jpeg_error + 2.0, (fname, diff, jpeg_error)
       # And it is what the training pipeline makes of the original, up to the JPEG alone.
-      host = preprocess.decode_centre(tf.constant(source[fname]['image_bytes']), 256,
-                                      imagenet.preresize_method(config)).numpy().astype(np.float32)
+      host = decode.decode_centre(tf.constant(source[fname]['image_bytes']), 256,
+                                  imagenet.preresize_method(config)).numpy().astype(np.float32)
       host_jpeg_error = np.abs(_jpeg_roundtrip(host, imagenet.JPEG_QUALITY) - host).mean()
       assert np.abs(ex['image'] - host).mean() < host_jpeg_error + 0.5, fname
 
 
 def test_mean_image(prepared):
   config, tiny = prepared
-  path = input_pipeline.mean_image_path(config)
-  assert os.path.exists(path)  # written by prepare
+  path = statistics.mean_image_path(config)
+  assert path.exists()  # written by prepare
   mean = np.load(path)
   expected = np.mean([data_utils.resize_center_crop_pil(p) for p in tiny.train.values()],
                      axis=0)

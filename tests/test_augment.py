@@ -1,0 +1,141 @@
+"""Each device preprocessing op against an independent NumPy computation on real photos,
+and `device_preprocess`, the one entry the jitted steps call."""
+
+import data_utils
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_jax import augment, config_lib, decode
+
+PHOTOS = data_utils.sample_jpegs()
+pytestmark = pytest.mark.skipif(not PHOTOS, reason='no sample photos')
+
+
+def _host_images(paths, size):
+  """What the host ships: uint8 [B, size, size, 3] centre squares (decode.decode_centre)."""
+  return np.stack([decode.decode_centre(tf.constant(open(p, 'rb').read()), size).numpy()
+                   for p in paths])
+
+
+@pytest.fixture(scope='module')
+def batch():
+  """Eight real photos at 64x64 (the host's output), and a non-constant 'mean image'."""
+  images = _host_images(PHOTOS[:8], 64)
+  mean = images.astype(np.float32).mean(axis=0) + np.linspace(0, 5, 64)[None, :, None]
+  return images, mean.astype(np.float32)
+
+
+def _np_lighting(alpha):
+  return (augment.PCA_EIGVEC.astype(np.float64)
+          @ (alpha.astype(np.float64) * augment.PCA_EIGVAL).T).T * 255.0
+
+
+def test_lighting_formula():
+  alpha = np.array([[1.0, 0.0, 0.0], [0.1, -0.2, 0.3]], np.float32)
+  got = np.asarray(augment.lighting_shift(alpha))
+  np.testing.assert_allclose(got[0], 0.2175 * 255 * np.array([-0.5675, -0.5808, -0.5836]),
+                             rtol=1e-5)
+  np.testing.assert_allclose(got, _np_lighting(alpha), rtol=1e-5, atol=1e-4)
+
+
+def test_train_preprocess_matches_numpy(batch):
+  images, mean = batch
+  key = jax.random.key(3)
+  crop_size, sigma = 48, 0.1
+  out = jax.jit(lambda im, k: augment.train_preprocess(
+      im, k, crop_size=crop_size, mean=mean, pca_sigma=sigma))(images, key)
+  aug = jax.tree.map(np.asarray, augment.sample_augmentation(
+      key, len(images), image_size=64, crop_size=crop_size, random_crop=True, flip=True,
+      pca_sigma=sigma))
+  assert out.shape == (8, 48, 48, 3) and out.dtype == np.float32
+  assert len(set(zip(aug['offset_y'], aug['offset_x'], strict=True))) > 1
+  assert 0 < aug['flip'].sum() < 8
+  shift = _np_lighting(aug['alpha'])
+  for i in range(len(images)):
+    y, x = aug['offset_y'][i], aug['offset_x'][i]
+    ref = (images[i, y:y + crop_size, x:x + crop_size].astype(np.float64)
+           - mean[y:y + crop_size, x:x + crop_size])
+    if aug['flip'][i]:
+      ref = ref[:, ::-1]
+    ref = ref + shift[i]
+    np.testing.assert_allclose(np.asarray(out[i]), ref, atol=1e-3)
+
+
+def test_augmentation_distribution():
+  aug = augment.sample_augmentation(jax.random.key(0), 4000, image_size=256, crop_size=224,
+                                       random_crop=True, flip=True, pca_sigma=0.1)
+  oy, ox = np.asarray(aug['offset_y']), np.asarray(aug['offset_x'])
+  assert oy.min() == 0 and oy.max() == 32 and ox.min() == 0 and ox.max() == 32
+  assert abs(np.corrcoef(oy, ox)[0, 1]) < 0.1   # independent axes
+  assert 0.45 < np.asarray(aug['flip']).mean() < 0.55
+  np.testing.assert_allclose(np.asarray(aug['alpha']).std(axis=0), 0.1, rtol=0.1)
+  off = augment.sample_augmentation(jax.random.key(0), 4, image_size=256, crop_size=224,
+                                       random_crop=False, flip=False, pca_sigma=0.0)
+  assert (np.asarray(off['offset_y']) == 16).all() and not np.asarray(off['flip']).any()
+
+
+def test_train_preprocess_per_channel_mean_and_no_augmentation(batch):
+  images, _ = batch
+  channel = np.array([120.0, 110.0, 100.0], np.float32)
+  out = augment.train_preprocess(images, jax.random.key(0), crop_size=48, mean=channel,
+                                    random_crop=False, flip=False, pca_sigma=0.0)
+  ref = images[:, 8:56, 8:56].astype(np.float32) - channel
+  np.testing.assert_allclose(np.asarray(out), ref, atol=1e-4)
+
+
+def test_train_preprocess_host_cropped_images(batch):
+  """random_crop='resized': the host already yields S x S; the mean image is resized to S."""
+  images, mean = batch
+  small = images[:, :48, :48]
+  out = augment.train_preprocess(small, jax.random.key(1), crop_size=48, mean=mean,
+                                    flip=False, pca_sigma=0.0)
+  ref_mean = np.asarray(jax.image.resize(mean, (48, 48, 3), 'linear'))
+  np.testing.assert_allclose(np.asarray(out), small.astype(np.float32) - ref_mean, atol=1e-3)
+
+
+def test_eval_centre_and_ten_crops(batch):
+  images, mean = batch
+  s = 40
+  centre = np.asarray(augment.eval_preprocess(images, crop_size=s, mean=mean))
+  np.testing.assert_allclose(centre, images[:, 12:52, 12:52] - mean[12:52, 12:52], atol=1e-4)
+  ten = np.asarray(augment.eval_preprocess(images, crop_size=s, mean=mean, crops=10))
+  assert ten.shape == (8, 10, s, s, 3)
+  windows = [(12, 12), (0, 0), (0, 24), (24, 0), (24, 24)]
+  for j, (y, x) in enumerate(windows):
+    ref = images[:, y:y + s, x:x + s].astype(np.float32) - mean[y:y + s, x:x + s]
+    np.testing.assert_allclose(ten[:, j], ref, atol=1e-4)
+    np.testing.assert_allclose(ten[:, j + 5], ref[:, :, ::-1], atol=1e-4)
+
+
+def test_device_preprocess_from_config():
+  c = config_lib.base()
+  c.input.resize_size = 40
+  c.model.input_size = 32
+  images = _host_images(PHOTOS[:4], 40)
+  mean = np.full((40, 40, 3), 100.0, np.float32)
+  fn = jax.jit(lambda im, k: augment.device_preprocess(im, k, config=c, mean=mean, train=True))
+  out = fn(images, jax.random.key(0))
+  assert out.shape == (4, 32, 32, 3) and out.dtype == np.float32
+  assert not np.array_equal(out, fn(images, jax.random.key(1)))
+  ev = augment.device_preprocess(images, None, config=c, mean=mean, train=False)
+  np.testing.assert_allclose(ev, images[:, 4:36, 4:36] - 100.0)
+  c.input.eval_crops = 10
+  ten = augment.device_preprocess(images, None, config=c, mean=None, train=False)
+  assert ten.shape == (4, 10, 32, 32, 3)
+
+
+def test_device_preprocess_applies_the_input_scale():
+  c = config_lib.base()
+  c.input.resize_size = 40
+  c.model.input_size = 32
+  images = _host_images(PHOTOS[:4], 40)
+  mean = np.full((40, 40, 3), 100.0, np.float32)
+  key = jax.random.key(2)
+  unscaled = augment.device_preprocess(images, key, config=c, mean=mean, train=True)
+  c.input.scale = 1 / 64
+  scaled = augment.device_preprocess(images, key, config=c, mean=mean, train=True)
+  np.testing.assert_allclose(scaled, np.asarray(unscaled) / 64, rtol=1e-6)
+  ev = augment.device_preprocess(images, None, config=c, mean=mean, train=False)
+  np.testing.assert_allclose(ev, (images[:, 4:36, 4:36] - 100.0) / 64, rtol=1e-6)
