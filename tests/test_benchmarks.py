@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import input_pipeline, sharding
-from benchmarks import machine, step_lib
+from benchmarks import input_lib, machine, step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_TORCH = importlib.util.find_spec('torch') is not None
@@ -184,3 +184,76 @@ def test_step_cli(tmp_path):
   assert report['command'].startswith('python -m benchmarks.step --config=')
   assert report['machine']['cpu_model'] in p.stdout
   assert '| one_tower | float32 | 8 |' in p.stdout
+
+
+# ------------------------------------------------------------------------------ input
+
+
+def input_config(**changes):
+  from benchmarks.configs import input as input_configs
+  config = input_configs.get_config()
+  config.update(dict(seconds=1.0, warmup_seconds=0.5, batch_size=16), **changes)
+  return config
+
+
+HAS_PHOTOS = os.path.isdir(input_lib.images_dir(input_config()))
+
+
+def test_input_ratios_are_computed_from_the_rows():
+  measured = {'project': (300, 1.0, 2.0), 'pytorch': (100, 1.0, 1.5),
+              'preresized': (900, 1.0, 2.0)}
+  rows = [input_lib.row(name, '', dict(zip(('images', 'wall_s', 'cpu_s'), v, strict=True)), 2)
+          for name, v in measured.items()]
+  assert rows[0]['images_per_s'] == 300 and rows[0]['images_per_s_per_core'] == 150
+  assert rows[0]['images_per_s_per_core_wall'] == 150 and rows[1]['busy_cores'] == 1.5
+  assert input_lib.ratios(rows, 'images_per_s') == {'project/pytorch': 3.0,
+                                                   'preresized/pytorch': 9.0}
+  assert input_lib.ratios(rows, 'images_per_s_per_core') == pytest.approx(
+      {'project/pytorch': 150 / (100 / 1.5), 'preresized/pytorch': 450 / (100 / 1.5)})
+
+
+def test_missing_photos_name_the_field(tmp_path):
+  with pytest.raises(FileNotFoundError, match='config.images_dir'):
+    input_lib.run(input_config(images_dir=str(tmp_path)), log=lambda m: None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_PHOTOS, reason='needs ../shared/data/imagenet-sample')
+def test_input_report():
+  report = input_lib.run(input_config(), log=lambda m: None)
+  assert [r['name'] for r in report['rows']] == ['project', 'pytorch', 'preresized']
+  assert report['cores'] == machine.host_cores() and 'machine' in report
+  assert 'goals' not in report          # goals live in experiments/input_benchmarks.md
+  for r in report['rows']:
+    assert r['images'] >= 16 and r['wall_s'] > 0 and r['cpu_s'] > 0
+    assert r['images_per_s'] == pytest.approx(r['images'] / r['wall_s'], rel=1e-2)
+    assert r['images_per_s_per_core'] == pytest.approx(r['images'] / r['cpu_s'], rel=1e-2)
+    assert r['images_per_s_per_core_wall'] == pytest.approx(
+        r['images_per_s'] / report['cores'], rel=1e-6)
+  rows = {r['name']: r for r in report['rows']}
+  for name in ('project', 'preresized'):
+    key = f'{name}/pytorch'
+    assert report['ratios'][key] == pytest.approx(
+        rows[name]['images_per_s_per_core'] / rows['pytorch']['images_per_s_per_core'])
+    assert report['ratios_wall'][key] == pytest.approx(
+        rows[name]['images_per_s'] / rows['pytorch']['images_per_s'])
+  json.dumps(report)
+  assert 'project/pytorch' in input_lib.format_table(report)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_PHOTOS, reason='needs ../shared/data/imagenet-sample')
+def test_input_cli(tmp_path):
+  path = tmp_path / 'input.json'
+  p = _run_cli('benchmarks.input', '--config=benchmarks/configs/input.py',
+               '--config.seconds=1', '--config.warmup_seconds=0.5', '--config.batch_size=16',
+               f'--config.json={path}')
+  assert p.returncode == 0, p.stderr[-3000:]
+  report = json.loads(path.read_text())
+  assert set(report['ratios']) == {'project/pytorch', 'preresized/pytorch'}
+  assert 'project/pytorch' in p.stdout and report['machine']['cpu_model'] in p.stdout
+
+
+def test_input_cli_without_photos(tmp_path):
+  p = _run_cli('benchmarks.input', f'--config.images_dir={tmp_path}')
+  assert p.returncode == 2 and 'config.images_dir' in p.stderr
