@@ -22,19 +22,25 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 
 
-def main(argv) -> None:
+def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   from benchmarks import step_lib  # after flags: keeps --help fast
 
   config = _CONFIG.value
+  try:
+    step_lib.check(config)
+  except (ValueError, KeyError) as e:   # a bad --config value: the user's to fix
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   report = step_lib.run(config, command=' '.join(['python -m benchmarks.step', *sys.argv[1:]]))
   print(step_lib.format_table(report['results']))
   print(step_lib.LEGEND)
   if config.json:
     step_lib.write_json(report, config.json)
     print(f'wrote {config.json}')
+  return 0
 
 
 if __name__ == '__main__':

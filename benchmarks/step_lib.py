@@ -476,9 +476,27 @@ def format_table(results: list[dict]) -> str:
   return '\n'.join(rows)
 
 
+def check(config: ml_collections.ConfigDict) -> None:
+  """Refuses a bad benchmark config before anything runs; errors name the field."""
+  if config.runs < 1:
+    raise ValueError(f'config.runs={config.runs}: must be >= 1')
+  if not split_list(config.peak_sizes, int):
+    raise ValueError('config.peak_sizes is empty: give square matmul sizes, e.g. 2048,4096')
+  overrides = parse_overrides(config.overrides)
+  for model in split_list(config.models) or ['']:
+    for dtype in split_list(config.dtypes) or ['']:
+      config_of_case = model_config(model, dtype, 8, overrides)
+      try:
+        models.ModelSpec.from_config(config_of_case.model)
+      except ValueError as e:
+        raise ValueError(f'case {model} {dtype} (from config.models, config.dtypes and '
+                         f'config.overrides): {e}') from None
+
+
 def run(config: ml_collections.ConfigDict, *, command: str = '',
         log: Callable[[str], None] = print) -> dict:
   """Every case of the benchmark config (benchmarks/configs/step.py); the JSON report."""
+  check(config)
   m = machine.describe()
   log(machine.format_machine(m))
   overrides = parse_overrides(config.overrides)

@@ -47,11 +47,14 @@ def test_cpu_flags_from_cpuinfo(tmp_path):
   assert machine.cpu_info(str(tmp_path / 'missing'))['flags'] == []
 
 
+# Building a train state compiles the sharded init for about 30 CPU-seconds even for this
+# tiny model, so every test that runs the step is marked slow.
 @pytest.fixture(scope='module')
 def tiny_report():
   return step_lib.run(step_config(), log=lambda m: None)
 
 
+@pytest.mark.slow
 def test_step_report_schema(tiny_report):
   assert tiny_report['machine']['backend'] == jax.default_backend()
   assert tiny_report['config']['models'] == 'paper'
@@ -62,6 +65,7 @@ def test_step_report_schema(tiny_report):
   json.dumps(tiny_report)
 
 
+@pytest.mark.slow
 def test_jax_numbers_are_sane(tiny_report):
   (r,) = tiny_report['results']
   for kind in ('step', 'forward'):
@@ -96,6 +100,7 @@ def test_loop_row():
   assert loop['overhead'] == pytest.approx(1 - loop['images_per_sec'] / bare)
 
 
+@pytest.mark.slow
 def test_torch_comparison_present_exactly_when_torch_is(tiny_report):
   """CI has no torch (it is the optional `bench` extra): then the row must say so."""
   (r,) = tiny_report['results']
@@ -113,11 +118,13 @@ def test_ratios_are_computed_from_the_measured_times():
   assert step_lib.ratios_vs_torch(r) == {'step': 1.5, 'step_best': 2.0, 'step_cpu': 2.5}
 
 
+@pytest.mark.slow
 def test_table_has_a_row_per_case(tiny_report):
   lines = step_lib.format_table(tiny_report['results']).splitlines()
   assert len(lines) == 3 and lines[2].startswith('| paper | float32 | 8 |')
 
 
+@pytest.mark.slow
 def test_built_step_shardings_match_the_state():
   config = step_lib.model_config('paper', 'float32', 8, step_lib.parse_overrides(TINY))
   mesh = sharding.make_mesh(config.mesh)
@@ -257,3 +264,8 @@ def test_input_cli(tmp_path):
 def test_input_cli_without_photos(tmp_path):
   p = _run_cli('benchmarks.input', f'--config.images_dir={tmp_path}')
   assert p.returncode == 2 and 'config.images_dir' in p.stderr
+
+
+def test_step_cli_refuses_a_bad_config():
+  p = _run_cli('benchmarks.step', '--config.models=nope')
+  assert p.returncode == 2 and 'config.models' in p.stderr, p.stderr[-2000:]
