@@ -16,8 +16,8 @@ resumed run stay those of an uninterrupted one.
 
 dataset.name='synthetic' (no files, no decode) yields pre-made deterministic random uint8
 images of input.resize_size with labels in range(model.num_classes); it measures the
-training loop without the host input pipeline (`python -m alexnet_jax.benchmark step
---loop`).
+training loop without the host input pipeline (`python -m benchmarks.step
+--config=benchmarks/configs/step.py --config.loop=True`).
 """
 
 from __future__ import annotations

@@ -68,3 +68,21 @@ def test_ten_crop_ranking_has_no_ties_where_log_probabilities_would():
   assert float(scores[0, 1]) > float(scores[0, 2])
   assert int(steps.rank_of_label(scores, jnp.array([1]))[0]) == 1
   jax.block_until_ready(scores)
+
+
+def test_built_state_lives_in_the_shardings_the_steps_expect():
+  from alexnet_jax import config_lib, models, sharding
+  from configs import default
+  config = default.get_config()
+  config.model.conv_widths, config.model.fc_widths = (8, 16, 16, 16, 16), (32, 32)
+  config.mesh.model = 2
+  mesh = sharding.make_mesh(config.mesh)
+  built = steps.build(config, config_lib.validate(config, mesh_shape=dict(mesh.shape)), mesh)
+  state = built.init_state(0)
+  for x, s in zip(jax.tree.leaves(state), jax.tree.leaves(built.state_shardings), strict=True):
+    assert x.sharding.is_equivalent_to(s, x.ndim)
+  assert state.params['conv2']['kernel'].sharding.spec == models.param_specs(
+      built.spec)['conv2']['kernel']
+  abstract = built.abstract_state()
+  for x, a in zip(jax.tree.leaves(state), jax.tree.leaves(abstract), strict=True):
+    assert x.shape == a.shape and x.dtype == a.dtype

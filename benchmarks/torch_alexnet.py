@@ -1,6 +1,6 @@
-"""The same AlexNet in PyTorch, for speed comparisons only (`benchmark step --torch`).
+"""The same AlexNet in PyTorch, for speed comparisons only (`python -m benchmarks.step`).
 
-Imported only when torch is installed (the `bench` extra); nothing else in the package
+Imported only when torch is installed (the `bench` extra); nothing in the library
 needs torch. Built from a `models.ModelSpec`, so the paper and one-tower variants match
 ours layer for layer: Conv2d(groups=towers) for the tower-local conv2/4/5, dense conv3 and
 FCs, LocalResponseNorm with PyTorch's alpha/size convention converted to the paper's

@@ -1,44 +1,44 @@
-"""Training-step benchmark: `python -m alexnet_jax.benchmark step [flags]`.
+"""Training-step benchmark, the library of `python -m benchmarks.step` (no flags here).
 
-For each model (configs/paper.py, configs/one_tower.py), dtype and batch size, on
+For each model (a module of configs/: paper, one_tower), dtype and batch size, on
 jax.devices():
 
-* train step: the project's own step, `train.make_train_step` (device-side random crop,
+* train step: the project's own jitted step (`steps.build`: device-side random crop,
   flip, PCA lighting and mean subtraction of uint8 input.resize_size images, forward with
-  dropout, cross-entropy, backward, optim.paper_sgd), jitted exactly as
-  `train.train_and_evaluate` does (same mesh, shardings, state donated); fed one fixed
+  dropout, cross-entropy, backward, optim.paper_sgd), the same jitted function
+  `train.train_and_evaluate` runs (same mesh, shardings, state donated); fed one fixed
   synthetic uint8 batch already on the device.
 * forward: `models.apply(train=False)` on float32 model.input_size images.
 * compile time (trace + lowering + XLA compile of the first call, from jax.monitoring),
-  and recompiles = the jitted function's cache size - 1 after all runs (must be 0).
-* the matmul peak in the same run: jnp.dot of square matrices (--peak_sizes) in the
+  and recompiles = XLA compilations of each function after its first call (must be 0).
+* the matmul peak in the same run: jnp.dot of square matrices (config.peak_sizes) in the
   benchmark dtype, best of a few, measured in every round; MFU = model FLOPs / time / peak
   with model FLOPs = 2 x ModelSpec.macs_per_image() (forward) or 6 x (train step).
-* with --torch (default when torch is importable): the same network in PyTorch
-  (alexnet_jax/torch_alexnet.py, channels_last, torch.set_num_threads = CPU cores) on the
+* with config.torch (default: when torch is importable): the same network in PyTorch
+  (benchmarks/torch_alexnet.py, channels_last, torch.set_num_threads = CPU cores) on the
   same device and batch. JAX and PyTorch run round-robin, one call each per round, in one
   process, so both see the same machine load; CPU-seconds per call (time.process_time, all
   threads) are reported too because the machine may be shared: cores x batch / CPU-s is
   the img/s the call would reach with every core to itself.
-* --loop: `train.train_and_evaluate` on dataset.name='synthetic' (pre-made batches, no
+* config.loop: `train.train_and_evaluate` on dataset.name='synthetic' (pre-made batches, no
   decode), same config and batch; its img/s (from metrics.jsonl, log windows after the
   first, which holds the compile; no eval, no checkpoint inside the timed windows) against
   the bare step measured just before and after it.
 
-Prints a table and writes --json.
+`run(config)` returns the JSON report (fields: README, "Benchmarks"); `format_table` prints it.
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
+import collections
 import contextlib
+import importlib
 import importlib.util
 import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,61 +46,71 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import input_pipeline, models, sharding, sources, train
+from alexnet_jax import (
+    config_lib,
+    evaluation,
+    input_pipeline,
+    models,
+    sharding,
+    sources,
+    steps,
+    train,
+)
+from benchmarks import machine
 
-_CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           'configs')
-MODEL_CONFIGS = {'paper': 'paper.py', 'one_tower': 'one_tower.py'}
 _COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
                    '/jax/core/compile/jaxpr_to_mlir_module_duration',
                    '/jax/core/compile/backend_compile_duration')
+_BACKEND_COMPILE = '/jax/core/compile/backend_compile_duration'
 
 
-def _torch_available() -> bool:
+def torch_available() -> bool:
   return importlib.util.find_spec('torch') is not None
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-  gpu = jax.default_backend() != 'cpu'
-  ap = argparse.ArgumentParser(prog='python -m alexnet_jax.benchmark step',
-                               description=__doc__.split('\n\n')[0])
-  ap.add_argument('--models', default='paper,one_tower',
-                  help=f'comma list of {sorted(MODEL_CONFIGS)}')
-  ap.add_argument('--dtypes', default='float32,bfloat16')
-  ap.add_argument('--batch_sizes', default='128,512' if gpu else '32')
-  ap.add_argument('--runs', type=int, default=5, help='timed rounds (after 1 warm-up)')
-  ap.add_argument('--json', default='', help='write the results here')
-  ap.add_argument('--torch', dest='torch', action='store_true', default=None)
-  ap.add_argument('--notorch', dest='torch', action='store_false')
-  ap.add_argument('--loop', action='store_true',
-                  help='also time train.train_and_evaluate on synthetic data')
-  ap.add_argument('--loop_windows', type=int, default=2,
-                  help='--loop: timed log windows of --runs steps each (after the first)')
-  ap.add_argument('--forward', action=argparse.BooleanOptionalAction, default=True)
-  ap.add_argument('--peak_sizes', default='2048,4096',
-                  help='matmul sizes for the peak (square, benchmark dtype)')
-  ap.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                  help='config override, e.g. --set model.conv_widths=(8,16,16,16,16)')
-  args = ap.parse_args(argv)
-  if args.torch is None:
-    args.torch = _torch_available()
-  return args
+def split_list(text: str, kind: type = str) -> list:
+  """'a,b' -> ['a', 'b'] (empty items dropped), each converted by `kind`."""
+  return [kind(v.strip()) for v in text.split(',') if v.strip()]
 
 
-def load_config(model: str, dtype: str, batch_size: int,
-                overrides: dict[str, Any] | None = None):
-  """configs/<model>.py with the benchmark's dtype, batch and any dotted overrides."""
-  if model not in MODEL_CONFIGS:
-    raise ValueError(f'--models: {model!r} is not one of {sorted(MODEL_CONFIGS)}')
-  path = os.path.join(_CONFIG_DIR, MODEL_CONFIGS[model])
-  module_spec = importlib.util.spec_from_file_location(f'_bench_config_{model}', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  config = module.get_config()
+def batch_sizes(config: ml_collections.ConfigDict) -> list[int]:
+  """config.batch_sizes, or the default for the backend: 32 on CPU, 128 and 512 elsewhere."""
+  if config.batch_sizes:
+    return split_list(config.batch_sizes, int)
+  return [32] if jax.default_backend() == 'cpu' else [128, 512]
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+  """'model.fc_widths=(32,32);input.resize_size=72' -> {key: Python literal (or string)}."""
+  out = {}
+  for item in (i.strip() for i in text.split(';')):
+    if not item:
+      continue
+    key, sep, value = item.partition('=')
+    if not sep:
+      raise ValueError(f'config.overrides: {item!r} is not KEY=VALUE')
+    try:
+      out[key.strip()] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      out[key.strip()] = value.strip()
+  return out
+
+
+def model_config(model: str, dtype: str, batch_size: int,
+                 overrides: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """configs/<model>.py (`name` or `name:arg`) with the benchmark's dtype, batch, overrides."""
+  name, _, arg = model.partition(':')
+  try:
+    module = importlib.import_module(f'configs.{name}')
+  except ModuleNotFoundError as e:
+    if e.name not in ('configs', f'configs.{name}'):
+      raise
+    raise ValueError(f'config.models: {name!r} is not a module of configs/ (e.g. paper, '
+                     'one_tower); run from the repository root') from None
+  config = module.get_config(arg or None)
   config.model.dtype = dtype
   config.batch_size = batch_size
   config.eval_batch_size = batch_size
@@ -111,19 +121,6 @@ def load_config(model: str, dtype: str, batch_size: int,
       node = node[p]
     node[leaf] = value
   return config
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-  out = {}
-  for item in items:
-    key, sep, value = item.partition('=')
-    if not sep:
-      raise ValueError(f'--set {item!r}: expected KEY=VALUE')
-    try:
-      out[key.strip()] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      out[key.strip()] = value
-  return out
 
 
 @contextlib.contextmanager
@@ -204,42 +201,56 @@ class MatmulPeak:
 class JaxCase:
   """The real jitted train step and the forward pass for one config."""
 
-  def __init__(self, config):
+  def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     self.spec = models.ModelSpec.from_config(config.model)
     self.mesh = sharding.make_mesh(config.mesh)
-    self.tx = train.make_optimizer(config)
-    self.state = train.create_train_state(config, self.spec, self.mesh, self.tx)
-    shardings = train.state_shardings(self.state)
-    replicated = NamedSharding(self.mesh, P())
-    data = NamedSharding(self.mesh, P('data'))
+    # The training loop's own steps (steps.build), not a copy of them.
+    built = steps.build(config, config_lib.validate(config, mesh_shape=dict(self.mesh.shape)),
+                        self.mesh)
+    self.state = built.init_state(config.seed)
+    shardings, data = built.state_shardings, built.batch
     batch = input_pipeline.synthetic_batch(config, config.batch_size, 0)
-    self.batch = train.to_global(batch, self.mesh)
-    self.mean = jax.device_put(train.mean_or_zeros(None), replicated)
+    self.batch = evaluation.to_global(batch, data)
+    self.mean = built.device_mean(None)
     s = self.spec.input_size
     images = np.random.default_rng(1).standard_normal((config.batch_size, s, s, 3), np.float32)
     self.images = jax.device_put(images * 50.0, data)
+    self.step_fn = built.train
     with jax.set_mesh(self.mesh):
-      self.step_fn = jax.jit(train.make_train_step(config, self.spec, self.tx), donate_argnums=0,
-                             in_shardings=(shardings, data, replicated),
-                             out_shardings=(shardings, replicated))
       self.forward_fn = jax.jit(
           lambda params, x: models.apply(self.spec, params, x, train=False),
           in_shardings=(shardings.params, data), out_shardings=data)
     self.compile_time = {}
     self.last_loss = float('nan')
+    self._running: str | None = None        # which function is inside its call
+    self._compiles: collections.Counter = collections.Counter()
+    self._counting = False
+
+  def _on_event(self, event: str, duration: float, **_) -> None:
+    if event == _BACKEND_COMPILE and self._running is not None:
+      self._compiles[self._running] += 1
 
   def step(self):
-    with jax.set_mesh(self.mesh):
-      self.state, metrics = self.step_fn(self.state, self.batch, self.mean)
-    jax.block_until_ready((self.state, metrics))
+    self._running = 'step'
+    try:
+      with jax.set_mesh(self.mesh):
+        self.state, metrics = self.step_fn(self.state, self.batch, self.mean)
+      jax.block_until_ready((self.state, metrics))
+    finally:
+      self._running = None
     return metrics
 
   def forward(self):
-    with jax.set_mesh(self.mesh):
-      return self.forward_fn(self.state.params, self.images).block_until_ready()
+    self._running = 'forward'
+    try:
+      with jax.set_mesh(self.mesh):
+        return self.forward_fn(self.state.params, self.images).block_until_ready()
+    finally:
+      self._running = None
 
   def first_calls(self, forward: bool) -> None:
+    """Compiles (timed) and, from then on, counts any further compilation as a recompile."""
     for name, fn in (('step', self.step), ('forward', self.forward)):
       if name == 'forward' and not forward:
         continue
@@ -251,10 +262,15 @@ class JaxCase:
       self.compile_time[name + '_first_call'] = wall
       if name == 'step':
         self.last_loss = float(out['loss'])
+    jax.monitoring.register_event_duration_secs_listener(self._on_event)
+    self._counting = True
 
   def recompiles(self) -> dict[str, int]:
-    return {'step': self.step_fn._cache_size() - 1,
-            'forward': self.forward_fn._cache_size() - 1}
+    """XLA compilations of the step and the forward since first_calls (stops counting)."""
+    if self._counting:
+      jax.monitoring.unregister_event_duration_listener(self._on_event)
+      self._counting = False
+    return {'step': self._compiles['step'], 'forward': self._compiles['forward']}
 
 
 def _load() -> list[float]:
@@ -274,7 +290,8 @@ def run_case(model: str, dtype: str, batch_size: int, *, runs: int, use_torch: b
              forward: bool, peak_sizes: tuple[int, ...], loop: bool = False,
              loop_windows: int = 2, overrides: dict | None = None,
              log: Callable[[str], None] = print) -> dict:
-  config = load_config(model, dtype, batch_size, overrides)
+  """One model x dtype x batch size: the `results[i]` of the report."""
+  config = model_config(model, dtype, batch_size, overrides)
   cores = os.cpu_count() or 1
   load_before = _load()
   t0 = time.perf_counter()
@@ -294,7 +311,7 @@ def run_case(model: str, dtype: str, batch_size: int, *, runs: int, use_torch: b
   if use_torch:
     import torch
 
-    from alexnet_jax import torch_alexnet
+    from benchmarks import torch_alexnet
     device = _torch_device(jax.default_backend())
     if device is None:
       torch_note = f'torch has no device for JAX backend {jax.default_backend()!r}'
@@ -322,7 +339,7 @@ def run_case(model: str, dtype: str, batch_size: int, *, runs: int, use_torch: b
       'devices': [str(d) for d in jax.devices()], 'backend': jax.default_backend(),
       'cores': cores, 'load_before': load_before, 'load_after': load_after,
       'params': models.count_params(case.state.params), 'macs_per_image': macs,
-      'train_step_kind': 'train.make_train_step (uint8 resize_size input, device preprocess, '
+      'train_step_kind': 'steps.build(...).train (uint8 resize_size input, device preprocess, '
                          'paper SGD, state donated)',
       'compile_time_s': case.compile_time, 'recompiles': recompiles,
       'cache_size': {k: v + 1 for k, v in recompiles.items()},
@@ -343,7 +360,7 @@ def run_case(model: str, dtype: str, batch_size: int, *, runs: int, use_torch: b
     if forward:
       result['torch']['forward'] = timed['torch_forward'].summary(
           batch_size, flops_fwd, peak.best, cores, peak.best_cpu)
-    result['ratio_vs_torch'] = _ratios(result)
+    result['ratio_vs_torch'] = ratios_vs_torch(result)
   if torch_note:
     result['torch_note'] = torch_note
   if loop:
@@ -351,7 +368,8 @@ def run_case(model: str, dtype: str, batch_size: int, *, runs: int, use_torch: b
   return result
 
 
-def _ratios(r: dict) -> dict[str, float]:
+def ratios_vs_torch(r: dict) -> dict[str, float]:
+  """ours/PyTorch speed = PyTorch time / our time: median wall, best wall, CPU-s."""
   out = {}
   for kind in ('step', 'forward'):
     if kind in r and kind in r['torch']:
@@ -436,35 +454,52 @@ def format_table(results: list[dict]) -> str:
   return '\n'.join(rows)
 
 
-def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
-  overrides = parse_overrides(args.set)
-  peak_sizes = tuple(int(v) for v in args.peak_sizes.split(','))
+def check(config: ml_collections.ConfigDict) -> None:
+  """Refuses a bad benchmark config before anything runs; errors name the field."""
+  if config.runs < 1:
+    raise ValueError(f'config.runs={config.runs}: must be >= 1')
+  if not split_list(config.peak_sizes, int):
+    raise ValueError('config.peak_sizes is empty: give square matmul sizes, e.g. 2048,4096')
+  overrides = parse_overrides(config.overrides)
+  for model in split_list(config.models) or ['']:
+    for dtype in split_list(config.dtypes) or ['']:
+      config_of_case = model_config(model, dtype, 8, overrides)
+      try:
+        models.ModelSpec.from_config(config_of_case.model)
+      except ValueError as e:
+        raise ValueError(f'case {model} {dtype} (from config.models, config.dtypes and '
+                         f'config.overrides): {e}') from None
+
+
+def run(config: ml_collections.ConfigDict, *, command: str = '',
+        log: Callable[[str], None] = print) -> dict:
+  """Every case of the benchmark config (benchmarks/configs/step.py); the JSON report."""
+  check(config)
+  m = machine.describe()
+  log(machine.format_machine(m))
+  overrides = parse_overrides(config.overrides)
+  peak_sizes = tuple(split_list(config.peak_sizes, int))
+  use_torch = torch_available() if config.torch is None else config.torch
   results = []
-  for model in args.models.split(','):
-    for dtype in args.dtypes.split(','):
-      for b in (int(v) for v in args.batch_sizes.split(',')):
-        results.append(run_case(model, dtype, b, runs=args.runs, use_torch=args.torch,
-                                forward=args.forward, peak_sizes=peak_sizes, loop=args.loop,
-                                loop_windows=args.loop_windows, overrides=overrides, log=log))
-  out = {'command': ' '.join(['python -m alexnet_jax.benchmark step'] + sys.argv[1:]),
-         'jax_version': jax.__version__, 'devices': [str(d) for d in jax.devices()],
-         'cpu_count': os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
-         'overrides': {k: repr(v) for k, v in overrides.items()}, 'results': results}
-  return out
+  for model in split_list(config.models):
+    for dtype in split_list(config.dtypes):
+      for b in batch_sizes(config):
+        results.append(run_case(model, dtype, b, runs=config.runs, use_torch=use_torch,
+                                forward=config.forward, peak_sizes=peak_sizes,
+                                loop=config.loop, loop_windows=config.loop_windows,
+                                overrides=overrides, log=log))
+  return {'command': command, 'config': config.to_dict(), 'machine': m,
+          'jax_version': jax.__version__, 'devices': [str(d) for d in jax.devices()],
+          'cpu_count': os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'overrides': {k: repr(v) for k, v in overrides.items()}, 'results': results}
 
 
-def main(argv: list[str]) -> None:
-  args = parse_args(argv)
-  out = run(args)
-  print(format_table(out['results']))
-  print('train = train.make_train_step (device preprocess + fwd/bwd + paper SGD, donated); '
-        'MFU vs the jnp.dot peak measured in the same run; ratios: median wall (best wall, '
-        'CPU-seconds)')
-  if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(out, f, indent=1)
-    print(f'wrote {args.json}')
+LEGEND = ('train = the jitted train step (device preprocess + fwd/bwd + paper SGD, state '
+          'donated); MFU vs the jnp.dot peak measured in the same run; ratios: median wall '
+          '(best wall, CPU-seconds)')
 
 
-if __name__ == '__main__':
-  main(sys.argv[1:])
+def write_json(report: dict, path: str) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(report, f, indent=1)
