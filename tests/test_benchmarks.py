@@ -10,7 +10,6 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import input_pipeline
 from benchmarks import input_lib, machine, step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,31 +130,6 @@ def test_config_errors_name_the_field():
     step_lib.parse_overrides('model.lrn')
   assert step_lib.parse_overrides('a.b=(1,2); c=none') == {'a.b': (1, 2), 'c': 'none'}
   assert step_lib.model_config('paper:towers=1', 'float32', 8).model.towers == 1
-
-
-def test_synthetic_source():
-  """The data source of the benchmarks' step and loop."""
-  config = step_lib.model_config('paper', 'float32', 4, {'model.num_classes': 7,
-                                                         'input.resize_size': 40})
-  config.dataset.name = 'synthetic'
-  assert input_pipeline.num_classes(config) == 7
-  assert input_pipeline.num_examples(config, 'train') == 1_281_167
-  assert input_pipeline.num_examples(config, 'validation') == 50_000
-  assert input_pipeline.mean_image(config) is None
-  it = input_pipeline.create_train_iterator(config, local_batch_size=4)
-  batches = [next(it) for _ in range(5)]
-  b = batches[0]
-  assert b['image'].shape == (4, 40, 40, 3) and b['image'].dtype == np.uint8
-  assert b['label'].dtype == np.int32 and b['label'].min() >= 0 and b['label'].max() < 7
-  # Deterministic, and a resumed iterator yields the same batch k.
-  resumed = next(input_pipeline.create_train_iterator(config, local_batch_size=4, start_step=3))
-  np.testing.assert_array_equal(resumed['image'], batches[3]['image'])
-  assert not np.array_equal(batches[0]['image'], batches[1]['image'])
-  evals = list(input_pipeline.create_eval_iterator(config, 'validation', local_batch_size=4))
-  assert len(evals) == input_pipeline.SYNTHETIC_EVAL_BATCHES
-  assert evals[0]['mask'].all() and evals[-1]['mask'].sum() == 2
-  with pytest.raises(ValueError, match='synthetic'):
-    input_pipeline.num_examples(config, 'test')
 
 
 def _run_cli(module: str, *flags: str) -> subprocess.CompletedProcess:

@@ -13,7 +13,8 @@ import tensorflow_datasets as tfds
 from data_utils import make_class_folder as _make_folder
 from PIL import Image
 
-from alexnet_jax import config_lib, decode, input_pipeline, sources
+from alexnet_jax import config_lib, decode, input_pipeline, sources, statistics
+from configs import paper
 
 PHOTOS = data_utils.sample_jpegs()
 pytestmark = pytest.mark.skipif(not PHOTOS, reason='no sample photos')
@@ -304,3 +305,28 @@ def test_tfds_sharded_files_train_stream(tmp_path):
   halves = [set(_stream(_take(input_pipeline.create_train_iterator(
       c, local_batch_size=4, process_index=p, process_count=2), 6))) for p in range(2)]
   assert len(halves[0]) == len(halves[1]) == 24 and not halves[0] & halves[1]
+
+
+def test_synthetic_source():
+  """The data source of the benchmarks' step and loop."""
+  config = paper.get_config()
+  config.model.num_classes, config.input.resize_size = 7, 40
+  config.dataset.name = 'synthetic'
+  assert sources.num_classes(config) == 7
+  assert sources.num_examples(config, 'train') == 1_281_167
+  assert sources.num_examples(config, 'validation') == 50_000
+  assert statistics.load_or_compute_mean_image(config) is None
+  it = input_pipeline.create_train_iterator(config, local_batch_size=4)
+  batches = [next(it) for _ in range(5)]
+  b = batches[0]
+  assert b['image'].shape == (4, 40, 40, 3) and b['image'].dtype == np.uint8
+  assert b['label'].dtype == np.int32 and b['label'].min() >= 0 and b['label'].max() < 7
+  # Deterministic, and a resumed iterator yields the same batch k.
+  resumed = next(input_pipeline.create_train_iterator(config, local_batch_size=4, start_step=3))
+  np.testing.assert_array_equal(resumed['image'], batches[3]['image'])
+  assert not np.array_equal(batches[0]['image'], batches[1]['image'])
+  evals = list(input_pipeline.create_eval_iterator(config, 'validation', local_batch_size=4))
+  assert len(evals) == input_pipeline.SYNTHETIC_EVAL_BATCHES
+  assert evals[0]['mask'].all() and evals[-1]['mask'].sum() == 2
+  with pytest.raises(ValueError, match='synthetic'):
+    sources.num_examples(config, 'test')
