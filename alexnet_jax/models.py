@@ -270,10 +270,17 @@ def init_params(spec: ModelSpec, *, seed: int = 0, mesh: Mesh | None = None) -> 
   weights on its own devices: no full copy is ever materialised on one device.
   The values do not depend on the mesh.
   """
-  make = lambda: AlexNet(spec, rngs=nnx.Rngs(params=seed)).params_tree()
+  return _initializer(spec, mesh)(seed)
+
+
+@functools.cache
+def _initializer(spec: ModelSpec, mesh: Mesh | None):
+  """One compiled initialiser per (model, mesh), the seed an argument: XLA:CPU takes
+  seconds to compile each threefry random-number kernel, so the compile is reused."""
+  make = lambda seed: AlexNet(spec, rngs=nnx.Rngs(params=jax.random.key(seed))).params_tree()
   if mesh is None:
-    return make()
-  return jax.jit(make, out_shardings=param_shardings(spec, mesh))()
+    return jax.jit(make)
+  return jax.jit(make, out_shardings=param_shardings(spec, mesh))
 
 
 def _mesh_model_axis() -> Any | None:
