@@ -11,8 +11,10 @@ def get_config(arg: str | None = None):
   c = config_lib.base()
   args = config_lib.parse_arg(arg, towers=2)
   if args['towers'] == 1:
-    # Section 6.1: "one GPU, half as many kernels in each convolutional layer",
-    # but conv5 and the FC layers kept at full size (same parameter count).
+    # Section 3.2 and its footnote 2: "a net with half as many kernels in each
+    # convolutional layer trained on one GPU", except the final convolutional layer and
+    # the fully-connected layers, kept at full size so that both nets have about the
+    # same number of parameters.
     c.model.towers = 1
     c.model.conv_widths = (48, 128, 192, 192, 256)
     c.mesh.model = 1
