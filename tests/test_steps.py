@@ -86,3 +86,39 @@ def test_built_state_lives_in_the_shardings_the_steps_expect():
   abstract = built.abstract_state()
   for x, a in zip(jax.tree.leaves(state), jax.tree.leaves(abstract), strict=True):
     assert x.shape == a.shape and x.dtype == a.dtype
+
+
+def _losses_of_repeated_steps(**input_overrides):
+  """Train-step losses on one fixed batch, learning rate 0, no dropout: only the
+  augmentation can change from step to step."""
+  from alexnet_jax import config_lib, sharding
+  from configs import default
+  config = default.get_config()
+  config.model.conv_widths, config.model.fc_widths = (8, 16, 16, 16, 16), (32, 32)
+  config.model.input_size, config.input.resize_size = 64, 72     # random 64-crops of 72
+  config.optimizer.learning_rate = 0.0
+  config.mesh.model = 1
+  for k, v in input_overrides.items():
+    config.input[k] = v
+  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
+  built = steps.build(config, config_lib.validate(config), mesh)
+  state = built.init_state(0)
+  rng = np.random.default_rng(0)
+  batch = {'image': jax.device_put(rng.integers(0, 256, (4, 72, 72, 3), dtype=np.uint8),
+                                   built.batch),
+           'label': jax.device_put(np.arange(4, dtype=np.int32), built.batch)}
+  mean = built.device_mean(None)
+  losses = []
+  with jax.set_mesh(mesh):
+    for _ in range(3):
+      state, metrics = built.train(state, batch, mean)
+      losses.append(float(metrics['loss']))
+  return losses
+
+
+@pytest.mark.slow
+def test_augmentation_is_drawn_afresh_at_every_step():
+  fresh = _losses_of_repeated_steps()
+  assert len(set(fresh)) == 3, fresh          # new crops, flips and lighting each step
+  fixed = _losses_of_repeated_steps(random_crop='none', flip=False, pca_lighting=0.0)
+  assert fixed[0] == fixed[1] == fixed[2], fixed   # control: nothing random left
