@@ -8,6 +8,9 @@ split over 'data' (`batch_sharding`); everything else is replicated.
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
 from typing import Any
 
 import jax
@@ -57,3 +60,30 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Batches: rows split over 'data', replicated over 'model' (both towers see them)."""
   return NamedSharding(mesh, P('data'))
+
+
+def accelerator_hint() -> str | None:
+  """An accelerator this machine appears to have ('GPU' / 'TPU'), from device files and
+  tools, without asking JAX (which may have fallen back to the CPU)."""
+  if shutil.which('nvidia-smi') or glob.glob('/dev/nvidia[0-9]*'):
+    return 'GPU'
+  if glob.glob('/dev/accel[0-9]*') or os.environ.get('TPU_NAME') or os.environ.get(
+      'COLAB_TPU_ADDR'):
+    return 'TPU'
+  return None
+
+
+def log_devices(mesh: Mesh) -> None:
+  """The start-up lines: backend, device kind and count, processes, the mesh; and a
+  warning when an accelerator is present but JAX runs on the CPU."""
+  devices = jax.devices()
+  kinds = sorted({d.device_kind for d in devices})
+  logging.info('JAX %s on %s: %d device(s) (%s), %d local, %d process(es); mesh %s.',
+               jax.__version__, jax.default_backend(), len(devices), ', '.join(kinds),
+               jax.local_device_count(), jax.process_count(),
+               ', '.join(f'{k}={v}' for k, v in mesh.shape.items()))
+  hint = accelerator_hint()
+  if jax.default_backend() == 'cpu' and hint:
+    logging.warning('This machine seems to have a %s, but JAX is running on the CPU: install '
+                    'the JAX build for it (README, "Set up"), e.g. pip install -U "jax[%s]".',
+                    hint, 'cuda12' if hint == 'GPU' else 'tpu')

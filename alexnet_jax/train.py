@@ -186,6 +186,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = sharding.make_mesh(config.mesh)
   spec = config_lib.validate(config, mesh_shape=dict(mesh.shape),
                              process_count=jax.process_count())
+  sharding.log_devices(mesh)
   is_chief = jax.process_index() == 0
   if is_chief:
     checkpoints.write_config(workdir, config)

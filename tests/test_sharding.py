@@ -125,3 +125,14 @@ def test_replica_group_parsing():
       'x = f32[4] all-reduce(y), replica_groups=[2,4]<=[4,2]T(1,0)'), m) == 'data'
   assert report.axes_of_groups(report.replica_groups(
       'x = f32[4] all-reduce(y), replica_groups={{0,1,2,3,4,5,6,7}}'), m) == 'data+model'
+
+
+def test_start_up_log_names_backend_devices_and_mesh(mesh, caplog, monkeypatch):
+  import logging
+  caplog.set_level(logging.INFO)
+  sharding.log_devices(mesh)
+  assert 'on cpu: 8 device(s)' in caplog.text and 'mesh data=4, model=2' in caplog.text
+  assert 'JAX is running on the CPU' not in caplog.text
+  monkeypatch.setattr(sharding, 'accelerator_hint', lambda: 'GPU')
+  sharding.log_devices(mesh)
+  assert 'seems to have a GPU, but JAX is running on the CPU' in caplog.text
