@@ -10,11 +10,12 @@ where jax.distributed.initialize() finds them itself, e.g. on a TPU pod).
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from alexnet_jax import logs
 
 
 def _define_flags() -> None:
@@ -32,16 +33,6 @@ def _define_flags() -> None:
   _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index.')
   _DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() '
                                    'with no arguments (TPU pods, SLURM, ...).')
-
-
-class _LibraryInfoFilter:
-  """Keeps Orbax's and TFDS's per-save INFO chatter out of the training log."""
-
-  _NOISY = ('/orbax/', '/tensorstore', '/tensorflow_datasets/')
-
-  def filter(self, record) -> bool:
-    return record.levelno > logging.INFO or not any(
-        n in record.pathname for n in self._NOISY)
 
 
 def _initialize_distributed() -> None:
@@ -63,8 +54,7 @@ def main(argv) -> int:
     raise app.UsageError('both --config and --workdir are required, e.g.\n'
                          '  python -m alexnet_jax.main --config=configs/default.py '
                          '--workdir=/tmp/alexnet')
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  logging.get_absl_handler().python_handler.addFilter(_LibraryInfoFilter())
+  logs.setup()
   from alexnet_jax import imagenet, train  # after flags: keeps --help fast
 
   config = _CONFIG.value
