@@ -6,174 +6,44 @@ r"""Training curves from one or more runs' metrics.jsonl, saved as a PNG.
 
 Four panels: loss and top-1 accuracy (columns) for the train split (the logged
 running means, solid) and the eval split (dashed, with markers) (rows), against the
-global step or the epoch; one colour per run. Uses matplotlib's Agg backend: no display needed.
+global step or the epoch; one colour per run. Prints the PNG's path. The library
+half is alexnet_jax.plotting.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import warnings
-from collections.abc import Sequence
+import sys
 
-METRICS_FILE = 'metrics.jsonl'
-_REQUIRED = ('step', 'split')
+from absl import app, flags
 
-
-def metrics_path(workdir: str) -> str:
-  """The metrics.jsonl of a workdir (a path to the file itself is accepted too)."""
-  return workdir if os.path.isfile(workdir) else os.path.join(workdir, METRICS_FILE)
-
-
-def read_metrics(workdir: str) -> list[dict]:
-  """The records of `workdir`/metrics.jsonl, in file order.
-
-  Raises FileNotFoundError naming the file if it is missing. Lines that are not a
-  JSON object with 'step' and 'split' (e.g. a line cut short by a crash) are
-  skipped, with one warning giving their count, the file and the first bad line
-  number. Blank lines are ignored.
-  """
-  path = metrics_path(workdir)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'no metrics file {path!r}: is {workdir!r} the workdir of a '
-                            'run of python -m alexnet_jax.main?')
-  records, bad = [], []
-  with open(path) as f:
-    for number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        bad.append(number)
-        continue
-      if not isinstance(record, dict) or any(k not in record for k in _REQUIRED):
-        bad.append(number)
-        continue
-      records.append(record)
-  if bad:
-    warnings.warn(f'{path}: skipped {len(bad)} malformed line(s) (first: line {bad[0]})',
-                  stacklevel=2)
-  return records
+_WORKDIRS = flags.DEFINE_multi_string(
+    'workdir', None, 'A run directory holding metrics.jsonl; repeat for several runs.')
+_LABELS = flags.DEFINE_list('labels', None, 'Comma-separated legend labels (default: the '
+                            'workdir names).')
+_OUT = flags.DEFINE_string('out', None, 'PNG path (default: curves.png in the first workdir).')
+_X = flags.DEFINE_enum('x', 'step', ['step', 'epoch'], 'The x axis.')
+_TITLE = flags.DEFINE_string('title', None, 'Figure title.')
 
 
-def split_series(records: Sequence[dict], split: str, key: str) -> tuple[list, list]:
-  """(steps, values) of one metric in one split, sorted by step.
-
-  A resumed run can log a step twice (it replays from its last checkpoint); the
-  later record wins.
-  """
-  by_step = {}
-  for r in records:
-    if r.get('split') == split and isinstance(r.get(key), int | float):
-      by_step[int(r['step'])] = float(r[key])
-  steps = sorted(by_step)
-  return steps, [by_step[s] for s in steps]
-
-
-def steps_per_epoch(records: Sequence[dict]) -> float | None:
-  """step / epoch from any train record that logs both (None if none does)."""
-  for r in records:
-    if r.get('epoch') and r.get('step'):
-      return float(r['step']) / float(r['epoch'])
-  return None
-
-
-def final_eval(records: Sequence[dict]) -> dict | None:
-  """The eval record with the highest step (None if the run never evaluated)."""
-  evals = [r for r in records if r.get('split') == 'eval']
-  return max(evals, key=lambda r: r['step']) if evals else None
-
-
-def best_eval_top1(records: Sequence[dict]) -> float | None:
-  values = [r['top1'] for r in records if r.get('split') == 'eval' and 'top1' in r]
-  return max(values) if values else None
-
-
-def default_labels(workdirs: Sequence[str]) -> list[str]:
-  """Each workdir's last path component (one more if two runs share it)."""
-  names = [os.path.basename(os.path.normpath(w)) or w for w in workdirs]
-  if len(set(names)) == len(names):
-    return names
-  return [os.path.join(*os.path.normpath(w).split(os.sep)[-2:]) for w in workdirs]
-
-
-def plot_runs(workdirs: Sequence[str], out_path: str, labels: Sequence[str] | None = None,
-              *, x: str = 'step', title: str | None = None) -> str:
-  """Plots loss and top-1 (train and eval) of each run; returns out_path (a PNG).
-
-  x is 'step' or 'epoch' (epochs come from the train records' step/epoch ratio).
-  """
-  if isinstance(workdirs, str):
-    workdirs = [workdirs]
-  if not workdirs:
-    raise ValueError('plot_runs needs at least one workdir')
-  if x not in ('step', 'epoch'):
-    raise ValueError(f"x={x!r} is invalid; allowed: 'step', 'epoch'")
-  labels = list(labels) if labels is not None else default_labels(workdirs)
-  if len(labels) != len(workdirs):
-    raise ValueError(f'{len(labels)} labels for {len(workdirs)} workdirs')
-  runs = [read_metrics(w) for w in workdirs]
-
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-
-  # Columns: loss, top-1; rows: train, eval (a column shares its y axis).
-  fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True, sharey='col')
-  colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
-  panels = (('train', 'loss'), ('eval', 'loss'), ('train', 'top1'), ('eval', 'top1'))
-  for i, (records, label) in enumerate(zip(runs, labels, strict=True)):
-    color = colors[i % len(colors)]
-    per_epoch = steps_per_epoch(records) if x == 'epoch' else 1.0
-    if per_epoch is None:
-      raise ValueError(f'{metrics_path(workdirs[i])} has no epoch field: use x="step"')
-    for ax, (split, key) in zip(axes.T.flat, panels, strict=True):
-      steps, values = split_series(records, split, key)
-      if not steps:
-        continue
-      xs = [s / per_epoch for s in steps]
-      style = dict(marker='o', markersize=4, linestyle='--') if split == 'eval' else {}
-      ax.plot(xs, values, color=color, label=label, linewidth=1.5, **style)
-  for ax, (split, key) in zip(axes.T.flat, panels, strict=True):
-    ax.set_title(f'{split} {"top-1 accuracy" if key == "top1" else "loss"}')
-    ax.grid(True, alpha=0.3)
-  for ax in axes[1]:
-    ax.set_xlabel(x)
-  axes[0][0].legend(loc='best', fontsize='small')
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  out_dir = os.path.dirname(os.path.abspath(out_path))
-  os.makedirs(out_dir, exist_ok=True)
-  fig.savefig(out_path, dpi=80, format='png')
-  plt.close(fig)
-  return out_path
-
-
-def main(argv=None) -> int:
-  import argparse
-  parser = argparse.ArgumentParser(
-      prog='python -m alexnet_jax.plots',
-      description='Loss and top-1 curves (train and eval) of one or more runs, as a PNG.')
-  parser.add_argument('--workdir', action='append', required=True,
-                      help='A run directory holding metrics.jsonl; repeat for several runs.')
-  parser.add_argument('--labels', default=None,
-                      help='Comma-separated legend labels (default: the workdir names).')
-  parser.add_argument('--out', default=None,
-                      help='PNG path (default: curves.png in the first workdir).')
-  parser.add_argument('--x', choices=('step', 'epoch'), default='step')
-  parser.add_argument('--title', default=None)
-  args = parser.parse_args(argv)
-  labels = args.labels.split(',') if args.labels else None
-  out = args.out or os.path.join(args.workdir[0], 'curves.png')
+def main(argv) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not _WORKDIRS.value:
+    raise app.UsageError('--workdir is required, e.g. python -m alexnet_jax.plots '
+                         '--workdir=/tmp/alexnet')
+  from alexnet_jax import logs, plotting
+  logs.setup()
+  out = _OUT.value or os.path.join(_WORKDIRS.value[0], 'curves.png')
   try:
-    path = plot_runs(args.workdir, out, labels, x=args.x, title=args.title)
+    path = plotting.plot_runs(_WORKDIRS.value, out, _LABELS.value, x=_X.value,
+                              title=_TITLE.value)
   except (ValueError, FileNotFoundError) as e:
-    parser.exit(2, f'error: {e}\n')
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   print(path)
   return 0
 
 
 if __name__ == '__main__':
-  raise SystemExit(main())
+  app.run(main)

@@ -1,9 +1,9 @@
 r"""The paper's ablations, one training run each, summarised as a Markdown table and a plot.
 
-  python experiments/ablations.py --sweep=lrn,pooling,towers,lighting,activation,dropout
-  python experiments/ablations.py --sweep=lrn,pooling --epochs=3 \
+  python -m experiments.ablations --sweep=lrn,pooling,towers,lighting,activation,dropout
+  python -m experiments.ablations --sweep=lrn,pooling --epochs=3 \
       --root=experiments/results/ablations_3ep
-  python experiments/ablations.py --sweep=towers --base=configs/default.py --dry_run
+  python -m experiments.ablations --sweep=towers --base=configs/default.py --dry_run
 
 Run from the repository root. Every variant (plus the baseline: the base config
 unchanged) is one `python -m alexnet_jax.main --config=BASE --workdir=... --config.X=Y`
@@ -11,380 +11,58 @@ subprocess, printed before it starts so it can be copied. Workdirs go to
 <root>/runs/<variant> (that folder holds a .gitignore of '*': checkpoints are never
 committed by accident); a variant whose workdir already finished the same command is
 skipped, and an interrupted one resumes (main.py resumes from the workdir). At the end
-<root>/ablations.md (table) and <root>/ablations.png (curves) are written.
-
-The ablations (section 3 and 4 of the paper), as config overrides of the base config:
-  lrn         no local response normalisation            model.lrn=none
-  pooling     non-overlapping 2x2/2 pooling (not 3x3/2)  model.pooling=non_overlapping
-  towers      one tower, half the kernels in conv1-4     model.towers=1, mesh.model=1,
-              (conv5 and the fc layers keep theirs)      model.conv_widths=<halved>
-  lighting    no PCA lighting augmentation               input.pca_lighting=0.0
-  activation  tanh instead of ReLU                       model.activation=tanh
-  dropout     dropout 0.5 in fc6/fc7 if the base has none, else none
+<root>/ablations.md (table) and <root>/ablations.png (curves) are written. Paths inside
+the repository are written relative to it. The ablations themselves are listed in
+experiments/ablations_lib.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import importlib.util
-import json
 import os
-import shlex
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
 
-BASELINE = 'baseline'
-RUNS_SUBDIR = 'runs'
-MARKER = 'ablation_run.json'
+from absl import app, flags
 
+from experiments import ablations_lib as lib
 
-class NotApplicable(Exception):
-  """The ablation would not change the base config (e.g. lrn on a base without LRN)."""
-
-
-def _lrn(c) -> dict:
-  if c.model.lrn == 'none':
-    raise NotApplicable('the base config has no LRN already')
-  return {'model.lrn': 'none'}
-
-
-def _pooling(c) -> dict:
-  if c.model.pooling == 'non_overlapping':
-    raise NotApplicable('the base config pools without overlap already')
-  return {'model.pooling': 'non_overlapping'}
+_SWEEP = flags.DEFINE_list('sweep', None, 'Ablations to run, from: '
+                           f'{", ".join(lib.ABLATIONS)}.')
+_BASE = flags.DEFINE_string('base', 'configs/default.py',
+                            'Base config, as main.py takes it (path.py or path.py:arg).')
+_ROOT = flags.DEFINE_string('root', '/tmp/ablations',
+                            'Where ablations.md/.png go; the workdirs go to ROOT/runs.')
+_RUNS_DIR = flags.DEFINE_string('runs_dir', None, 'Put the workdirs here instead of ROOT/runs.')
+_EPOCHS = flags.DEFINE_float('epochs', None,
+                             "Override num_epochs of every variant (default: the base's).")
+_DRY_RUN = flags.DEFINE_bool('dry_run', False,
+                             'Print the command lines and exit without running anything.')
 
 
-def _towers(c) -> dict:
-  if c.model.towers != 2:
-    raise NotApplicable(f'the base config has model.towers={c.model.towers}, not 2')
-  widths = tuple(c.model.conv_widths)
-  # Paper, section 6.1: the one-GPU net has half the kernels in each conv layer but
-  # the last (which, with the fc layers after it, keeps the parameter count similar).
-  halved = tuple(w // 2 for w in widths[:-1]) + (widths[-1],)
-  return {'model.towers': 1, 'model.conv_widths': halved, 'mesh.model': 1}
-
-
-def _lighting(c) -> dict:
-  if not c.input.pca_lighting:
-    raise NotApplicable('the base config has input.pca_lighting=0 already')
-  return {'input.pca_lighting': 0.0}
-
-
-def _activation(c) -> dict:
-  if c.model.activation == 'tanh':
-    raise NotApplicable('the base config uses tanh already')
-  return {'model.activation': 'tanh'}
-
-
-def _dropout(c) -> dict:
-  # The paper's comparison is with vs without dropout: toggle whatever the base has.
-  return {'model.dropout_rate': 0.5 if c.model.dropout_rate == 0 else 0.0}
-
-
-ABLATIONS: dict[str, tuple[str, Callable[[Any], dict]]] = {
-    'lrn': ('no local response normalisation', _lrn),
-    'pooling': ('non-overlapping pooling (2x2 stride 2)', _pooling),
-    'towers': ('one tower, half the conv1-4 kernels', _towers),
-    'lighting': ('no PCA lighting augmentation', _lighting),
-    'activation': ('tanh instead of ReLU', _activation),
-    'dropout': ('dropout 0.5 toggled (on if the base has none, else off)', _dropout),
-}
-
-
-def parse_sweep(text: str) -> list[str]:
-  """Ablation names from 'lrn,pooling'; an unknown name is an error listing the allowed."""
-  names = [n.strip() for n in text.split(',') if n.strip()]
-  if not names:
-    raise ValueError(f'--sweep is empty; allowed names: {", ".join(ABLATIONS)}')
-  unknown = [n for n in names if n not in ABLATIONS]
-  if unknown:
-    raise ValueError(f'unknown ablation(s) {", ".join(unknown)}; allowed: '
-                     f'{", ".join(ABLATIONS)}')
-  return list(dict.fromkeys(names))   # drop repeats, keep order
-
-
-def load_config(base: str):
-  """The ConfigDict of a config file, `path.py` or `path.py:arg` as main.py takes it."""
-  path, _, arg = base.partition(':')
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'--base {path!r} not found (run from the repository root?)')
-  spec = importlib.util.spec_from_file_location('_ablation_base_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
-def ablation_overrides(name: str, base_config) -> dict[str, Any]:
-  """The config overrides (dotted field -> value) of one ablation of base_config.
-
-  Raises ValueError for an unknown name (listing the allowed ones) and NotApplicable
-  if the ablation would leave base_config unchanged.
-  """
-  if name == BASELINE:
-    return {}
-  if name not in ABLATIONS:
-    raise ValueError(f'unknown ablation {name!r}; allowed: {", ".join(ABLATIONS)}')
-  return ABLATIONS[name][1](base_config)
-
-
-def format_value(value: Any) -> str:
-  """A value as ml_collections' --config.X= flag parses it back."""
-  if isinstance(value, tuple | list):
-    return '(' + ','.join(format_value(v) for v in value) + ('' if len(value) != 1 else ',') \
-        + ')'
-  if isinstance(value, bool):
-    return 'true' if value else 'false'
-  return str(value)
-
-
-def build_command(base: str, workdir: str, overrides: dict[str, Any], *,
-                  epochs: float | None = None, python: str = 'python') -> list[str]:
-  """argv of `python -m alexnet_jax.main` for one variant (shlex.join it to print)."""
-  argv = [python, '-m', 'alexnet_jax.main', f'--config={base}', f'--workdir={workdir}']
-  argv += [f'--config.{k}={format_value(v)}' for k, v in overrides.items()]
-  if epochs is not None:
-    argv.append(f'--config.num_epochs={format_value(float(epochs))}')
-  return argv
-
-
-@dataclasses.dataclass
-class Variant:
-  name: str
-  description: str
-  overrides: dict[str, Any]
-  workdir: str
-  command: list[str]            # with 'python', as printed and recorded
-
-  @property
-  def command_line(self) -> str:
-    return shlex.join(self.command)
-
-
-def plan(sweep: Sequence[str], base: str, runs_dir: str, *, epochs: float | None = None,
-         base_config=None, log=print) -> list[Variant]:
-  """The baseline and each applicable ablation in `sweep`, with their commands."""
-  base_config = load_config(base) if base_config is None else base_config
-  variants = []
-  for name in [BASELINE, *sweep]:
-    try:
-      overrides = ablation_overrides(name, base_config)
-    except NotApplicable as e:
-      log(f'skipping {name}: {e}')
-      continue
-    # Absolute: Orbax refuses a relative checkpoint path (main.py passes it through).
-    workdir = os.path.abspath(os.path.join(runs_dir, name))
-    description = 'the base config unchanged' if name == BASELINE else ABLATIONS[name][0]
-    variants.append(Variant(name, description, overrides, workdir,
-                            build_command(base, workdir, overrides, epochs=epochs)))
-  return variants
-
-
-# --- running -----------------------------------------------------------------
-
-def _read_marker(workdir: str) -> dict:
+def main(argv) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not _SWEEP.value:
+    raise app.UsageError(f'--sweep is required; allowed names: {", ".join(lib.ABLATIONS)}')
+  from alexnet_jax import logs
+  logs.setup()
+  root, epochs = _ROOT.value, _EPOCHS.value
+  runs_dir = _RUNS_DIR.value or os.path.join(root, lib.RUNS_SUBDIR)
   try:
-    with open(os.path.join(workdir, MARKER)) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return {}
-
-
-def _write_marker(workdir: str, marker: dict) -> None:
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, MARKER), 'w') as f:
-    json.dump(marker, f, indent=2)
-
-
-def is_finished(variant: Variant) -> bool:
-  marker = _read_marker(variant.workdir)
-  return bool(marker.get('finished')) and marker.get('command') == variant.command
-
-
-def _fmt_time(seconds: float) -> str:
-  seconds = int(round(seconds))
-  return f'{seconds // 60}m{seconds % 60:02d}s'
-
-
-def run_variant(variant: Variant, index: int, total: int, sweep_start: float) -> bool:
-  """Runs (or resumes) one variant; its output goes to <workdir>/train.log."""
-  tag = f'[{index}/{total}] {variant.name}'
-  if is_finished(variant):
-    print(f'{tag}: already finished in {variant.workdir}, skipping')
-    return True
-  marker = _read_marker(variant.workdir)
-  previous = marker.get('wall_s', 0.0) if marker.get('command') == variant.command else 0.0
-  os.makedirs(variant.workdir, exist_ok=True)
-  log_path = os.path.join(variant.workdir, 'train.log')
-  print(f'{tag}: {variant.description}\n  {variant.command_line}\n  log: {log_path}',
-        flush=True)
-  argv = [sys.executable, *variant.command[1:]]
-  env = dict(os.environ, PYTHONUNBUFFERED='1')
-  start = time.time()
-  try:
-    with open(log_path, 'a') as log:
-      returncode = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-  except KeyboardInterrupt:
-    returncode = -2
-  wall = previous + time.time() - start
-  _write_marker(variant.workdir, {'command': variant.command, 'wall_s': wall,
-                                  'finished': returncode == 0, 'returncode': returncode})
-  status = 'done' if returncode == 0 else f'FAILED (exit {returncode})'
-  print(f'{tag}: {status} in {_fmt_time(time.time() - start)}; sweep elapsed '
-        f'{_fmt_time(time.time() - sweep_start)}', flush=True)
-  if returncode == -2:
-    raise KeyboardInterrupt
-  if returncode != 0:
-    with open(log_path) as f:
-      tail = f.readlines()[-15:]
-    print('  last lines of the log:\n' + ''.join('    ' + line for line in tail), flush=True)
-  return returncode == 0
-
-
-# --- report ------------------------------------------------------------------
-
-def summarize(variant: Variant) -> dict:
-  """Final/best eval metrics and wall time of a variant's workdir (None where missing)."""
-  from alexnet_jax import plots
-  out = {'final_top1': None, 'final_top5': None, 'best_top1': None, 'step': None, 'count': None,
-         'epoch': None, 'wall_s': _read_marker(variant.workdir).get('wall_s'),
-         'finished': is_finished(variant)}
-  try:
-    records = plots.read_metrics(variant.workdir)
-  except FileNotFoundError:
-    return out
-  final = plots.final_eval(records)
-  if final is not None:
-    out.update(final_top1=final.get('top1'), final_top5=final.get('top5'), step=final['step'],
-               count=final.get('count'))
-    per_epoch = plots.steps_per_epoch(records)
-    out['epoch'] = final['step'] / per_epoch if per_epoch else None
-  out['best_top1'] = plots.best_eval_top1(records)
-  return out
-
-
-def _pct(x: float | None) -> str:
-  return '-' if x is None else f'{100 * x:.1f}%'
-
-
-def markdown_table(variants: Sequence[Variant], results: dict[str, dict]) -> str:
-  lines = ['| variant | overrides | final eval top-1 | final eval top-5 | best eval top-1 '
-           '| Δ top-1 vs baseline | epochs | wall time |',
-           '|---|---|---|---|---|---|---|---|']
-  base_top1 = results.get(BASELINE, {}).get('final_top1')
-  for v in variants:
-    r = results[v.name]
-    overrides = ', '.join(f'`{k}={format_value(x)}`' for k, x in v.overrides.items()) or '-'
-    if v.name == BASELINE or r['final_top1'] is None or base_top1 is None:
-      delta = '-'
-    else:
-      delta = f'{100 * (r["final_top1"] - base_top1):+.1f} pp'
-    epoch = '-' if r['epoch'] is None else f'{r["epoch"]:g}'
-    wall = '-' if r['wall_s'] is None else _fmt_time(r['wall_s'])
-    name = v.name if r['finished'] else f'{v.name} (unfinished)'
-    lines.append(f'| {name} | {overrides} | {_pct(r["final_top1"])} | '
-                 f'{_pct(r["final_top5"])} | {_pct(r["best_top1"])} | {delta} | {epoch} | '
-                 f'{wall} |')
-  return '\n'.join(lines)
-
-
-def _schedule_note(config) -> str:
-  if config.schedule.name == 'step':
-    return 'decay x{:g} at epochs {}'.format(
-        config.schedule.factor, ', '.join(f'{e:g}' for e in config.schedule.step_epochs))
-  if config.schedule.name == 'plateau':
-    return f'decay x{config.schedule.factor:g} after {config.schedule.patience} flat evals'
-  return 'constant learning rate'
-
-
-def write_report(variants: Sequence[Variant], root: str, base_name: str,
-                 epochs: float | None) -> tuple[str, str | None]:
-  """Writes <root>/ablations.md and <root>/ablations.png; returns their paths."""
-  from alexnet_jax import plots
-  results = {v.name: summarize(v) for v in variants}
-  with_metrics = [v for v in variants if results[v.name]['final_top1'] is not None]
-  png = None
-  if with_metrics:
-    png = plots.plot_runs([v.workdir for v in with_metrics],
-                          os.path.join(root, 'ablations.png'),
-                          labels=[v.name for v in with_metrics],
-                          title=f'AlexNet ablations ({base_name})')
-  length = f'{epochs:g} epochs each' if epochs is not None else "the base config's num_epochs"
-  caveats = ['One run (one seed) per variant.']
-  base = results.get(BASELINE, {})
-  if base.get('final_top1') is not None and base.get('count'):
-    p, n = base['final_top1'], base['count']
-    caveats.append(f'The eval split has {n:.0f} images: at the baseline\'s top-1 the binomial '
-                   f'standard error is about {100 * (p * (1 - p) / n) ** 0.5:.1f} pp per run.')
-  if epochs is not None:
-    config = load_config(base_name)
-    caveats.append(f'num_epochs is overridden ({epochs:g}; the base trains for '
-                   f'{config.num_epochs:g}); the rest of its schedule '
-                   f'({config.schedule.name}, {_schedule_note(config)}) is unchanged, so '
-                   'a shortened run may stop before any decay.')
-  text = [
-      '# Ablations',
-      '',
-      f'Base config `{base_name}`, {length}; one run per variant (seed fixed by the config). '
-      'Top-1/top-5 are on the eval split; Δ is the final top-1 minus the baseline\'s, in '
-      'percentage points; wall time is the training subprocess (compile, training and '
-      'evaluation) summed over resumed attempts.',
-      '',
-      markdown_table(variants, results),
-      '',
-      ' '.join(caveats),
-      '',
-      '![curves](ablations.png)' if png else '(no run has evaluated yet: no plot)',
-      '',
-      'Commands (run from the repository root; re-running one resumes it):',
-      '',
-      '```sh',
-      *[v.command_line for v in variants],
-      '```',
-      '',
-  ]
-  md = os.path.join(root, 'ablations.md')
-  os.makedirs(root, exist_ok=True)
-  with open(md, 'w') as f:
-    f.write('\n'.join(text))
-  return md, png
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog='python experiments/ablations.py', description=__doc__.split('\n\n')[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--sweep', required=True,
-                      help=f'Comma-separated ablations from: {", ".join(ABLATIONS)}.')
-  parser.add_argument('--base', default='configs/default.py',
-                      help='Base config, as main.py takes it (path.py or path.py:arg).')
-  parser.add_argument('--root', default='/tmp/ablations',
-                      help='Where ablations.md/.png go; the workdirs go to ROOT/runs.')
-  parser.add_argument('--runs_dir', default=None,
-                      help='Put the workdirs here instead of ROOT/runs.')
-  parser.add_argument('--epochs', type=float, default=None,
-                      help='Override num_epochs of every variant (default: the base\'s).')
-  parser.add_argument('--dry_run', action='store_true',
-                      help='Print the command lines and exit without running anything.')
-  args = parser.parse_args(argv)
-  try:
-    sweep = parse_sweep(args.sweep)
-    runs_dir = args.runs_dir or os.path.join(args.root, RUNS_SUBDIR)
-    variants = plan(sweep, args.base, runs_dir, epochs=args.epochs)
+    sweep = lib.parse_sweep(','.join(_SWEEP.value))
+    variants = lib.plan(sweep, _BASE.value, runs_dir, epochs=epochs)
   except (ValueError, FileNotFoundError) as e:
-    parser.exit(2, f'error: {e}\n')
+    print(f'error: {e}', file=sys.stderr)
+    return 2
 
-  if args.dry_run:
+  if _DRY_RUN.value:
     for v in variants:
-      state = '  # finished: would be skipped' if is_finished(v) else ''
+      state = '  # finished: would be skipped' if lib.is_finished(v) else ''
       print(v.command_line + state)
     return 0
 
   os.makedirs(runs_dir, exist_ok=True)
-  if not args.runs_dir:
+  if not _RUNS_DIR.value:
     with open(os.path.join(runs_dir, '.gitignore'), 'w') as f:
       f.write('# checkpoints and logs of experiments/ablations.py: never commit them\n*\n')
   start = time.time()
@@ -393,14 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   failed = []
   try:
     for i, v in enumerate(variants, start=1):
-      if not run_variant(v, i, len(variants), start):
+      if not lib.run_variant(v, i, len(variants), start):
         failed.append(v.name)
   except KeyboardInterrupt:
     print('interrupted: run the same command again to resume; writing the report so far')
     failed.append('(interrupted)')
-  md, png = write_report(variants, args.root, args.base, args.epochs)
+  md, png = lib.write_report(variants, root, _BASE.value, epochs)
   print(f'wrote {md}' + (f' and {png}' if png else '')
-        + f'; total {_fmt_time(time.time() - start)}')
+        + f'; total {lib.fmt_time(time.time() - start)}')
   if failed:
     print(f'failed: {", ".join(failed)}', file=sys.stderr)
     return 1
@@ -410,4 +88,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  raise SystemExit(main())
+  app.run(main)

@@ -1,8 +1,55 @@
-"""Test set-up: 8 simulated CPU devices, so the ('data', 'model') mesh is real."""
+"""Test set-up: 8 simulated CPU devices, so the ('data', 'model') mesh is real; shared fixtures.
 
+Tests marked `slow` (more than ~10 s each on 2 cores) are left out by the fast lane,
+`python -m pytest -m "not slow"`; CI runs them all.
+"""
+
+import glob
 import os
+
+import pytest
 
 if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import data_utils  # noqa: E402  (after XLA_FLAGS: nothing in it may start JAX first)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def repo_root() -> str:
+  """The repository root (the working directory of subprocess runs of the CLIs)."""
+  return REPO
+
+
+@pytest.fixture(scope='session')
+def sample_dir() -> str:
+  """The folder of real ImageNet sample photos ($ALEXNET_IMAGENET_SAMPLE); skips if absent."""
+  if not os.path.isdir(data_utils.SAMPLE_DIR):
+    pytest.skip(f'no sample photos in {data_utils.SAMPLE_DIR} (set ALEXNET_IMAGENET_SAMPLE)')
+  return data_utils.SAMPLE_DIR
+
+
+@pytest.fixture(scope='session')
+def sample_photos(sample_dir) -> list[str]:
+  """Sorted paths of the sample photos (*.JPEG); skips if there are none."""
+  photos = sorted(glob.glob(os.path.join(sample_dir, '*.JPEG')))
+  if not photos:
+    pytest.skip(f'no *.JPEG in {sample_dir}')
+  return photos
+
+
+@pytest.fixture(scope='session')
+def tiny_data_dir(tmp_path_factory):
+  """A TFDS data_dir holding the built-in dataset at the sizes of data_utils.TINY_RUN,
+  built once per session (training runs then also cache its mean image there)."""
+  from alexnet_jax.datasets import shapes
+  data_dir = tmp_path_factory.mktemp('tiny_tfds')
+  config = data_utils.tiny_config(data_dir)
+  shapes.builder(str(data_dir), image_size=config.dataset.shapes_image_size,
+                 train_size=config.dataset.shapes_train_size,
+                 validation_size=config.dataset.shapes_validation_size).download_and_prepare()
+  return data_dir

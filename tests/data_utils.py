@@ -1,29 +1,120 @@
-"""Shared test helpers: tiny ImageNet archives built from the real sample photos.
+"""Shared test helpers: config overrides, the tiny training run, tiny ImageNet archives.
 
-`make_ilsvrc2012_manual_dir` writes `ILSVRC2012_img_train.tar` and
-`ILSVRC2012_img_val.tar` in exactly the layout of the real ILSVRC-2012 downloads,
-so the real TFDS `imagenet2012` builder can be run on them offline:
+Importable from any test as `import data_utils` (setup.cfg puts tests/ on pytest's
+pythonpath); the fixtures built on them are in conftest.py.
 
-* train tar: one tar per class (`n01440764.tar`, ...), each holding
-  `<wnid>_<k>.JPEG` files;
-* val tar: flat `ILSVRC2012_val_%08d.JPEG` files.
+* `set_fields` / `get_field` / `override_flags`: dotted config fields ('model.lrn'), in
+  a ConfigDict or as `--config.model.lrn=none` flags for a subprocess.
+* `TINY_RUN` / `tiny_config`: the few-second training run of the training tests (a
+  narrow model on 256 + 101 images of the built-in dataset, 8 steps).
+* `make_ilsvrc2012_manual_dir` writes `ILSVRC2012_img_train.tar` and
+  `ILSVRC2012_img_val.tar` in exactly the layout of the real ILSVRC-2012 downloads,
+  so the real TFDS `imagenet2012` builder can be run on them offline:
 
-TFDS labels validation images by zipping the *sorted* member names with its own
-`validation_labels.txt` (one wnid per line, for val images 1..50000). A subset
-therefore only gets correct labels if it is a prefix 1..n; the first three
-validation labels (n01751748, n09193705, n02105855) are classes of which the
-sample holds a photo, so val image i is that class's photo.
+  - train tar: one tar per class (`n01440764.tar`, ...), each holding
+    `<wnid>_<k>.JPEG` files;
+  - val tar: flat `ILSVRC2012_val_%08d.JPEG` files.
+
+  TFDS labels validation images by zipping the *sorted* member names with its own
+  `validation_labels.txt` (one wnid per line, for val images 1..50000). A subset
+  therefore only gets correct labels if it is a prefix 1..n; the first three
+  validation labels (n01751748, n09193705, n02105855) are classes of which the
+  sample holds a photo, so val image i is that class's photo.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
+import subprocess
+import sys
 import tarfile
 from collections.abc import Sequence
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_DIR = os.environ.get('ALEXNET_IMAGENET_SAMPLE', '/work/shared/data/imagenet-sample')
+
+# The tiny training run (tests/test_train.py, test_multihost.py, test_logs.py): dotted
+# config field -> value, applied on top of configs/default.py.
+TINY_RUN = {
+    'model.conv_widths': (8, 16, 24, 24, 16),
+    'model.fc_widths': (32, 32),
+    'dataset.shapes_train_size': 256,
+    'dataset.shapes_validation_size': 101,      # odd: the last eval batch is partial
+    'input.shuffle_buffer': 256,
+    'batch_size': 32,
+    'eval_batch_size': 32,
+    'num_train_steps': 8,
+    'log_every_steps': 4,
+    'eval_every_steps': 8,
+    'checkpoint_every_steps': 4,
+    'mesh.model': 2,
+}
+
+
+def get_field(config, key: str):
+  """config['a']['b'] for key 'a.b'."""
+  for part in key.split('.'):
+    config = config[part]
+  return config
+
+
+def set_fields(config, overrides: dict):
+  """Sets each dotted field of `overrides` ('model.lrn': 'none') in `config`; returns it."""
+  for key, value in overrides.items():
+    *path, last = key.split('.')
+    section = get_field(config, '.'.join(path)) if path else config
+    section[last] = value
+  return config
+
+
+def override_flags(overrides: dict) -> list[str]:
+  """The same overrides as command-line flags: ['--config.model.lrn=none', ...]."""
+  return [f'--config.{key}={value}' for key, value in overrides.items()]
+
+
+def run_cli(module: str, *args: str, timeout: float = 120, env: dict | None = None
+            ) -> subprocess.CompletedProcess:
+  """`python -m module args...` from the repository root, on CPU; output captured as text.
+
+  `env` is the whole environment (default: this one's). Tests run every CLI this way,
+  never by importing it: CLI modules define absl flags at import, several the same ones.
+  """
+  env = {**(os.environ if env is None else env), 'JAX_PLATFORMS': 'cpu'}
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def write_metrics(workdir, final_top1, *, steps_per_epoch=78, evals=3, extra_lines=()):
+  """A synthetic run: `workdir`/metrics.jsonl with a train record every 20 steps and an
+  eval per epoch, the last eval at top-1 `final_top1`; returns the lines written."""
+  os.makedirs(workdir, exist_ok=True)
+  lines = []
+  for e in range(1, evals + 1):
+    for step in range((e - 1) * steps_per_epoch + 20, e * steps_per_epoch, 20):
+      lines.append(json.dumps({'step': step, 'split': 'train', 'loss': 2.3 / (1 + step / 50),
+                               'top1': min(0.9, step / 300), 'top5': 0.9,
+                               'learning_rate': 0.01, 'images_per_sec': 500.0,
+                               'epoch': step / steps_per_epoch}))
+    top1 = final_top1 * e / evals
+    lines.append(json.dumps({'step': e * steps_per_epoch, 'split': 'eval', 'loss': 2.0 / e,
+                             'top1': top1, 'top5': min(1.0, top1 + 0.3), 'count': 1000.0,
+                             'learning_rate': 0.01}))
+  lines.extend(extra_lines)
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  return lines
+
+
+def tiny_config(data_dir, **overrides):
+  """configs/default.py with TINY_RUN, data in `data_dir`, then `overrides` (dotted keys
+  as `**{'optimizer.learning_rate': 0.0}`)."""
+  from configs import default
+  config = set_fields(default.get_config(), TINY_RUN)
+  config.dataset.data_dir = str(data_dir)
+  return set_fields(config, overrides)
 
 # Classes of the tiny train split: tench (label 0), a photo smaller than 256 (upscaled),
 # a grayscale portrait-format JPEG, and the largest photo (1280x1024, downscaled 4x).

@@ -14,38 +14,16 @@ import subprocess
 import sys
 import time
 
-from alexnet_jax import sources, statistics
-from configs import default
+from data_utils import REPO, TINY_RUN, override_flags, tiny_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from alexnet_jax import sources, statistics
+
 TIMEOUT = 300          # seconds per launch of both processes
 
-# Same tiny run as tests/test_train.py, in --config.<key>=<value> form.
-OVERRIDES = {
-    'model.conv_widths': (8, 16, 24, 24, 16),
-    'model.fc_widths': (32, 32),
-    'dataset.shapes_train_size': 256,
-    'dataset.shapes_validation_size': 101,    # odd: padded rows on both processes
-    'input.shuffle_buffer': 256,
-    'batch_size': 32,
-    'eval_batch_size': 32,
-    'log_every_steps': 3,
-    'eval_every_steps': 6,
-    'checkpoint_every_steps': 3,
-    'mesh.model': 2,
-}
-
-
-def _config(data_dir):
-  c = default.get_config()
-  c.dataset.data_dir = str(data_dir)
-  for key, value in OVERRIDES.items():
-    section = c
-    *path, last = key.split('.')
-    for p in path:
-      section = section[p]
-    section[last] = value
-  return c
+# The tiny run of tests/test_train.py, logging and checkpointing every 3 steps.
+OVERRIDES = {**TINY_RUN, 'log_every_steps': 3, 'eval_every_steps': 6,
+             'checkpoint_every_steps': 3}
+del OVERRIDES['num_train_steps']                  # given per launch
 
 
 def _free_port() -> int:
@@ -64,7 +42,7 @@ def _launch(workdir, data_dir, logs, num_train_steps: int) -> list[str]:
   port = _free_port()
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
          'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
-  flags = [f'--config.{k}={v}' for k, v in OVERRIDES.items()]
+  flags = override_flags(OVERRIDES)
   procs, errs = [], []
   try:
     for i in range(2):
@@ -113,12 +91,12 @@ def _logged_loss(log: str, step: int, total: int) -> float:
   return float(m.group(1))
 
 
-def test_two_processes_train_evaluate_checkpoint_and_resume(tmp_path):
-  data_dir, workdir, logs = tmp_path / 'tfds', str(tmp_path / 'run'), tmp_path / 'logs'
+def test_two_processes_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
+  data_dir, workdir, logs = tiny_data_dir, str(tmp_path / 'run'), tmp_path / 'logs'
   logs.mkdir()
-  # Build the dataset and its mean image here, once: two processes doing it on first
-  # use would race on the same files.
-  config = _config(data_dir)
+  # The dataset is built and its mean image computed here, once: two processes doing it
+  # on first use would race on the same files.
+  config = tiny_config(data_dir, **OVERRIDES)
   assert sources.num_examples(config, 'train') == 256
   assert sources.num_examples(config, 'validation') == 101
   statistics.load_or_compute_mean_image(config)

@@ -68,13 +68,21 @@ def test_stored_bytes_are_jpeg_and_decode_with_tf(tiny, tiny_arrays):
     np.testing.assert_array_equal(image, decoded_by_tfds[i])
 
 
-def test_stored_examples_are_the_rendered_ones(tiny):
-  raw = tiny.as_dataset(split='train', decoders={'image': tfds.decode.SkipDecoding()})
-  stored = {ex['image']: ex['label'] for ex in tfds.as_numpy(raw)}
-  assert len(stored) == 500  # no two examples alike
+def test_stored_examples_are_the_rendered_ones(tiny, tiny_arrays):
+  """Each rendered example is stored once, as its JPEG: the closest stored image is within
+  JPEG error of it and has its label, and every other stored image is far from it."""
+  images, labels = tiny_arrays['train']
+  stored = images.reshape(len(images), -1).astype(np.float32)
+  assert len({im.tobytes() for im in images}) == 500  # no two examples alike
   for index in (0, 1, 7, 123, 499):
     image, label = shapes.render_example(tiny.builder_config, 'train', index)
-    assert stored[shapes._encode_jpeg(image)] == label == index % NUM_CLASSES
+    error = np.abs(stored - image.reshape(1, -1).astype(np.float32)).mean(axis=1)
+    nearest, second = np.argsort(error)[:2]
+    # Mean absolute error in 0-255 levels. Measured: 7-12 to the stored JPEG (noisy 32x32
+    # textures at quality 90), 27-41 to the next closest image.
+    assert error[nearest] < 15, error[nearest]
+    assert error[second] > error[nearest] + 10, (error[nearest], error[second])
+    assert labels[nearest] == label == index % NUM_CLASSES
 
 
 def test_render_depends_only_on_seed_split_and_index():

@@ -3,48 +3,20 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import jax
 import numpy as np
 import pytest
+from data_utils import run_cli, tiny_config
 
 from alexnet_jax import checkpoints, evaluation, train
-from configs import default
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(data_dir, **overrides):
-  c = default.get_config()
-  c.model.conv_widths = (8, 16, 24, 24, 16)
-  c.model.fc_widths = (32, 32)
-  c.dataset.data_dir = str(data_dir)
-  c.dataset.shapes_train_size = 256
-  c.dataset.shapes_validation_size = 101      # odd: the last eval batch is partial
-  c.input.shuffle_buffer = 256
-  c.batch_size = 32
-  c.eval_batch_size = 32
-  c.num_train_steps = 8
-  c.log_every_steps = 4
-  c.eval_every_steps = 8
-  c.checkpoint_every_steps = 4
-  c.mesh.model = 2
-  for key, value in overrides.items():
-    section = c
-    *path, last = key.split('.')
-    for p in path:
-      section = section[p]
-    section[last] = value
-  return c
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp('tfds')
+def data_dir(tiny_data_dir):
+  return tiny_data_dir
 
 
 @pytest.fixture(scope='module')
@@ -150,22 +122,16 @@ def test_bad_config_is_refused_before_compiling(data_dir, tmp_path, override, te
   assert not os.path.exists(tmp_path / 'bad' / 'checkpoints')
 
 
-def _main(*args, timeout=120):
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
-  return subprocess.run([sys.executable, '-m', 'alexnet_jax.main', *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=timeout)
-
-
 def test_main_without_workdir_prints_usage():
-  out = _main('--config=configs/default.py')
+  out = run_cli('alexnet_jax.main', '--config=configs/default.py')
   assert out.returncode != 0
   assert 'both --config and --workdir are required' in out.stderr
   assert 'Traceback' not in out.stderr
 
 
 def test_paper_config_without_imagenet_says_what_is_missing(tmp_path):
-  out = _main('--config=configs/paper.py', f'--workdir={tmp_path / "w"}',
-              f'--config.dataset.data_dir={tmp_path / "tfds"}')
+  out = run_cli('alexnet_jax.main', '--config=configs/paper.py', f'--workdir={tmp_path / "w"}',
+                f'--config.dataset.data_dir={tmp_path / "tfds"}')
   assert out.returncode == 2
   assert 'Traceback' not in out.stderr
   manual = tmp_path / 'tfds' / 'downloads' / 'manual'

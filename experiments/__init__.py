@@ -1,0 +1,1 @@
+"""Experiments run from the repository root, e.g. `python -m experiments.ablations`."""
