@@ -6,6 +6,7 @@ Tests marked `slow` (more than ~10 s each on 2 cores) are left out by the fast l
 
 import glob
 import os
+import tempfile
 
 import pytest
 
@@ -13,6 +14,13 @@ if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', '')
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# A persistent XLA compilation cache for this test session (fresh each run, shared with
+# the CLIs the tests start as subprocesses): XLA:CPU spends seconds on every threefry
+# random-number kernel, and many tests compile the same tiny step; identical programs
+# are then compiled once. Tests that count compilations count jit's own cache, which
+# this does not touch.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='alexnet_jax_xla_'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.3')
 
 import data_utils  # noqa: E402  (after XLA_FLAGS: nothing in it may start JAX first)
 
