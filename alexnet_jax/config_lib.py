@@ -25,6 +25,11 @@ def model_config() -> ml_collections.ConfigDict:
   m.dropout_scaling = 'test'                     # 'test' (paper: x0.5 at test) | 'inverted'
   m.dtype = 'float32'                            # compute dtype; params stay float32
   m.init = 'paper'                               # 'paper' | 'caffe' | 'he'
+  # How the layers are computed (same results, different speed per backend); 'auto'
+  # takes what was measured faster on XLA:CPU and the native forms on GPU/TPU.
+  m.conv_impl = 'auto'                           # 'split' (a conv per tower) | 'grouped'
+  m.pool_grad = 'auto'                           # 'custom' backward | 'autodiff'
+  m.lrn_impl = 'auto'                            # 'rsqrt' (beta=3/4) | 'pow'
   return m
 
 
@@ -125,6 +130,9 @@ ALLOWED = {
     'model.dtype': ('float32', 'bfloat16'),
     'model.init': ('paper', 'caffe', 'he'),
     'model.dropout_scaling': ('test', 'inverted'),
+    'model.conv_impl': ('auto', 'split', 'grouped'),
+    'model.pool_grad': ('auto', 'custom', 'autodiff'),
+    'model.lrn_impl': ('auto', 'rsqrt', 'pow'),
     'input.resize_method': ('fast', 'area', 'bilinear'),
     'input.mean': ('image', 'channel', 'none'),
     'input.random_crop': ('paper', 'resized', 'none'),

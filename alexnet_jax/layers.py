@@ -22,30 +22,42 @@ LRN_FORMULAS = {
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int,
-           padding: int) -> jax.Array:
-  """Convolution NHWC x HWIO with symmetric zero padding, plus bias."""
+           padding: int, *, groups: int = 1) -> jax.Array:
+  """Convolution NHWC x HWIO with symmetric zero padding, plus bias; `groups` splits
+  the input and output channels into that many independent convolutions."""
   y = lax.conv_general_dilated(
       x, kernel, window_strides=(stride, stride),
       padding=((padding, padding), (padding, padding)),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
   return y + bias
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
+def max_pool(x: jax.Array, window: int, stride: int, *, grad: str = 'custom') -> jax.Array:
   """Max-pooling over H and W without padding (the paper's 3/2, or 2/2).
 
-  The forward is XLA's reduce_window; the backward is written out (below)
-  because autodiff's select_and_scatter runs 6-10x slower on XLA:CPU
+  The forward is XLA's reduce_window. grad='autodiff' leaves the backward to
+  autodiff (XLA's select_and_scatter, the native form on GPU/TPU); grad='custom'
+  writes it out (below), because select_and_scatter runs 6-10x slower on XLA:CPU
   (experiments/cpu_study). The gradient is the same: each window sends its
   gradient to its first maximal element, in row-major order.
   """
+  if grad == 'autodiff':
+    return _pool_max(x, window, stride)
+  return _max_pool_custom(x, window, stride)
+
+
+def _pool_max(x, window, stride):
   return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1),
                            (1, stride, stride, 1), 'VALID')
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool_custom(x: jax.Array, window: int, stride: int) -> jax.Array:
+  return _pool_max(x, window, stride)
+
+
 def _max_pool_fwd(x, window, stride):
-  y = max_pool(x, window, stride)
+  y = _pool_max(x, window, stride)
   return y, (x, y)
 
 
@@ -71,7 +83,7 @@ def _max_pool_bwd(window, stride, residuals, g):
   return (dx,)
 
 
-max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+_max_pool_custom.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def channel_window_sum(sq: jax.Array, n: int) -> jax.Array:
@@ -81,25 +93,26 @@ def channel_window_sum(sq: jax.Array, n: int) -> jax.Array:
                            ((0, 0),) * (sq.ndim - 1) + ((lo, n - 1 - lo),))
 
 
-def lrn_scale(x: jax.Array, formula: str) -> jax.Array:
+def lrn_scale(x: jax.Array, formula: str, *, impl: str = 'rsqrt') -> jax.Array:
   """(k + alpha' * sum over the channel window of x^2) ** -beta, the LRN multiplier.
 
-  For beta = 3/4 (both formulas) it is computed as rsqrt(d) * sqrt(rsqrt(d)),
+  impl='rsqrt': for beta = 3/4 (both formulas) computed as rsqrt(d) * sqrt(rsqrt(d)),
   about 1.5-2x faster than a power and a divide on XLA:CPU, forward and backward.
+  impl='pow': d ** -beta, the plain form.
   """
   k, n, alpha, beta, per_term = LRN_FORMULAS[formula]
   if per_term:
     alpha = alpha / n
   d = k + alpha * channel_window_sum(x * x, n)
-  if beta == 0.75:
+  if beta == 0.75 and impl == 'rsqrt':
     r = lax.rsqrt(d)
     return r * jnp.sqrt(r)
   return d ** -beta
 
 
-def lrn(x: jax.Array, formula: str) -> jax.Array:
+def lrn(x: jax.Array, formula: str, *, impl: str = 'rsqrt') -> jax.Array:
   """Local response normalisation across the channels of x (last axis)."""
-  return x * lrn_scale(x, formula)
+  return x * lrn_scale(x, formula, impl=impl)
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array, *, inverted: bool) -> jax.Array:

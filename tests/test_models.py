@@ -6,6 +6,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -287,3 +288,41 @@ def test_unknown_model_field_is_refused():
   cfg['tower'] = 2
   with pytest.raises(ValueError, match="unknown field.*'tower'"):
     models.ModelSpec.from_config(cfg)
+
+
+def test_kernel_choices_resolve_per_backend():
+  spec = models.ModelSpec()
+  assert spec.kernels('cpu') == ('split', 'custom', 'rsqrt')
+  assert spec.kernels('gpu') == spec.kernels('tpu') == ('grouped', 'autodiff', 'pow')
+  fixed = dataclasses.replace(spec, conv_impl='grouped', pool_grad='custom', lrn_impl='pow')
+  assert fixed.kernels('cpu') == fixed.kernels('gpu') == ('grouped', 'custom', 'pow')
+
+
+def _loss_and_grads(spec, params, x, y):
+  def loss(p):
+    logits = models.apply(spec, p, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+  (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
+  return logits, grads
+
+
+@pytest.mark.slow
+def test_every_kernel_combination_gives_the_same_logits_and_gradients():
+  import itertools
+  base = dataclasses.replace(SMALL, lrn_across_towers=False)
+  params = models.init_params(base, seed=0)
+  x = jax.random.normal(jax.random.key(1), (4, 67, 67, 3)) * 30
+  y = jnp.arange(4) % 10
+  fn = jax.jit(_loss_and_grads, static_argnums=0)
+  ref_logits, ref_grads = fn(dataclasses.replace(base, conv_impl='split', pool_grad='custom',
+                                                 lrn_impl='rsqrt'), params, x, y)
+  for conv, pool, lrn in itertools.product(('split', 'grouped'), ('custom', 'autodiff'),
+                                           ('rsqrt', 'pow')):
+    spec = dataclasses.replace(base, conv_impl=conv, pool_grad=pool, lrn_impl=lrn)
+    logits, grads = fn(spec, params, x, y)
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5,
+                               err_msg=str((conv, pool, lrn)))
+    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
+      scale = float(jnp.abs(r).max())
+      np.testing.assert_allclose(np.asarray(g) / scale, np.asarray(r) / scale, atol=2e-5,
+                                 err_msg=str((conv, pool, lrn)))
