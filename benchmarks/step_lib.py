@@ -423,8 +423,8 @@ def measure_loop(config, case: JaxCase, *, runs: int, windows: int,
 
 
 def format_table(results: list[dict]) -> str:
-  head = ('| model | dtype | batch | train img/s med (best) | fwd img/s med | compile s | '
-          'recompiles | peak GFLOP/s wall/CPU | MFU train wall (best; CPU) | MFU fwd | '
+  head = ('| model | kernels | dtype | batch | train img/s med (best) | fwd img/s med | '
+          'compile s | recompiles | peak GFLOP/s wall/CPU | MFU train wall (best; CPU) | MFU fwd | '
           'torch train img/s | ours/torch train (best, CPU) | ours/torch fwd | '
           'CPU-s/step ours/torch | loop img/s (overhead) | load |')
   rows = [head, '|' + '---|' * (head.count('|') - 1)]
@@ -435,7 +435,7 @@ def format_table(results: list[dict]) -> str:
     ratio = r.get('ratio_vs_torch', {})
     loop = r.get('loop')
     rows.append('| ' + ' | '.join([
-        r['model'], r['dtype'], str(r['batch_size']),
+        r['model'], r.get('kernels', 'auto'), r['dtype'], str(r['batch_size']),
         f"{s['images_per_sec']:.1f} ({s['images_per_sec_best']:.1f})",
         f"{f['images_per_sec']:.1f}" if f else na,
         f"{r['compile_time_s']['step']:.1f}",
@@ -454,8 +454,23 @@ def format_table(results: list[dict]) -> str:
   return '\n'.join(rows)
 
 
+def kernel_overrides(variant: str) -> dict[str, str]:
+  """'auto' -> {}; 'CONV:POOL_GRAD:LRN' -> the three model.* overrides."""
+  if variant == 'auto':
+    return {}
+  parts = variant.split(':')
+  if len(parts) != 3:
+    raise ValueError(f'config.kernels: {variant!r} is not auto or CONV:POOL_GRAD:LRN '
+                     '(e.g. grouped:autodiff:pow)')
+  return dict(zip(('model.conv_impl', 'model.pool_grad', 'model.lrn_impl'), parts,
+                  strict=True))
+
+
 def check(config: ml_collections.ConfigDict) -> None:
   """Refuses a bad benchmark config before anything runs; errors name the field."""
+  for variant in split_list(config.kernels):
+    chosen = kernel_overrides(variant)
+    models.ModelSpec.from_config({k.split('.')[1]: v for k, v in chosen.items()})
   if config.runs < 1:
     raise ValueError(f'config.runs={config.runs}: must be >= 1')
   if not split_list(config.peak_sizes, int):
@@ -484,10 +499,15 @@ def run(config: ml_collections.ConfigDict, *, command: str = '',
   for model in split_list(config.models):
     for dtype in split_list(config.dtypes):
       for b in batch_sizes(config):
-        results.append(run_case(model, dtype, b, runs=config.runs, use_torch=use_torch,
-                                forward=config.forward, peak_sizes=peak_sizes,
-                                loop=config.loop, loop_windows=config.loop_windows,
-                                overrides=overrides, log=log))
+        for variant in split_list(config.kernels):
+          result = run_case(model, dtype, b, runs=config.runs, use_torch=use_torch,
+                            forward=config.forward, peak_sizes=peak_sizes,
+                            loop=config.loop, loop_windows=config.loop_windows,
+                            overrides={**overrides, **kernel_overrides(variant)}, log=log)
+          spec = models.ModelSpec.from_config(
+              model_config(model, dtype, b, {**overrides, **kernel_overrides(variant)}).model)
+          result['kernels'] = ':'.join(spec.kernels(jax.default_backend()))
+          results.append(result)
   return {'command': command, 'config': config.to_dict(), 'machine': m,
           'jax_version': jax.__version__, 'devices': [str(d) for d in jax.devices()],
           'cpu_count': os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),

@@ -120,7 +120,18 @@ def test_ratios_are_computed_from_the_measured_times():
 @pytest.mark.slow
 def test_table_has_a_row_per_case(tiny_report):
   lines = step_lib.format_table(tiny_report['results']).splitlines()
-  assert len(lines) == 3 and lines[2].startswith('| paper | float32 | 8 |')
+  assert len(lines) == 3 and lines[2].startswith('| paper | split:custom:rsqrt | float32 | 8 |')
+
+
+def test_kernel_variants_are_overrides_and_bad_ones_are_refused():
+  assert step_lib.kernel_overrides('auto') == {}
+  assert step_lib.kernel_overrides('grouped:autodiff:pow') == {
+      'model.conv_impl': 'grouped', 'model.pool_grad': 'autodiff', 'model.lrn_impl': 'pow'}
+  with pytest.raises(ValueError, match='config.kernels'):
+    step_lib.kernel_overrides('grouped')
+  config = step_config(kernels='auto,grouped:custom:cubic')
+  with pytest.raises(ValueError, match="model.lrn_impl='cubic'"):
+    step_lib.check(config)
 
 
 def test_config_errors_name_the_field():
