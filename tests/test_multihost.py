@@ -18,7 +18,7 @@ from data_utils import REPO, TINY_RUN, override_flags, tiny_config
 
 from alexnet_jax import sources, statistics
 
-TIMEOUT = 300          # seconds per launch of both processes
+TIMEOUT = 600          # seconds per launch of both processes (a loaded 2-core box)
 
 # The tiny run of tests/test_train.py, logging and checkpointing every 3 steps.
 OVERRIDES = {**TINY_RUN, 'log_every_steps': 3, 'eval_every_steps': 6,

@@ -129,7 +129,7 @@ def test_replica_group_parsing():
 
 def test_start_up_log_names_backend_devices_and_mesh(mesh, caplog, monkeypatch):
   import logging
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger='absl')     # absl's logger, whatever ran before
   sharding.log_devices(mesh)
   assert 'on cpu: 8 device(s)' in caplog.text and 'mesh data=4, model=2' in caplog.text
   assert 'JAX is running on the CPU' not in caplog.text
