@@ -116,12 +116,12 @@ def _logged_loss(log: str, step: int, total: int) -> float:
 def test_two_processes_train_evaluate_checkpoint_and_resume(tmp_path):
   data_dir, workdir, logs = tmp_path / 'tfds', str(tmp_path / 'run'), tmp_path / 'logs'
   logs.mkdir()
-  # Build the dataset and its mean image here, once: two processes doing it on first
+  # Build the dataset, its mean image and PCA here, once: two processes doing it on first
   # use would race on the same files.
   config = _config(data_dir)
   assert sources.num_examples(config, 'train') == 256
   assert sources.num_examples(config, 'validation') == 101
-  statistics.load_or_compute_mean_image(config)
+  statistics.load_or_compute_statistics(config)
 
   outs = _launch(workdir, data_dir, str(logs), num_train_steps=6)
   records = _records(workdir)

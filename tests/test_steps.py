@@ -86,3 +86,33 @@ def test_built_state_lives_in_the_shardings_the_steps_expect():
   abstract = built.abstract_state()
   for x, a in zip(jax.tree.leaves(state), jax.tree.leaves(abstract), strict=True):
     assert x.shape == a.shape and x.dtype == a.dtype
+
+
+@pytest.mark.slow
+def test_train_step_takes_the_lighting_pca_as_an_input():
+  """The step's lighting follows the eigen-decomposition passed in (one compilation for
+  any): the published one, another dataset's, and none (zeros) give three different steps."""
+  from alexnet_jax import config_lib, evaluation, sharding, statistics
+  from configs import default
+  config = default.get_config()
+  config.model.conv_widths, config.model.fc_widths = (8, 16, 16, 16, 16), (32, 32)
+  config.mesh.model, config.batch_size = 2, 16
+  mesh = sharding.make_mesh(config.mesh)
+  built = steps.build(config, config_lib.validate(config, mesh_shape=dict(mesh.shape)), mesh)
+  rng = np.random.default_rng(0)
+  batch = evaluation.to_global(
+      {'image': rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8),
+       'label': rng.integers(0, 10, (16,), dtype=np.int32)}, built.batch)
+  mean = built.device_mean(None)
+  config.dataset.name = 'imagenet2012'
+  config.input.pca_source = 'published'
+  published = statistics.published_rgb_pca(config)
+  other = statistics.RgbPca(eigval=np.float32([0.5, 0.05, 0.01]),
+                            eigvec=np.eye(3, dtype=np.float32), source='dataset', dataset='other')
+  losses = []
+  with jax.set_mesh(mesh):
+    for pca in (published, other, None, published):
+      _, metrics = built.train(built.init_state(0), batch, mean, built.device_lighting(pca))
+      losses.append(float(metrics['loss']))
+  assert built.train._cache_size() == 1
+  assert len(set(losses[:3])) == 3 and losses[3] == losses[0], losses
