@@ -71,3 +71,20 @@ def test_every_choice_field_is_checked_against_the_one_table(field, value):
   with pytest.raises(ValueError, match=f'{field}={value!r} is invalid.*--config.{field}='):
     config_lib.validate(c)
   assert field in config_lib.ALLOWED
+
+
+def test_a_run_config_from_before_a_field_existed_still_loads(tmp_path):
+  """evaluate reads the run's config.json: fields added since take base()'s defaults."""
+  import json
+
+  from alexnet_jax import evaluation
+  c = default.get_config()
+  saved = json.loads(c.to_json_best_effort())
+  for field in ('pca_source', 'pca_reading', 'pca_max_images'):
+    del saved['input'][field]
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  loaded = evaluation.load_run_config(str(tmp_path))
+  assert loaded.input.pca_source == 'dataset' and loaded.input.pca_max_images == -1
+  assert tuple(loaded.model.conv_widths) == tuple(c.model.conv_widths)
+  assert loaded.dataset.name == 'alexnet_shapes' and loaded.dataset.data_dir is None
+  config_lib.validate(loaded, mesh_shape={'data': 8, 'model': 1})
