@@ -14,8 +14,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-# PCA of ImageNet RGB pixels in [0, 1] (ALEXNET.md); the lighting noise is scaled x255
-# because images here are in [0, 255].
+from alexnet_jax import config_lib
+
+# PCA of ImageNet RGB pixels in [0, 1] as published (fb.resnet.torch; ALEXNET.md): the
+# input.pca_source='published' fallback, ImageNet only. The default is the training set's own
+# (statistics.load_or_compute_rgb_pca). The noise is scaled x255: images here are in [0, 255].
 PCA_EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)
 PCA_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                        [-0.5808, -0.0045, -0.8140],
@@ -23,32 +26,71 @@ PCA_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
 
 
 def device_preprocess(images: jax.Array, key: jax.Array | None, *,
-                      config: ml_collections.ConfigDict, mean, train: bool) -> jax.Array:
+                      config: ml_collections.ConfigDict, mean, train: bool,
+                      lighting: dict | None = None) -> jax.Array:
   """Inside the jitted step: uint8 [B, H, W, 3] -> float32 [B, S, S, 3], S=model.input_size,
   times input.scale: what the model takes.
 
   train: random S x S crop (input.random_crop='paper'; centre for 'none'; the host's crop
-  for 'resized'), random horizontal flip (input.flip), PCA lighting (input.pca_lighting),
-  minus `mean` (statistics.load_or_compute_mean_image(config)) cut to the same window.
-  eval (`key` unused): the centre crop minus the mean, or with input.eval_crops=10 the
-  paper's ten crops as [B, 10, S, S, 3].
+  for 'resized'), random horizontal flip (input.flip), PCA lighting (input.pca_lighting,
+  input.pca_reading) along `lighting` ({'eigval': [3], 'eigvec': [3, 3]}, step inputs from
+  statistics.load_or_compute_rgb_pca(config); needed when the lighting is on), minus `mean`
+  (statistics.load_or_compute_mean_image(config)) cut to the same window.
+  eval (`key` and `lighting` unused): the centre crop minus the mean, or with
+  input.eval_crops=10 the paper's ten crops as [B, 10, S, S, 3].
   """
   s = config.model.input_size
   if train:
+    sigma = float(config.input.pca_lighting)
+    if sigma and lighting is None:
+      raise ValueError('input.pca_lighting > 0 needs `lighting`, the eigen-decomposition '
+                       '(statistics.load_or_compute_rgb_pca)')
+    pca = {} if not sigma else dict(eigval=lighting['eigval'], eigvec=lighting['eigvec'],
+                                     reading=config.input.pca_reading)
     x = train_preprocess(
         images, key, crop_size=s, mean=mean, random_crop=config.input.random_crop != 'none',
-        flip=bool(config.input.flip), pca_sigma=float(config.input.pca_lighting))
+        flip=bool(config.input.flip), pca_sigma=sigma, **pca)
   else:
     x = eval_preprocess(images, crop_size=s, mean=mean, crops=int(config.input.eval_crops))
   return x * config.input.scale
 
 
-def lighting_shift(alpha: jax.Array) -> jax.Array:
-  """Paper's PCA colour noise for pixels in [0, 255]: eigvec @ (alpha * eigval) * 255.
+def lighting_shift(alpha: jax.Array, eigval=PCA_EIGVAL, eigvec=PCA_EIGVEC,
+                   reading: str = 'paper') -> jax.Array:
+  """PCA colour noise for pixels in [0, 255], one RGB offset per image: alpha [B, 3] -> [B, 3].
 
-  alpha: [B, 3] -> [B, 3], one RGB offset per image.
+  eigval, eigvec: the eigen-decomposition of the RGB covariance of pixels in [0, 1]
+  (columns of eigvec). reading='paper' (section 4.1): eigvec @ (alpha * eigval) * 255.
+  reading='cuda_convnet2' (Krizhevsky's code: alpha times the std along each component,
+  in 0-255 units): eigvec @ (alpha * sqrt(eigval)) * 255, i.e. sqrt(255^2 eigval).
   """
-  return (alpha * PCA_EIGVAL) @ PCA_EIGVEC.T * 255.0
+  config_lib.check_choice('input.pca_reading', reading)
+  scale = eigval if reading == 'paper' else jnp.sqrt(eigval)
+  # The barriers keep XLA's arithmetic what it was when the published constants were baked
+  # into the trace (bit for bit): with eigval an input it would fold alpha's sigma into it
+  # (sigma * eigval first), and contract a transposed input in another order.
+  alpha, rows = jax.lax.optimization_barrier((alpha, jnp.asarray(eigvec).T))
+  return (alpha * scale) @ rows * 255.0
+
+
+def lighting_noise_std(eigval, eigvec, sigma: float, reading: str = 'paper') -> np.ndarray:
+  """float64 [3]: the std of `lighting_shift` per RGB channel, in pixel levels (0-255), for
+  alpha ~ N(0, sigma^2): sigma * 255 * sqrt(sum_i eigvec[c, i]^2 scale_i^2)."""
+  config_lib.check_choice('input.pca_reading', reading)
+  eigval = np.asarray(eigval, np.float64)
+  scale = eigval if reading == 'paper' else np.sqrt(eigval)
+  return sigma * 255.0 * np.sqrt((np.asarray(eigvec, np.float64) ** 2) @ scale ** 2)
+
+
+def describe_lighting(config: ml_collections.ConfigDict, pca) -> str:
+  """The start-of-run log line's text: which eigen-decomposition, which reading, how much
+  noise. `pca`: statistics.load_or_compute_rgb_pca(config) (None: lighting off)."""
+  if pca is None:
+    return 'off (input.pca_lighting=0)'
+  i = config.input
+  std = lighting_noise_std(pca.eigval, pca.eigvec, float(i.pca_lighting), i.pca_reading)
+  return (f'{pca.describe()}; reading {i.pca_reading!r}, sigma {i.pca_lighting:g}: '
+          f'noise std (R, G, B) {", ".join(f"{v:.2f}" for v in std)} pixel levels')
 
 
 def sample_augmentation(key: jax.Array, batch: int, *, image_size: int, crop_size: int,
@@ -99,12 +141,14 @@ def _flip(x: jax.Array, flips: jax.Array) -> jax.Array:
 
 
 def train_preprocess(images: jax.Array, key: jax.Array, *, crop_size: int, mean=None,
-                     random_crop: bool = True, flip: bool = True,
-                     pca_sigma: float = 0.1) -> jax.Array:
+                     random_crop: bool = True, flip: bool = True, pca_sigma: float = 0.1,
+                     eigval=PCA_EIGVAL, eigvec=PCA_EIGVEC, reading: str = 'paper'
+                     ) -> jax.Array:
   """uint8 [B, R, R, 3] -> float32 [B, S, S, 3]: crop, minus the mean of the same window,
-  flip, plus PCA lighting. The lighting is a per-image constant, so adding it after the
-  mean subtraction equals the paper's order. With R == S (host-side resized crops) the crop
-  is the identity."""
+  flip, plus PCA lighting (`lighting_shift`; the eigen-decomposition defaults to ImageNet's
+  published one for this op only; `device_preprocess` always passes the config's). The
+  lighting is a per-image constant, so adding it after the mean subtraction equals the
+  paper's order. With R == S (host-side resized crops) the crop is the identity."""
   batch, image_size = images.shape[0], images.shape[1]
   aug = sample_augmentation(key, batch, image_size=image_size, crop_size=crop_size,
                             random_crop=random_crop, flip=flip, pca_sigma=pca_sigma)
@@ -115,7 +159,7 @@ def train_preprocess(images: jax.Array, key: jax.Array, *, crop_size: int, mean=
   if flip:
     x = _flip(x, aug['flip'])
   if pca_sigma:
-    x = x + lighting_shift(aug['alpha'])[:, None, None, :]
+    x = x + lighting_shift(aug['alpha'], eigval, eigvec, reading)[:, None, None, :]
   return x
 
 

@@ -63,6 +63,15 @@ def base() -> ml_collections.ConfigDict:
   c.input.random_crop = 'paper'                  # 'paper' | 'resized' (torchvision) | 'none'
   c.input.flip = True
   c.input.pca_lighting = 0.1                     # sigma of alpha; 0 turns it off
+  # PCA lighting's eigen-decomposition (of the RGB covariance, pixels in [0, 1]):
+  # 'dataset': of this dataset's training pixels, computed once and cached (paper) |
+  # 'published': fb.resnet.torch's ImageNet constants (refused for other datasets).
+  c.input.pca_source = 'dataset'
+  # How eigval scales alpha: 'paper': eigvec @ (alpha * eigval) x255 |
+  # 'cuda_convnet2': eigvec @ (alpha * sqrt(eigval)) x255 (std in 0-255 units): on ImageNet's
+  # photos 2.2-2.4x the paper's noise (README, 'Deviations and options').
+  c.input.pca_reading = 'paper'
+  c.input.pca_max_images = -1                    # training images the PCA reads; -1: all (paper)
   c.input.scale = 1.0                            # x after mean subtraction (paper: raw 0-255)
   c.input.eval_crops = 1                         # 1 (centre) or 10 (paper's 10 crops)
   c.input.shuffle_buffer = 16384
@@ -137,8 +146,31 @@ ALLOWED = {
     'input.mean': ('image', 'channel', 'none'),
     'input.random_crop': ('paper', 'resized', 'none'),
     'input.eval_crops': (1, 10),
+    'input.pca_source': ('dataset', 'published'),
+    'input.pca_reading': ('paper', 'cuda_convnet2'),
     'schedule.name': ('plateau', 'step', 'constant'),
 }
+
+
+# Datasets whose training pixels are ILSVRC-2012's, for which input.pca_source='published'
+# (ImageNet's constants) is allowed; 'synthetic' stands in for ImageNet in the benchmarks.
+PUBLISHED_PCA_DATASETS = ('imagenet2012', 'imagenet2012_subset', 'synthetic')
+
+
+def check_pca_source(config) -> None:
+  """Refuses ImageNet's published PCA constants for another dataset's lighting noise.
+
+  An error, not a warning: colour noise along ImageNet's principal components is wrong
+  for other pixels, a warning scrolls away in a long log, and the fix costs one flag (the
+  'dataset' pass shares the mean image's decode pass).
+  """
+  i, name = config.input, config.dataset.name
+  if i.pca_lighting and i.pca_source == 'published' and name not in PUBLISHED_PCA_DATASETS:
+    raise ValueError(
+        f"input.pca_source='published' is ImageNet's PCA (fb.resnet.torch's constants), but "
+        f'dataset.name={name!r}; use --config.input.pca_source=dataset (the eigen-decomposition '
+        f"of this dataset's training pixels, computed once and cached) or "
+        f'--config.input.pca_lighting=0')
 
 
 def _get(config, dotted: str):
@@ -193,6 +225,10 @@ def validate(config, *, mesh_shape: dict[str, int] | None = None, process_count:
     value = _get(config, field)
     if not isinstance(value, int | float) or value < lo:
       raise refuse(field, value, f'a number >= {lo}')
+  check_pca_source(config)
+  cap = config.input.pca_max_images
+  if not isinstance(cap, int) or isinstance(cap, bool) or (cap < 1 and cap != -1):
+    raise refuse('input.pca_max_images', cap, 'a positive int, or -1 for all')
   if not 0.0 <= config.optimizer.momentum < 1.0:
     raise refuse('optimizer.momentum', config.optimizer.momentum, '0 <= momentum < 1')
   if not 0.0 < config.schedule.factor < 1.0:

@@ -62,9 +62,12 @@ def evaluate_split(built: steps.Steps, params: Any, config: ml_collections.Confi
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config.json a training run wrote into its workdir (local or gs://)."""
+  """The config.json a training run wrote into its workdir (local or gs://), over
+  config_lib.base(): fields added since the run was written take their defaults."""
   try:
-    return ml_collections.ConfigDict(checkpoints.read_config(workdir))
+    config = config_lib.base()
+    config.update(checkpoints.read_config(workdir))
+    return config
   except FileNotFoundError:
     raise FileNotFoundError(f'{workdir}/config.json not found: --workdir must be a training '
                             "run's workdir") from None

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 import ml_collections
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
@@ -109,7 +110,8 @@ def write_preresized(
 
 def prepare(config: ml_collections.ConfigDict, *, preresized: bool = False,
             log: Callable[[str], None] = print) -> None:
-  """Builds the TFDS dataset, the mean image and (optionally) the pre-resized copy.
+  """Builds the TFDS dataset, the mean image and the lighting's RGB PCA, and (optionally)
+  the pre-resized copy.
 
   Every stage is skipped when its output is already there, so re-running resumes. ImageNet
   without its archives (and not yet built) raises FileNotFoundError with
@@ -139,14 +141,20 @@ def prepare(config: ml_collections.ConfigDict, *, preresized: bool = False,
   log(f'{elapsed()} splits: ' + ', '.join(
       f'{k}={v.num_examples}' for k, v in sorted(b.info.splits.items())))
 
-  log(f'{elapsed()} stage 2/3: training-set mean image (input.mean={config.input.mean!r}; '
-      'one decode pass over the training split, cached under data_dir)')
-  mean = statistics.load_or_compute_mean_image(original)
-  if mean is None:
+  log(f'{elapsed()} stage 2/3: training-set mean image (input.mean={config.input.mean!r}) '
+      f'and RGB PCA for the lighting (input.pca_source={config.input.pca_source!r}); one '
+      'decode pass over the training split for what is missing, cached under data_dir')
+  stats = statistics.load_or_compute_statistics(original)
+  if stats.mean is None:
     log(f'{elapsed()} no mean needed')
   else:
-    log(f'{elapsed()} mean {mean.shape} at {statistics.mean_image_path(original)}, '
-        f'per-channel {[round(float(x), 2) for x in mean.reshape(-1, 3).mean(0)]}')
+    log(f'{elapsed()} mean {stats.mean.shape} at {statistics.mean_image_path(original)}, '
+        f'per-channel {[round(float(x), 2) for x in stats.mean.reshape(-1, 3).mean(0)]}')
+  if stats.pca is None:
+    log(f'{elapsed()} no PCA needed (input.pca_lighting=0)')
+  else:
+    log(f'{elapsed()} PCA lighting: {stats.pca.describe()}, eigenvectors (columns) '
+        f'{np.round(stats.pca.eigvec, 4).tolist()}')
 
   if preresized:
     size = config.input.resize_size

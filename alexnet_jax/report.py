@@ -128,9 +128,9 @@ def summarize(config: ml_collections.ConfigDict, batch_size: int | None = None) 
   spec = config_lib.validate(config, mesh_shape=dict(mesh.shape))
   built = steps.build(config, spec, mesh)
   state = built.abstract_state()
-  batch, mean = built.abstract_inputs(config, batch_size or config.batch_size)
+  batch, mean, lighting = built.abstract_inputs(config, batch_size or config.batch_size)
   with jax.set_mesh(mesh):
-    compiled = built.train.lower(state, batch, mean).compile()
+    compiled = built.train.lower(state, batch, mean, lighting).compile()
   params = []
   for path, leaf in jax.tree_util.tree_leaves_with_path(state.params):
     params.append({'name': '/'.join(str(getattr(k, 'key', k)) for k in path),

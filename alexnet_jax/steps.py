@@ -87,13 +87,17 @@ def ten_crop_scores(logits: jax.Array) -> jax.Array:
 
 def make_train_step(config: ml_collections.ConfigDict, spec: models.ModelSpec,
                     tx: optax.GradientTransformation) -> Callable:
-  """train_step(state, batch, mean) -> (state, metrics); pure, for jax.jit."""
+  """train_step(state, batch, mean, lighting) -> (state, metrics); pure, for jax.jit.
 
-  def train_step(state: TrainState, batch: dict, mean: jax.Array):
+  lighting: {'eigval': [3], 'eigvec': [3, 3]}, the PCA the lighting noise follows (an
+  input like the mean, so that another dataset's statistics need no recompilation).
+  """
+
+  def train_step(state: TrainState, batch: dict, mean: jax.Array, lighting: dict):
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     aug_key, drop_key = jax.random.split(key)
     images = augment.device_preprocess(batch['image'], aug_key, config=config, mean=mean,
-                                       train=True)
+                                       train=True, lighting=lighting)
     labels = batch['label']
 
     def loss_fn(params):
@@ -144,7 +148,7 @@ def make_eval_step(config: ml_collections.ConfigDict, spec: models.ModelSpec) ->
 class Steps:
   """The jitted steps of one run and the shardings of what goes in and out of them.
 
-  train(state, batch, mean) -> (state, metrics): the state is donated.
+  train(state, batch, mean, lighting) -> (state, metrics): the state is donated.
   eval(params, batch, mean) -> sums of loss/top1/top5/count over unmasked rows.
   Call them under `jax.set_mesh(mesh)` (the model's shard_map reads it).
   """
@@ -168,17 +172,30 @@ class Steps:
                         shapes, self.state_shardings)
 
   def abstract_inputs(self, config: ml_collections.ConfigDict, batch_size: int
-                      ) -> tuple[dict, jax.ShapeDtypeStruct]:
-    """Shapes of a training batch and of the mean, to compile without data."""
+                      ) -> tuple[dict, jax.ShapeDtypeStruct, dict]:
+    """Shapes of a training batch, of the mean and of the lighting's PCA, to compile
+    without data."""
     r = input_pipeline.host_image_size(config, train=True)
     batch = {'image': jax.ShapeDtypeStruct((batch_size, r, r, 3), np.uint8, sharding=self.batch),
              'label': jax.ShapeDtypeStruct((batch_size,), np.int32, sharding=self.batch)}
     mean_shape = (r, r, 3) if config.input.mean == 'image' else (3,)
-    return batch, jax.ShapeDtypeStruct(mean_shape, np.float32, sharding=self.replicated)
+    lighting = {k: jax.ShapeDtypeStruct(shape, np.float32, sharding=self.replicated)
+                for k, shape in (('eigval', (3,)), ('eigvec', (3, 3)))}
+    return batch, jax.ShapeDtypeStruct(mean_shape, np.float32, sharding=self.replicated), lighting
 
   def device_mean(self, mean: np.ndarray | None) -> jax.Array:
     """The mean to subtract, on every device (zeros when input.mean='none')."""
     value = np.zeros(3, np.float32) if mean is None else np.asarray(mean, np.float32)
+    return jax.device_put(value, self.replicated)
+
+  def device_lighting(self, pca) -> dict[str, jax.Array]:
+    """The PCA lighting's eigen-decomposition (statistics.load_or_compute_rgb_pca), on
+    every device: {'eigval': [3], 'eigvec': [3, 3]} (zeros when the lighting is off)."""
+    if pca is None:
+      value = {'eigval': np.zeros(3, np.float32), 'eigvec': np.zeros((3, 3), np.float32)}
+    else:
+      value = {'eigval': np.asarray(pca.eigval, np.float32),
+               'eigvec': np.asarray(pca.eigvec, np.float32)}
     return jax.device_put(value, self.replicated)
 
 
@@ -191,7 +208,7 @@ def build(config: ml_collections.ConfigDict, spec: models.ModelSpec, mesh: Mesh)
   shardings = _state_shardings(tx, spec, mesh)
   batch, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
   train = jax.jit(make_train_step(config, spec, tx), donate_argnums=0,
-                  in_shardings=(shardings, batch, replicated),
+                  in_shardings=(shardings, batch, replicated, replicated),
                   out_shardings=(shardings, replicated))
   eval_ = jax.jit(make_eval_step(config, spec),
                   in_shardings=(shardings.params, batch, replicated),

@@ -1,6 +1,6 @@
 """The training loop: resume, train, evaluate, checkpoint, stop cleanly.
 
-The hot loop is one jitted `train_step(state, batch, mean)` over the
+The hot loop is one jitted `train_step(state, batch, mean, lighting)` over the
 ('data', 'model') mesh (from `steps.build`), with the state donated; metrics
 stay on the device and are fetched only at log steps; checkpoints are written
 asynchronously. Re-running the same command on the same workdir resumes.
@@ -23,6 +23,7 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 
 from alexnet_jax import (
+  augment,
   checkpoints,
   config_lib,
   evaluation,
@@ -101,6 +102,7 @@ class RunContext:
   checkpointer: checkpoints.Checkpointer
   controller: optim.LearningRateController
   mean: jax.Array                 # on every device
+  lighting: dict                  # the PCA lighting's eigval/eigvec, on every device
   total_steps: int
   steps_per_epoch: int
   eval_every: int
@@ -221,9 +223,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  f'{models.count_params(state.params):,}',
                  f'{sum(spec.macs_per_image().values()):,}')
 
-  mean = built.device_mean(statistics.load_or_compute_mean_image(config))
+  stats = statistics.load_or_compute_statistics(config)
+  logging.info('PCA lighting: %s', augment.describe_lighting(config, stats.pca))
   run = RunContext(config=config, workdir=workdir, steps=built, checkpointer=ckpt,
-                   controller=controller, mean=mean, total_steps=total_steps,
+                   controller=controller, mean=built.device_mean(stats.mean),
+                   lighting=built.device_lighting(stats.pca), total_steps=total_steps,
                    steps_per_epoch=steps_per_epoch, eval_every=eval_every,
                    best_top1=best_top1, max_steps=max_steps, is_chief=is_chief)
   with jax.set_mesh(mesh):
@@ -272,7 +276,7 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
         state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, lr))
         logging.info('Step %d: learning rate -> %g', step, lr)
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        state, metrics = run.steps.train(state, next(train_iter), run.mean)
+        state, metrics = run.steps.train(state, next(train_iter), run.mean, run.lighting)
       step += 1
       pending.append(metrics)
       guard.observe(step, metrics)

@@ -27,9 +27,14 @@ def batch():
   return images, mean.astype(np.float32)
 
 
-def _np_lighting(alpha):
-  return (augment.PCA_EIGVEC.astype(np.float64)
-          @ (alpha.astype(np.float64) * augment.PCA_EIGVAL).T).T * 255.0
+PUBLISHED = {'eigval': augment.PCA_EIGVAL, 'eigvec': augment.PCA_EIGVEC}
+
+
+def _np_lighting(alpha, eigval=augment.PCA_EIGVAL, eigvec=augment.PCA_EIGVEC,
+                 reading='paper'):
+  scale = np.asarray(eigval, np.float64)
+  scale = scale if reading == 'paper' else np.sqrt(scale)
+  return (np.asarray(eigvec, np.float64) @ (alpha.astype(np.float64) * scale).T).T * 255.0
 
 
 def test_lighting_formula():
@@ -38,6 +43,29 @@ def test_lighting_formula():
   np.testing.assert_allclose(got[0], 0.2175 * 255 * np.array([-0.5675, -0.5808, -0.5836]),
                              rtol=1e-5)
   np.testing.assert_allclose(got, _np_lighting(alpha), rtol=1e-5, atol=1e-4)
+  # Krizhevsky's cuda-convnet2: alpha times the std along each component, in 0-255 units.
+  got = np.asarray(augment.lighting_shift(alpha, reading='cuda_convnet2'))
+  np.testing.assert_allclose(got[0], np.sqrt(0.2175 * 255**2) * np.array([-0.5675, -0.5808,
+                                                                          -0.5836]), rtol=1e-5)
+  np.testing.assert_allclose(got, _np_lighting(alpha, reading='cuda_convnet2'), rtol=1e-5,
+                             atol=1e-4)
+  with pytest.raises(ValueError, match='input.pca_reading'):
+    augment.lighting_shift(alpha, reading='sqrt')
+
+
+@pytest.mark.parametrize('reading', ['paper', 'cuda_convnet2'])
+def test_lighting_noise_in_pixel_levels(reading):
+  """The std of the per-image shift per channel, sampled, is lighting_noise_std's."""
+  rng = np.random.default_rng(0)
+  eigval, eigvec = np.float32([0.19, 0.016, 0.004]), np.linalg.qr(rng.normal(size=(3, 3)))[0]
+  alpha = 0.1 * rng.standard_normal((200_000, 3)).astype(np.float32)
+  shift = np.asarray(augment.lighting_shift(alpha, eigval, eigvec.astype(np.float32), reading))
+  want = augment.lighting_noise_std(eigval, eigvec, 0.1, reading)
+  np.testing.assert_allclose(shift.std(axis=0), want, rtol=0.01)
+  # Published constants, sigma 0.1: about 3 levels (paper) vs about 7 (cuda-convnet2).
+  std = augment.lighting_noise_std(augment.PCA_EIGVAL, augment.PCA_EIGVEC, 0.1, reading)
+  lo, hi = (3.0, 3.3) if reading == 'paper' else (7.0, 7.4)
+  assert ((lo < std) & (std < hi)).all(), std
 
 
 def test_train_preprocess_matches_numpy(batch):
@@ -115,7 +143,8 @@ def test_device_preprocess_from_config():
   c.model.input_size = 32
   images = _host_images(PHOTOS[:4], 40)
   mean = np.full((40, 40, 3), 100.0, np.float32)
-  fn = jax.jit(lambda im, k: augment.device_preprocess(im, k, config=c, mean=mean, train=True))
+  fn = jax.jit(lambda im, k: augment.device_preprocess(im, k, config=c, mean=mean, train=True,
+                                                       lighting=PUBLISHED))
   out = fn(images, jax.random.key(0))
   assert out.shape == (4, 32, 32, 3) and out.dtype == np.float32
   assert not np.array_equal(out, fn(images, jax.random.key(1)))
@@ -133,9 +162,67 @@ def test_device_preprocess_applies_the_input_scale():
   images = _host_images(PHOTOS[:4], 40)
   mean = np.full((40, 40, 3), 100.0, np.float32)
   key = jax.random.key(2)
-  unscaled = augment.device_preprocess(images, key, config=c, mean=mean, train=True)
+  unscaled = augment.device_preprocess(images, key, config=c, mean=mean, train=True,
+                                      lighting=PUBLISHED)
   c.input.scale = 1 / 64
-  scaled = augment.device_preprocess(images, key, config=c, mean=mean, train=True)
+  scaled = augment.device_preprocess(images, key, config=c, mean=mean, train=True,
+                                    lighting=PUBLISHED)
   np.testing.assert_allclose(scaled, np.asarray(unscaled) / 64, rtol=1e-6)
   ev = augment.device_preprocess(images, None, config=c, mean=mean, train=False)
   np.testing.assert_allclose(ev, (images[:, 4:36, 4:36] - 100.0) / 64, rtol=1e-6)
+
+
+def _former_lighting_shift(alpha, *unused):
+  """lighting_shift before the PCA became an input: ImageNet's constants in the trace."""
+  return (alpha * augment.PCA_EIGVAL) @ augment.PCA_EIGVEC.T * 255.0
+
+
+@pytest.mark.parametrize('batch_size', [4, 16])
+def test_published_lighting_as_an_input_is_bit_identical_to_the_former_constants(
+    batch_size, monkeypatch):
+  c = config_lib.base()
+  c.input.resize_size, c.model.input_size = 40, 32
+  images = _host_images((PHOTOS * 4)[:batch_size], 40)
+  mean = np.random.default_rng(0).uniform(90, 110, (40, 40, 3)).astype(np.float32)
+  key = jax.random.key(5)
+  now = jax.jit(lambda im, k, m, light: augment.device_preprocess(
+      im, k, config=c, mean=m, train=True, lighting=light))(images, key, mean, PUBLISHED)
+  monkeypatch.setattr(augment, 'lighting_shift', _former_lighting_shift)
+  before = jax.jit(lambda im, k, m: augment.device_preprocess(
+      im, k, config=c, mean=m, train=True, lighting=PUBLISHED))(images, key, mean)
+  np.testing.assert_array_equal(now, before)
+
+
+def test_device_preprocess_lighting_is_an_input():
+  """The eigen-decomposition enters as arrays (not constants of the trace): another
+  dataset's needs no recompilation, and the config's reading applies to it."""
+  c = config_lib.base()
+  c.input.resize_size, c.model.input_size = 40, 32
+  images = _host_images(PHOTOS[:4], 40)
+  mean = np.full((40, 40, 3), 100.0, np.float32)
+  key = jax.random.key(5)
+  step = jax.jit(lambda im, k, light: augment.device_preprocess(
+      im, k, config=c, mean=mean, train=True, lighting=light))
+  step(images, key, PUBLISHED)
+  # Another dataset's statistics: the same compiled function, the shift they give.
+  other = {'eigval': np.float32([0.19, 0.016, 0.004]),
+           'eigvec': np.float32([[0.56, 0.72, -0.4], [0.58, 0.0, 0.81], [0.59, -0.69, -0.42]])}
+  got = step(images, key, other)
+  assert step._cache_size() == 1
+  aug = augment.sample_augmentation(key, 4, image_size=40, crop_size=32, random_crop=True,
+                                    flip=True, pca_sigma=0.1)
+  unlit = jax.jit(lambda im, k: augment.train_preprocess(im, k, crop_size=32, mean=mean,
+                                                         pca_sigma=0.0))(images, key)
+  shift = _np_lighting(np.asarray(aug['alpha']), other['eigval'], other['eigvec'])
+  np.testing.assert_allclose(np.asarray(got - unlit), np.broadcast_to(
+      shift[:, None, None, :], got.shape), atol=1e-3)
+  # The reading is the config's: cuda-convnet2 scales by sqrt(eigval).
+  c.input.pca_reading = 'cuda_convnet2'
+  got = jax.jit(lambda im, k, light: augment.device_preprocess(
+      im, k, config=c, mean=mean, train=True, lighting=light))(images, key, other)
+  shift = _np_lighting(np.asarray(aug['alpha']), other['eigval'], other['eigvec'],
+                       'cuda_convnet2')
+  np.testing.assert_allclose(np.asarray(got - unlit), np.broadcast_to(
+      shift[:, None, None, :], got.shape), atol=1e-3)
+  with pytest.raises(ValueError, match='needs `lighting`'):
+    augment.device_preprocess(images, key, config=c, mean=mean, train=True)

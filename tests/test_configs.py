@@ -36,6 +36,9 @@ def test_every_paper_value_of_the_paper_config():
   assert c.input.mean == 'image' and c.input.scale == 1.0
   assert c.input.random_crop == 'paper' and c.input.flip
   assert c.input.pca_lighting == 0.1
+  # PCA of the training pixels, added as alpha * eigval (not cuda-convnet2's sqrt), all images.
+  assert c.input.pca_source == 'dataset' and c.input.pca_reading == 'paper'
+  assert c.input.pca_max_images == -1
   # Validation during training on the centre crop; the 10-crop test of section 4.1 is
   # `python -m alexnet_jax.evaluate --crops=1,10` on the finished run.
   assert c.input.eval_crops == 1
@@ -68,3 +71,20 @@ def test_every_choice_field_is_checked_against_the_one_table(field, value):
   with pytest.raises(ValueError, match=f'{field}={value!r} is invalid.*--config.{field}='):
     config_lib.validate(c)
   assert field in config_lib.ALLOWED
+
+
+def test_a_run_config_from_before_a_field_existed_still_loads(tmp_path):
+  """evaluate reads the run's config.json: fields added since take base()'s defaults."""
+  import json
+
+  from alexnet_jax import evaluation
+  c = default.get_config()
+  saved = json.loads(c.to_json_best_effort())
+  for field in ('pca_source', 'pca_reading', 'pca_max_images'):
+    del saved['input'][field]
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  loaded = evaluation.load_run_config(str(tmp_path))
+  assert loaded.input.pca_source == 'dataset' and loaded.input.pca_max_images == -1
+  assert tuple(loaded.model.conv_widths) == tuple(c.model.conv_widths)
+  assert loaded.dataset.name == 'alexnet_shapes' and loaded.dataset.data_dir is None
+  config_lib.validate(loaded, mesh_shape={'data': 8, 'model': 1})

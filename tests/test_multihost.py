@@ -99,7 +99,7 @@ def test_two_processes_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_p
   config = tiny_config(data_dir, **OVERRIDES)
   assert sources.num_examples(config, 'train') == 256
   assert sources.num_examples(config, 'validation') == 101
-  statistics.load_or_compute_mean_image(config)
+  statistics.load_or_compute_statistics(config)
 
   outs = _launch(workdir, data_dir, str(logs), num_train_steps=6)
   records = _records(workdir)

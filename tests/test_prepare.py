@@ -148,3 +148,14 @@ def test_mean_image(prepared):
   assert mean.shape == (256, 256, 3)
   assert np.abs(mean - expected).mean() < 1.5
 
+
+
+def test_rgb_pca_beside_the_mean(prepared):
+  config, tiny = prepared
+  path = statistics.rgb_pca_path(config)
+  assert path.exists() and path.parent == statistics.mean_image_path(config).parent
+  pca = statistics.load_or_compute_rgb_pca(config)      # read back, not recomputed
+  assert pca.source == 'dataset' and pca.images == len(tiny.train) == 8
+  pixels = np.stack([data_utils.resize_center_crop_pil(p) for p in tiny.train.values()])
+  eigval = np.sort(np.linalg.eigvalsh(np.cov(pixels.reshape(-1, 3) / 255.0, rowvar=False)))
+  np.testing.assert_allclose(pca.eigval, eigval[::-1], rtol=0.05)

@@ -91,7 +91,7 @@ def test_built_state_lives_in_the_shardings_the_steps_expect():
 def _losses_of_repeated_steps(**input_overrides):
   """Train-step losses on one fixed batch, learning rate 0, no dropout: only the
   augmentation can change from step to step."""
-  from alexnet_jax import config_lib, sharding
+  from alexnet_jax import config_lib, sharding, statistics
   from configs import default
   config = default.get_config()
   config.model.conv_widths, config.model.fc_widths = (8, 16, 16, 16, 16), (32, 32)
@@ -108,10 +108,13 @@ def _losses_of_repeated_steps(**input_overrides):
                                    built.batch),
            'label': jax.device_put(np.arange(4, dtype=np.int32), built.batch)}
   mean = built.device_mean(None)
+  lighting = built.device_lighting(statistics.RgbPca(
+      eigval=np.float32([0.2, 0.02, 0.005]), eigvec=np.eye(3, dtype=np.float32),
+      source='dataset', dataset='test'))
   losses = []
   with jax.set_mesh(mesh):
     for _ in range(3):
-      state, metrics = built.train(state, batch, mean)
+      state, metrics = built.train(state, batch, mean, lighting)
       losses.append(float(metrics['loss']))
   return losses
 
@@ -122,3 +125,33 @@ def test_augmentation_is_drawn_afresh_at_every_step():
   assert len(set(fresh)) == 3, fresh          # new crops, flips and lighting each step
   fixed = _losses_of_repeated_steps(random_crop='none', flip=False, pca_lighting=0.0)
   assert fixed[0] == fixed[1] == fixed[2], fixed   # control: nothing random left
+
+
+@pytest.mark.slow
+def test_train_step_takes_the_lighting_pca_as_an_input():
+  """The step's lighting follows the eigen-decomposition passed in (one compilation for
+  any): the published one, another dataset's, and none (zeros) give three different steps."""
+  from alexnet_jax import config_lib, evaluation, sharding, statistics
+  from configs import default
+  config = default.get_config()
+  config.model.conv_widths, config.model.fc_widths = (8, 16, 16, 16, 16), (32, 32)
+  config.mesh.model, config.batch_size = 2, 16
+  mesh = sharding.make_mesh(config.mesh)
+  built = steps.build(config, config_lib.validate(config, mesh_shape=dict(mesh.shape)), mesh)
+  rng = np.random.default_rng(0)
+  batch = evaluation.to_global(
+      {'image': rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8),
+       'label': rng.integers(0, 10, (16,), dtype=np.int32)}, built.batch)
+  mean = built.device_mean(None)
+  config.dataset.name = 'imagenet2012'
+  config.input.pca_source = 'published'
+  published = statistics.published_rgb_pca(config)
+  other = statistics.RgbPca(eigval=np.float32([0.5, 0.05, 0.01]),
+                            eigvec=np.eye(3, dtype=np.float32), source='dataset', dataset='other')
+  losses = []
+  with jax.set_mesh(mesh):
+    for pca in (published, other, None, published):
+      _, metrics = built.train(built.init_state(0), batch, mean, built.device_lighting(pca))
+      losses.append(float(metrics['loss']))
+  assert built.train._cache_size() == 1
+  assert len(set(losses[:3])) == 3 and losses[3] == losses[0], losses
