@@ -42,15 +42,32 @@ def _shape_bytes(shape_text: str) -> int:
   return total
 
 
+def _iota(dims_text: str, transpose_text: str | None) -> np.ndarray:
+  dims = [int(v) for v in dims_text.split(',')]
+  ids = np.arange(int(np.prod(dims))).reshape(dims)
+  if transpose_text:
+    ids = ids.transpose([int(v) for v in transpose_text.split(',')])
+  return ids
+
+
 def replica_groups(line: str) -> list[list[int]] | None:
+  """The device groups of a collective, from any of the HLO spellings XLA uses."""
+  # Mesh form: replica_groups=mesh['axis_0'=2,'axis_1'=4], device_ids=([4,2]T(1,0))
+  # {'axis_0'}: the devices laid out on those axes; a group varies the named ones.
+  m = re.search(r"replica_groups=mesh\[([^\]]*)\], device_ids=\(\[([0-9,]+)\]"
+                r"(?:T\(([0-9,]+)\))?\) \{([^}]*)\}", line)
+  if m:
+    axes = re.findall(r"'([^']+)'=([0-9]+)", m.group(1))
+    names, sizes = [a for a, _ in axes], [int(n) for _, n in axes]
+    ids = _iota(m.group(2), m.group(3)).reshape(-1).reshape(sizes)
+    varying = [names.index(a) for a in re.findall(r"'([^']+)'", m.group(4))]
+    fixed = [i for i in range(len(names)) if i not in varying]
+    ids = ids.transpose(fixed + varying)
+    return ids.reshape(-1, int(np.prod([sizes[i] for i in varying]))).tolist()
   m = re.search(r'replica_groups=\[([0-9,]+)\]<=\[([0-9,]+)\](?:T\(([0-9,]+)\))?', line)
   if m:
     shape = [int(v) for v in m.group(1).split(',')]
-    dims = [int(v) for v in m.group(2).split(',')]
-    ids = np.arange(int(np.prod(dims))).reshape(dims)
-    if m.group(3):
-      ids = ids.transpose([int(v) for v in m.group(3).split(',')])
-    return ids.reshape(shape).tolist()
+    return _iota(m.group(2), m.group(3)).reshape(shape).tolist()
   m = re.search(r'replica_groups=\{((?:\{[0-9,]*\},?)*)\}', line)
   if m:
     return [[int(v) for v in g.split(',') if v] for g in re.findall(r'\{([0-9,]*)\}',
@@ -80,6 +97,8 @@ def _layer_of(line: str) -> str:
   if not m:
     return 'other'
   for part in m.group(1).split('/'):
+    if part == steps.GUARD_SCOPE:
+      return part
     layer = models.layer_of_scope(part)
     if layer is not None:
       return layer
@@ -116,7 +135,8 @@ def summarize_communication(rows: list[dict]) -> list[dict]:
     g = grouped[(r['layer'], r['op'], r['axes'])]
     g[0] += 1
     g[1] += r['bytes']
-  order = {name: i for i, name in enumerate(models.LAYERS + ('gradients', 'other'))}
+  order = {name: i for i, name in enumerate(models.LAYERS + ('gradients', steps.GUARD_SCOPE,
+                                                                     'other'))}
   return [{'layer': k[0], 'op': k[1], 'axes': k[2], 'count': v[0], 'bytes': v[1]}
           for k, v in sorted(grouped.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0]))]
 

@@ -161,3 +161,13 @@ def test_native_kernels_on_the_mesh_equal_the_cpu_choices(mesh):
     for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
       scale = float(jnp.abs(r).max())
       np.testing.assert_allclose(np.asarray(g) / scale, np.asarray(r) / scale, atol=2e-5)
+
+
+def test_replica_groups_in_the_mesh_spelling():
+  m = sharding.make_mesh(mesh_config())
+  line = ("x = (f32[], f32[]) all-reduce(a, b), channel_id=18, replica_groups=mesh['axis_0'=2,"
+          "'axis_1'=1,'axis_2'=1,'axis_3'=4], device_ids=([4,2]T(1,0)) {'axis_0'}, "
+          "use_global_device_ids=true")
+  groups = report.replica_groups(line)
+  assert sorted(map(sorted, groups)) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+  assert report.axes_of_groups(groups, m) == 'model'
