@@ -190,8 +190,8 @@ def format_tables(s: dict) -> str:
   if not s['communication']:
     lines.append('  none: every collective is trivial on this mesh')
   else:
-    lines.append(f'  {"layer":<10}{"collective":<20}{"axis":<12}{"count":>6}{"bytes":>14}')
+    lines.append(f'  {"layer":<18}{"collective":<20}{"axis":<12}{"count":>6}{"bytes":>14}')
     for r in s['communication']:
-      lines.append(f'  {r["layer"]:<10}{r["op"]:<20}{r["axes"]:<12}{r["count"]:>6}'
+      lines.append(f'  {r["layer"]:<18}{r["op"]:<20}{r["axes"]:<12}{r["count"]:>6}'
                    f'{r["bytes"]:>14,}')
   return '\n'.join(lines)
