@@ -121,6 +121,7 @@ def _conv1_tower_b_changed(spec):
   return float(jnp.abs(after[..., :half] - before[..., :half]).max())
 
 
+@pytest.mark.slow
 def test_lrn_window_stays_inside_each_tower():
   spec = dataclasses.replace(SMALL, init='paper')
   assert _conv1_tower_b_changed(spec) == 0.0
@@ -156,6 +157,7 @@ def test_caffe_init():
   assert abs(float(model.fc7.kernel[...].std()) - 0.005) < 0.0005
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('change', [
     {'pooling': 'non_overlapping'}, {'activation': 'tanh'}, {'lrn': 'none'},
     {'lrn': 'caffe', 'lrn_across_towers': True}, {'towers': 1}, {'input_size': 64},
@@ -177,6 +179,7 @@ def test_non_overlapping_pooling_keeps_sizes():
   assert spec.pool == (2, 2) and models.ModelSpec().pool == (3, 2)
 
 
+@pytest.mark.slow
 def test_dropout_only_in_training():
   model = models.create_model(SMALL, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(3), (4, 67, 67, 3))
@@ -188,6 +191,7 @@ def test_dropout_only_in_training():
   np.testing.assert_allclose(run(no_drop, x, train=True, key=key), run(no_drop, x), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_bfloat16_close_to_float32_and_params_stay_float32():
   f32 = models.create_model(SMALL, rngs=nnx.Rngs(0))
   bf16 = models.create_model(dataclasses.replace(SMALL, dtype='bfloat16'), rngs=nnx.Rngs(0))

@@ -58,6 +58,7 @@ def test_logical_rules_match_the_forward_pass_specs():
       assert from_metadata[name][part].get_value().spec == spec, (name, part)
 
 
+@pytest.mark.slow
 def test_tower_a_lives_only_on_model_index_0(mesh):
   model = sharding.create_sharded_model(SPEC, mesh, seed=0)
   position = {d.id: idx for idx, d in np.ndenumerate(mesh.devices)}
@@ -71,6 +72,7 @@ def test_tower_a_lives_only_on_model_index_0(mesh):
       np.testing.assert_array_equal(shard.data[0], np.asarray(kernel)[tower])
 
 
+@pytest.mark.slow
 def test_sharded_init_equals_single_device_init(mesh):
   a = models.create_model(SPEC, rngs=nnx.Rngs(params=3)).params_tree()
   b = sharding.create_sharded_model(SPEC, mesh, seed=3).params_tree()
@@ -83,6 +85,7 @@ def _loss(spec, params, x, y):
   return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('lrn_across', [False, True])
 def test_sharded_logits_and_gradients_equal_single_device(mesh, lrn_across):
   spec = models.ModelSpec(**{**SPEC.__dict__, 'lrn_across_towers': lrn_across})
