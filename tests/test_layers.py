@@ -14,7 +14,9 @@ def autodiff_pool(x, window, stride):
                            (1, stride, stride, 1), 'VALID')
 
 
-@pytest.mark.parametrize('window, stride, size', [(3, 2, 13), (3, 2, 27), (2, 2, 12)])
+@pytest.mark.parametrize('window, stride, size', [
+    (3, 2, 13), pytest.param(3, 2, 27, marks=pytest.mark.slow),
+    pytest.param(2, 2, 12, marks=pytest.mark.slow)])
 def test_max_pool_gradient_equals_autodiff(window, stride, size):
   key = jax.random.key(size)
   # ReLU'd values: many exact ties at zero, as after conv + ReLU in the model.
@@ -35,6 +37,7 @@ def test_channel_window_sum_matches_numpy():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_lrn_gradient_equals_the_plain_formula_gradient():
   """The rsqrt form and reduce_window sum differentiate like a / (k + alpha sum a^2)^beta."""
   x = jax.random.uniform(jax.random.key(0), (2, 3, 3, 16), minval=0, maxval=80)

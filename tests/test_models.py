@@ -113,6 +113,7 @@ def test_lrn_caffe_formula_divides_alpha_by_n():
                              rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_lrn_comes_before_pooling_as_in_the_paper():
   """Section 3.4/3.5: conv1 -> ReLU -> LRN -> max-pool; on inputs where the LRN is not a
   constant scale, pooling first gives a different result."""
@@ -138,6 +139,7 @@ def _conv1_tower_b_changed(spec):
   return float(jnp.abs(after[..., :half] - before[..., :half]).max())
 
 
+@pytest.mark.slow
 def test_lrn_window_stays_inside_each_tower():
   spec = dataclasses.replace(SMALL, init='paper')
   assert _conv1_tower_b_changed(spec) == 0.0
@@ -173,6 +175,7 @@ def test_caffe_init():
   assert abs(float(model.fc7.kernel[...].std()) - 0.005) < 0.0005
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('change', [
     {'pooling': 'non_overlapping'}, {'activation': 'tanh'}, {'lrn': 'none'},
     {'lrn': 'caffe', 'lrn_across_towers': True}, {'towers': 1}, {'input_size': 64},
@@ -194,6 +197,7 @@ def test_non_overlapping_pooling_keeps_sizes():
   assert spec.pool == (2, 2) and models.ModelSpec().pool == (3, 2)
 
 
+@pytest.mark.slow
 def test_dropout_only_in_training():
   model = models.create_model(SMALL, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(3), (4, 67, 67, 3))
@@ -205,6 +209,7 @@ def test_dropout_only_in_training():
   np.testing.assert_allclose(run(no_drop, x, train=True, key=key), run(no_drop, x), rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('scaling', ['test', 'inverted'])
 def test_dropout_sits_after_fc6_and_fc7_at_the_configured_rate_and_scaling(scaling):
   spec = dataclasses.replace(SMALL, fc_widths=(512, 512), dropout_rate=0.4,
@@ -241,6 +246,7 @@ def test_dropout_sits_after_fc6_and_fc7_at_the_configured_rate_and_scaling(scali
                                  rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_he_init_uses_the_full_fan_in_of_fc8():
   spec = dataclasses.replace(SMALL, init='he')          # two towers of 32 fc7 units each
   kernel = np.asarray(models.create_model(spec, rngs=nnx.Rngs(0)).fc8.kernel[...])
@@ -249,6 +255,7 @@ def test_he_init_uses_the_full_fan_in_of_fc8():
   assert abs(kernel.std() - (1 / 64) ** 0.5) < 0.01
 
 
+@pytest.mark.slow
 def test_bfloat16_close_to_float32_and_params_stay_float32():
   f32 = models.create_model(SMALL, rngs=nnx.Rngs(0))
   bf16 = models.create_model(dataclasses.replace(SMALL, dtype='bfloat16'), rngs=nnx.Rngs(0))

@@ -174,6 +174,7 @@ def _baselines(train, validation) -> tuple[float, float]:
           _logistic_regression(h_tr, y_tr, h_va, y_va))
 
 
+@pytest.mark.slow
 def test_colour_histograms_cannot_classify(tiny_arrays):
   # A CNN gets > 90% on this task; colour statistics must stay near chance (10%).
   ncm, logreg = _baselines(tiny_arrays['train'], tiny_arrays['validation'])
@@ -181,6 +182,7 @@ def test_colour_histograms_cannot_classify(tiny_arrays):
   assert logreg <= 0.35, logreg
 
 
+@pytest.mark.slow
 def test_colour_baseline_detects_colour_leaks(tiny_arrays):
   # Positive control: the same classifiers on the same images, half-blended with a per-class
   # colour, must score far above chance (both get ~60%); otherwise the test above would pass
@@ -197,6 +199,7 @@ def test_colour_baseline_detects_colour_leaks(tiny_arrays):
   assert logreg >= 0.45, logreg
 
 
+@pytest.mark.slow
 def test_the_cnn_sees_what_colour_histograms_cannot(tmp_path):
   """Same images, same labels: the project's AlexNet (narrow, 6 short epochs) against both
   colour-histogram classifiers. The CNN must be far above them, and they near chance."""

@@ -50,6 +50,7 @@ def test_one_tower_model_cannot_split_over_model_axis(mesh):
     config_lib.validate(config, mesh_shape=dict(mesh.shape))
 
 
+@pytest.mark.slow
 def test_tower_a_lives_only_on_model_index_0(mesh):
   params = models.init_params(SPEC, seed=0, mesh=mesh)
   position = {d.id: idx for idx, d in np.ndenumerate(mesh.devices)}
@@ -63,6 +64,7 @@ def test_tower_a_lives_only_on_model_index_0(mesh):
       np.testing.assert_array_equal(shard.data[0], np.asarray(kernel)[tower])
 
 
+@pytest.mark.slow
 def test_sharded_init_equals_single_device_init(mesh):
   a = models.init_params(SPEC, seed=3)
   b = models.init_params(SPEC, seed=3, mesh=mesh)
@@ -75,6 +77,7 @@ def _loss(spec, params, x, y):
   return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('lrn_across', [False, True])
 def test_sharded_logits_and_gradients_equal_single_device(mesh, lrn_across):
   spec = models.ModelSpec(**{**SPEC.__dict__, 'lrn_across_towers': lrn_across})

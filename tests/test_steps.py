@@ -70,6 +70,7 @@ def test_ten_crop_ranking_has_no_ties_where_log_probabilities_would():
   jax.block_until_ready(scores)
 
 
+@pytest.mark.slow
 def test_built_state_lives_in_the_shardings_the_steps_expect():
   from alexnet_jax import config_lib, models, sharding
   from configs import default

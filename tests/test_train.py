@@ -26,6 +26,7 @@ def finished_run(data_dir, tmp_path_factory):
   return workdir, result
 
 
+@pytest.mark.slow
 def test_run_logs_evaluates_every_example_once_and_never_recompiles(finished_run):
   workdir, result = finished_run
   assert result.step == 8
@@ -45,6 +46,7 @@ def test_run_logs_evaluates_every_example_once_and_never_recompiles(finished_run
   assert os.listdir(os.path.join(workdir, 'best')) == ['8']
 
 
+@pytest.mark.slow
 def test_evaluate_command_centre_and_ten_crops(finished_run):
   workdir, result = finished_run
   r = evaluation.evaluate_checkpoint(workdir, which='best', crops=(1, 10))
@@ -54,6 +56,7 @@ def test_evaluate_command_centre_and_ten_crops(finished_run):
   assert r['crops_10']['loss'] != pytest.approx(r['crops_1']['loss'], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_params_stay_sharded_over_the_towers(finished_run):
   _, result = finished_run
   kernel = result.state.params['conv2']['kernel']
@@ -61,6 +64,7 @@ def test_params_stay_sharded_over_the_towers(finished_run):
   assert dict(kernel.sharding.mesh.shape) == {'data': 4, 'model': 2}
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(finished_run, data_dir,
                                                                   tmp_path):
   _, full = finished_run
@@ -74,6 +78,7 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(finished_run, 
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_cleanly(data_dir, tmp_path):
   workdir = str(tmp_path / 'sigterm')
   config = tiny_config(data_dir, num_train_steps=400, checkpoint_every_steps=1000,
@@ -94,6 +99,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(data_dir, tmp_path):
   ckpt.close()
 
 
+@pytest.mark.slow
 def test_init_from_starts_from_another_runs_parameters(finished_run, data_dir, tmp_path):
   source, full = finished_run
   # lr=0: the paper's update (decay scaled by lr too) leaves the parameters untouched.
@@ -129,6 +135,7 @@ def test_main_without_workdir_prints_usage():
   assert 'Traceback' not in out.stderr
 
 
+@pytest.mark.slow
 def test_paper_config_without_imagenet_says_what_is_missing(tmp_path):
   out = run_cli('alexnet_jax.main', '--config=configs/paper.py', f'--workdir={tmp_path / "w"}',
                 f'--config.dataset.data_dir={tmp_path / "tfds"}')
