@@ -34,7 +34,9 @@ import tarfile
 from collections.abc import Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE_DIR = os.environ.get('ALEXNET_IMAGENET_SAMPLE', '/work/shared/data/imagenet-sample')
+# The real ImageNet sample photos: shared/ lies beside the repository (here and in CI).
+SAMPLE_DIR = os.environ.get('ALEXNET_IMAGENET_SAMPLE', os.path.normpath(
+    os.path.join(REPO, '..', 'shared', 'data', 'imagenet-sample')))
 
 # The tiny training run (tests/test_train.py, test_multihost.py, test_logs.py): dotted
 # config field -> value, applied on top of configs/default.py.

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import data_utils
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,9 +16,6 @@ from PIL import Image
 
 from alexnet_jax import decode, imagenet, sources, statistics
 from configs import paper
-
-sys.path.insert(0, os.path.dirname(__file__))
-import data_utils  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(data_utils.SAMPLE_DIR),
                                 reason='needs the imagenet-sample photos')
@@ -78,6 +76,7 @@ def test_missing_files_named(tmp_path):
   assert not os.path.exists(config.dataset.data_dir + '/imagenet2012')
 
 
+@pytest.mark.slow
 def test_cli_refuses_without_archives(tmp_path):
   config = _config(str(tmp_path))
   proc = subprocess.run(
