@@ -49,6 +49,7 @@ def base() -> ml_collections.ConfigDict:
   c.dataset.shapes_image_size = 64               # built-in dataset only
   c.dataset.shapes_train_size = 10000
   c.dataset.shapes_validation_size = 1000
+  c.dataset.shapes_variant = 'easy'              # 'easy' | 'hard' (small, cluttered, occluded)
 
   # Paper's preprocessing (section 2 and 4.1).
   c.input = ml_collections.ConfigDict()
@@ -125,6 +126,7 @@ ALLOWED = {
     'model.dtype': ('float32', 'bfloat16'),
     'model.init': ('paper', 'caffe', 'he'),
     'model.dropout_scaling': ('test', 'inverted'),
+    'dataset.shapes_variant': ('easy', 'hard'),
     'input.resize_method': ('fast', 'area', 'bilinear'),
     'input.mean': ('image', 'channel', 'none'),
     'input.random_crop': ('paper', 'resized', 'none'),
