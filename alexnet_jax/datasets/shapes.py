@@ -18,8 +18,9 @@ Design constraints, and why:
 * ``variant='hard'`` (the ablation base, configs/ablation_base.py) keeps the classes and the
   class-blind colours but makes the object smaller (radius 17-26% of the image instead of
   24-36%), lowers its contrast, adds clutter (2-4 line strokes and elongated blobs in random
-  colours) and in a third of the images occludes part of the object with a bar, so a small CNN stays well
-  below the ceiling after a few CPU minutes and ablations have room to show an effect.
+  colours) and in about a third of the images hides part of the object behind a bar, so a
+  small CNN stays well below the ceiling after a few CPU minutes and ablations have room to
+  show an effect.
   ``variant='easy'`` (the default) renders exactly what it always did.
 """
 
