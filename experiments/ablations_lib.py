@@ -568,7 +568,9 @@ def write_report(variants: Sequence[Variant], root: str, base_name: str,
   with open(os.path.join(root, 'ablations.json'), 'w') as f:
     json.dump(report, f, indent=1)
   groups = group(variants)
-  with_metrics = {name: [v.workdir for v in runs if summarize(v)['final_top1'] is not None]
+  # The plot shows what the table counts: finished runs that evaluated.
+  with_metrics = {name: [v.workdir for v in runs
+                         if is_finished(v) and summarize(v)['final_top1'] is not None]
                   for name, runs in groups.items()}
   with_metrics = {k: w for k, w in with_metrics.items() if w}
   png = None
