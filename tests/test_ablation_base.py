@@ -56,6 +56,7 @@ def _tiny_spec(**kw):
   return models.ModelSpec.from_config(c)
 
 
+@pytest.mark.slow   # ~40 s: compiles three small forward passes
 def test_check_functions_on_a_tiny_model():
   spec = _tiny_spec()
   params = models.init_params(spec, seed=0)
