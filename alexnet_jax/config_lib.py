@@ -54,6 +54,7 @@ def base() -> ml_collections.ConfigDict:
   c.dataset.shapes_image_size = 64               # built-in dataset only
   c.dataset.shapes_train_size = 10000
   c.dataset.shapes_validation_size = 1000
+  c.dataset.shapes_variant = 'easy'              # 'easy' | 'hard' (small, cluttered, occluded)
 
   # Paper's preprocessing (section 2 and 4.1).
   c.input = ml_collections.ConfigDict()
@@ -142,6 +143,7 @@ ALLOWED = {
     'model.conv_impl': ('auto', 'split', 'grouped'),
     'model.pool_grad': ('auto', 'custom', 'autodiff'),
     'model.lrn_impl': ('auto', 'rsqrt', 'pow'),
+    'dataset.shapes_variant': ('easy', 'hard'),
     'input.resize_method': ('fast', 'area', 'bilinear'),
     'input.mean': ('image', 'channel', 'none'),
     'input.random_crop': ('paper', 'resized', 'none'),

@@ -146,3 +146,59 @@ def plot_runs(workdirs: Sequence[str], out_path: str, labels: Sequence[str] | No
   fig.savefig(out_path, dpi=80, format='png')
   plt.close(fig)
   return out_path
+
+
+def plot_sweep(names: Sequence[str], workdir_groups: Sequence[Sequence[str]], out_path: str,
+               *, title: str | None = None) -> str:
+  """A sweep over seeds: final eval top-1 per variant (bar: mean over the runs, error bar:
+  sample std, dots: each run) and eval top-1 against the epoch (mean over the runs, band:
+  ± std where the runs share the evaluation). Returns out_path (a PNG)."""
+  if len(names) != len(workdir_groups) or not names:
+    raise ValueError(f'{len(names)} names for {len(workdir_groups)} groups of workdirs')
+  import matplotlib
+  import numpy as np
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, 5),
+                                     gridspec_kw={'width_ratios': [1, 1.3]})
+  colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+  for i, (name, workdirs) in enumerate(zip(names, workdir_groups, strict=True)):
+    color = colors[i % len(colors)]
+    runs = [read_metrics(w) for w in workdirs]
+    finals = [final_eval(r) for r in runs]
+    top1 = [100 * f['top1'] for f in finals if f is not None and 'top1' in f]
+    if top1:
+      mean = float(np.mean(top1))
+      std = float(np.std(top1, ddof=1)) if len(top1) > 1 else 0.0
+      bars.bar(i, mean, color=color, alpha=0.55, yerr=std, capsize=6,
+               error_kw={'elinewidth': 1.5})
+      bars.scatter([i] * len(top1), top1, color='k', s=14, zorder=3)
+    series = {}
+    for r in runs:
+      per_epoch = steps_per_epoch(r) or 1.0
+      for step, value in zip(*split_series(r, 'eval', 'top1'), strict=True):
+        series.setdefault(round(step / per_epoch, 3), []).append(100 * value)
+    shared = sorted(e for e, v in series.items() if len(v) == len(runs))
+    if shared:
+      m = np.array([np.mean(series[e]) for e in shared])
+      s = np.array([np.std(series[e], ddof=1) if len(series[e]) > 1 else 0.0 for e in shared])
+      curves.plot(shared, m, color=color, marker='o', markersize=3, label=f'{name} (n={len(runs)})')
+      curves.fill_between(shared, m - s, m + s, color=color, alpha=0.15)
+  bars.set_xticks(range(len(names)))
+  bars.set_xticklabels(names, rotation=30, ha='right')
+  bars.set_ylabel('final eval top-1 (%)')
+  bars.set_title('final eval top-1: mean ± std, dots: seeds')
+  bars.grid(True, axis='y', alpha=0.3)
+  curves.set_xlabel('epoch')
+  curves.set_ylabel('eval top-1 (%)')
+  curves.set_title('eval top-1: mean over seeds ± std')
+  curves.grid(True, alpha=0.3)
+  curves.legend(loc='lower right', fontsize='small')
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+  fig.savefig(out_path, dpi=80, format='png')
+  plt.close(fig)
+  return out_path

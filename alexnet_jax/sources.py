@@ -151,13 +151,13 @@ class _NotPrepared(Exception):
 
 @functools.lru_cache(maxsize=16)
 def _tfds_builder(name: str, ddir: epath.Path, manual: str | None,
-                  shapes: tuple[int, int, int]):
+                  shapes: tuple[int, int, int, str]):
   """The builder of the prepared dataset `name`; raises _NotPrepared (not cached)."""
   if name == 'alexnet_shapes':
     from alexnet_jax.datasets import shapes as shapes_lib
-    size, train, validation = shapes
+    size, train, validation, variant = shapes
     builder = shapes_lib.builder(ddir, image_size=size, train_size=train,
-                                 validation_size=validation)
+                                 validation_size=validation, variant=variant)
     if not builder.is_prepared():
       builder.download_and_prepare()
     return builder
@@ -189,7 +189,8 @@ def builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   d = config.dataset
   try:
     return _tfds_builder(dataset_name(config), data_dir(config), d.manual_dir,
-                         (d.shapes_image_size, d.shapes_train_size, d.shapes_validation_size))
+                         (d.shapes_image_size, d.shapes_train_size, d.shapes_validation_size,
+                          d.shapes_variant))
   except _NotPrepared:
     raise FileNotFoundError(_not_prepared_message(config)) from None
 

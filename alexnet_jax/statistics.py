@@ -39,6 +39,8 @@ def _dataset_tag(config: ml_collections.ConfigDict) -> str:
   elif d.name == 'alexnet_shapes':
     tag = (f'alexnet_shapes_s{d.shapes_image_size}_tr{d.shapes_train_size}'
            f'_va{d.shapes_validation_size}')
+    if d.shapes_variant != 'easy':   # the easy variant keeps its old cache names
+      tag += f'_{d.shapes_variant}'
   else:
     tag = d.name
   split = d.train_split.replace('[', '_').replace(']', '').replace(':', '-').replace('%', 'pc')

@@ -1,19 +1,31 @@
-r"""The paper's ablations, one training run each, summarised as a Markdown table and a plot.
+r"""The paper's ablations and any grid of config overrides, over seeds, summarised as a
+Markdown table, a JSON file and a plot.
 
-  python -m experiments.ablations --sweep=lrn,pooling,towers,lighting,activation,dropout
+  python -m experiments.ablations --base=configs/ablation_base.py --seeds=3 \
+      --sweep=lrn,pooling,towers,lighting,activation,dropout \
+      --root=experiments/results/ablations_hard
   python -m experiments.ablations --sweep=lrn,pooling --epochs=3 \
       --root=experiments/results/ablations_3ep
+  python -m experiments.ablations --sweep= --seeds=3 \
+      --grid='model.lrn=caffe; lr:optimizer.learning_rate=0.005|0.02' \
+      --grid='nowd:optimizer.weight_decay=0 optimizer.decay_biases=false'
   python -m experiments.ablations --sweep=towers --base=configs/default.py --dry_run
 
 Run from the repository root. Every variant (plus the baseline: the base config
 unchanged) is one `python -m alexnet_jax.main --config=BASE --workdir=... --config.X=Y`
-subprocess, printed before it starts so it can be copied. Workdirs go to
-<root>/runs/<variant> (that folder holds a .gitignore of '*': checkpoints are never
-committed by accident); a variant whose workdir already finished the same command is
-skipped, and an interrupted one resumes (main.py resumes from the workdir). At the end
-<root>/ablations.md (table) and <root>/ablations.png (curves) are written. Paths inside
-the repository are written relative to it. The ablations themselves are listed in
-experiments/ablations_lib.py.
+subprocess per seed, printed before it starts so it can be copied. --sweep names the
+paper's ablations (experiments/ablations_lib.py lists them); --grid (repeatable) adds
+variants of raw `--config.KEY=VALUE` overrides: ';' separates variants, whitespace the
+overrides of one, an optional `name:` names it, `a|b` expands a value into one variant
+per alternative. --seeds=N runs each variant (and the baseline) with --config.seed=
+base_seed .. base_seed+N-1. Workdirs go to <root>/runs/<variant>[/seed<S>] (that folder
+holds a .gitignore of '*': checkpoints are never committed by accident); a run whose
+workdir already finished the same command is skipped, and an interrupted one resumes
+(main.py resumes from the workdir). At the end <root>/ablations.md (table: mean ± std,
+per-seed values, difference to the baseline with Welch's t-test), <root>/ablations.json
+(the same numbers per run) and <root>/ablations.png (final top-1 with error bars, eval
+curves) are written; --report_only rewrites them from the workdirs. Paths inside the
+repository are written relative to it.
 """
 
 from __future__ import annotations
@@ -26,8 +38,17 @@ from absl import app, flags
 
 from experiments import ablations_lib as lib
 
-_SWEEP = flags.DEFINE_list('sweep', None, 'Ablations to run, from: '
-                           f'{", ".join(lib.ABLATIONS)}.')
+_SWEEP = flags.DEFINE_list('sweep', None, 'Named ablations to run, from: '
+                           f'{", ".join(lib.ABLATIONS)} (may be empty with --grid).')
+_GRID = flags.DEFINE_multi_string(
+    'grid', [], "Variants of raw config overrides: 'KEY=VALUE KEY2=VALUE2; name:KEY=A|B' "
+    "(';' separates variants, whitespace overrides, 'a|b' expands).")
+_SEEDS = flags.DEFINE_integer('seeds', None, 'Runs per variant with --config.seed=base_seed+i '
+                              '(default: one run with the config\'s own seed).')
+_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Training subprocesses at a time (each '
+                                 'uses every core XLA finds: 1 unless cores are idle).')
+_REPORT_ONLY = flags.DEFINE_bool('report_only', False,
+                                 'Write the report from the workdirs without running anything.')
 _BASE = flags.DEFINE_string('base', 'configs/default.py',
                             'Base config, as main.py takes it (path.py or path.py:arg).')
 _ROOT = flags.DEFINE_string('root', '/tmp/ablations',
@@ -42,15 +63,19 @@ _DRY_RUN = flags.DEFINE_bool('dry_run', False,
 def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not _SWEEP.value:
-    raise app.UsageError(f'--sweep is required; allowed names: {", ".join(lib.ABLATIONS)}')
+  if _SWEEP.value is None and not _GRID.value:
+    raise app.UsageError(f'--sweep or --grid is required; allowed names: '
+                         f'{", ".join(lib.ABLATIONS)}')
   from alexnet_jax import logs
   logs.setup()
   root, epochs = _ROOT.value, _EPOCHS.value
   runs_dir = _RUNS_DIR.value or os.path.join(root, lib.RUNS_SUBDIR)
   try:
-    sweep = lib.parse_sweep(','.join(_SWEEP.value))
-    variants = lib.plan(sweep, _BASE.value, runs_dir, epochs=epochs)
+    sweep = lib.parse_sweep(','.join(_SWEEP.value or []), allow_empty=bool(_GRID.value))
+    base_config = lib.load_config(_BASE.value)
+    grid = lib.parse_grid(_GRID.value, base_config)
+    variants = lib.plan(sweep, _BASE.value, runs_dir, epochs=epochs, base_config=base_config,
+                        grid=grid, seeds=_SEEDS.value)
   except (ValueError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -61,6 +86,10 @@ def main(argv) -> int:
       print(v.command_line + state)
     return 0
 
+  if _REPORT_ONLY.value:
+    md, png = lib.write_report(variants, root, _BASE.value, epochs)
+    print(f'wrote {md}' + (f' and {png}' if png else ''))
+    return 0
   os.makedirs(runs_dir, exist_ok=True)
   if not _RUNS_DIR.value:
     with open(os.path.join(runs_dir, '.gitignore'), 'w') as f:
@@ -70,9 +99,16 @@ def main(argv) -> int:
         flush=True)
   failed = []
   try:
-    for i, v in enumerate(variants, start=1):
-      if not lib.run_variant(v, i, len(variants), start):
-        failed.append(v.name)
+    if _PARALLEL.value <= 1:
+      for i, v in enumerate(variants, start=1):
+        if not lib.run_variant(v, i, len(variants), start):
+          failed.append(v.name)
+    else:
+      from concurrent.futures import ThreadPoolExecutor
+      with ThreadPoolExecutor(_PARALLEL.value) as pool:
+        done = pool.map(lambda iv: lib.run_variant(iv[1], iv[0], len(variants), start),
+                        list(enumerate(variants, start=1)))
+        failed += [v.name for v, ok in zip(variants, done, strict=True) if not ok]
   except KeyboardInterrupt:
     print('interrupted: run the same command again to resume; writing the report so far')
     failed.append('(interrupted)')

@@ -1,13 +1,14 @@
-"""The paper's ablations as config overrides, their commands, runs and report.
+"""The paper's ablations (and any grid of config overrides): commands, runs, statistics, report.
 
 The library of `python -m experiments.ablations` (see that module for the command
 line). Every variant (plus the baseline: the base config unchanged) is one
 `python -m alexnet_jax.main --config=BASE --workdir=... --config.X=Y` subprocess run
-from the repository root. Commands and paths are written relative to the current
-directory (the repository root) when they lie inside it, so reports hold no path of
-the machine they ran on.
+from the repository root, once per seed (`--seeds=N`: seeds base_seed .. base_seed+N-1,
+`--config.seed=S`, workdir <runs>/<variant>/seed<S>). Commands and paths are written
+relative to the current directory (the repository root) when they lie inside it, so
+reports hold no path of the machine they ran on.
 
-The ablations (section 3 and 4 of the paper), as config overrides of the base config:
+The named ablations (section 3 and 4 of the paper), as config overrides of the base config:
   lrn         no local response normalisation            model.lrn=none
   pooling     non-overlapping 2x2/2 pooling (not 3x3/2)  model.pooling=non_overlapping
   towers      one tower, half the kernels in conv1-4     model.towers=1, mesh.model=1,
@@ -15,14 +16,27 @@ The ablations (section 3 and 4 of the paper), as config overrides of the base co
   lighting    no PCA lighting augmentation               input.pca_lighting=0.0
   activation  tanh instead of ReLU                       model.activation=tanh
   dropout     dropout 0.5 in fc6/fc7 if the base has none, else none
+
+Grid variants (`parse_grid`): any `--config.x=` overrides, e.g.
+  'model.lrn=caffe; nowd:optimizer.weight_decay=0 model.dropout_rate=0;
+   optimizer.learning_rate=0.005|0.02'
+(';' separates variants, whitespace the overrides of one variant, an optional 'name:' names
+it, and 'a|b' in a value expands to one variant per alternative, the product over keys).
+
+Statistics (`group_stats`, `compare`): per variant the mean and sample std (ddof 1) over
+seeds of the final eval top-1/top-5/loss, and against the baseline the difference of the
+means, its standard error sqrt(s1^2/n1 + s2^2/n2) and Welch's two-sided t-test p-value.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import itertools
 import json
+import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -33,6 +47,7 @@ from typing import Any
 BASELINE = 'baseline'
 RUNS_SUBDIR = 'runs'
 MARKER = 'ablation_run.json'
+ALPHA = 0.05          # significance level of the Welch t-test against the baseline
 
 
 class NotApplicable(Exception):
@@ -88,16 +103,105 @@ ABLATIONS: dict[str, tuple[str, Callable[[Any], dict]]] = {
 }
 
 
-def parse_sweep(text: str) -> list[str]:
+def parse_sweep(text: str, *, allow_empty: bool = False) -> list[str]:
   """Ablation names from 'lrn,pooling'; an unknown name is an error listing the allowed."""
   names = [n.strip() for n in text.split(',') if n.strip()]
-  if not names:
+  if not names and not allow_empty:
     raise ValueError(f'--sweep is empty; allowed names: {", ".join(ABLATIONS)}')
   unknown = [n for n in names if n not in ABLATIONS]
   if unknown:
     raise ValueError(f'unknown ablation(s) {", ".join(unknown)}; allowed: '
                      f'{", ".join(ABLATIONS)}')
   return list(dict.fromkeys(names))   # drop repeats, keep order
+
+
+@dataclasses.dataclass(frozen=True)
+class GridVariant:
+  """A variant given as raw `--config.KEY=VALUE` overrides (values as typed)."""
+  name: str
+  overrides: dict[str, str]
+
+
+_NAME_RE = re.compile(r'^[A-Za-z0-9_.=+-]+$')
+
+
+def _auto_name(overrides: dict[str, str]) -> str:
+  parts = []
+  for key, value in overrides.items():
+    value = re.sub(r'[^A-Za-z0-9_.+-]+', '_', value).strip('_') or 'x'
+    parts.append(f'{key.rsplit(".", 1)[-1]}={value}')
+  return '+'.join(parts)
+
+
+def parse_grid(texts: str | Sequence[str], base_config=None) -> list[GridVariant]:
+  """Grid variants from one or more strings (see the module docstring for the syntax).
+
+  'KEY=VALUE' or '--config.KEY=VALUE'; KEY must exist in base_config (when given), a
+  typo is an error naming it. A name is derived from the overrides unless 'name:' is
+  given; names must be unique, be usable as a folder name and not be 'baseline'.
+  """
+  if isinstance(texts, str):
+    texts = [texts]
+  variants: list[GridVariant] = []
+  for text in texts:
+    for chunk in text.split(';'):
+      chunk = chunk.strip()
+      if not chunk:
+        continue
+      name = None
+      head, sep, rest = chunk.partition(':')
+      if sep and '=' not in head:
+        name, chunk = head.strip(), rest.strip()
+      choices: list[tuple[str, list[str]]] = []
+      for item in chunk.split():
+        item = item.removeprefix('--config.')
+        key, eq, value = item.partition('=')
+        if not eq or not key or not value:
+          raise ValueError(f'grid override {item!r}: expected KEY=VALUE (e.g. model.lrn=none)')
+        if base_config is not None:
+          try:
+            _get_field(base_config, key)
+          except (KeyError, AttributeError):
+            raise ValueError(f'grid override {item!r}: the base config has no field {key!r}'
+                             ) from None
+        choices.append((key, value.split('|')))
+      if not choices:
+        raise ValueError(f'grid variant {name!r} has no overrides')
+      keys = [k for k, _ in choices]
+      if len(set(keys)) != len(keys):
+        raise ValueError(f'grid variant {chunk!r} sets a key twice')
+      combos = list(itertools.product(*[v for _, v in choices]))
+      for combo in combos:
+        overrides = dict(zip(keys, combo, strict=True))
+        label = _auto_name(overrides)
+        if name:
+          label = name if len(combos) == 1 else f'{name}+{label}'
+        variants.append(GridVariant(label, overrides))
+  names = [v.name for v in variants]
+  for n in names:
+    if n == BASELINE or n in ABLATIONS or not _NAME_RE.match(n):
+      raise ValueError(f'grid variant name {n!r} is reserved or not a plain folder name')
+  dupes = sorted({n for n in names if names.count(n) > 1})
+  if dupes:
+    raise ValueError(f'grid variant names repeat: {", ".join(dupes)}; name them with name:')
+  return variants
+
+
+def _get_field(config, dotted: str):
+  value = config
+  for part in dotted.split('.'):
+    value = value[part]
+  return value
+
+
+def seed_list(base_seed: int, seeds: int | None) -> list[int | None]:
+  """[None] (one run, the config's own seed, no --config.seed flag) for seeds=None,
+  else base_seed .. base_seed + seeds - 1."""
+  if seeds is None:
+    return [None]
+  if seeds < 1:
+    raise ValueError(f'--seeds={seeds}: need at least 1')
+  return [base_seed + i for i in range(seeds)]
 
 
 def load_config(base: str):
@@ -146,11 +250,13 @@ def build_command(base: str, workdir: str, overrides: dict[str, Any], *,
 
 @dataclasses.dataclass
 class Variant:
+  """One run: a variant (name) at one seed."""
   name: str
   description: str
   overrides: dict[str, Any]
   workdir: str
   command: list[str]            # with 'python', as printed and recorded
+  seed: int | None = None       # None: the base config's own seed, not overridden
 
   @property
   def command_line(self) -> str:
@@ -177,25 +283,49 @@ def portable_config_arg(base: str) -> str:
 
 
 def plan(sweep: Sequence[str], base: str, runs_dir: str, *, epochs: float | None = None,
-         base_config=None, log=print) -> list[Variant]:
-  """The baseline and each applicable ablation in `sweep`, with their commands.
+         base_config=None, log=print, grid: Sequence[GridVariant] = (),
+         seeds: int | None = None) -> list[Variant]:
+  """The baseline, each applicable ablation in `sweep` and each grid variant, once per
+  seed (see `seed_list`), with their commands: for each seed in turn, baseline first.
 
-  Workdirs and the base config's path are written as `portable_path` gives them.
+  Workdirs are <runs_dir>/<name> (seeds=None) or <runs_dir>/<name>/seed<S>; they and the
+  base config's path are written as `portable_path` gives them.
   """
   base_config = load_config(base) if base_config is None else base_config
   base = portable_config_arg(base)
-  variants = []
+  entries = []
   for name in [BASELINE, *sweep]:
     try:
       overrides = ablation_overrides(name, base_config)
     except NotApplicable as e:
       log(f'skipping {name}: {e}')
       continue
-    workdir = portable_path(os.path.join(runs_dir, name))
     description = 'the base config unchanged' if name == BASELINE else ABLATIONS[name][0]
-    variants.append(Variant(name, description, overrides, workdir,
-                            build_command(base, workdir, overrides, epochs=epochs)))
+    entries.append((name, description, overrides))
+  for g in grid:
+    entries.append((g.name, 'grid: ' + ' '.join(f'{k}={v}' for k, v in g.overrides.items()),
+                    dict(g.overrides)))
+  variants = []
+  # Seed-major: every variant's first seed runs before any second seed, so a sweep stopped
+  # early still compares all variants.
+  for seed in seed_list(int(base_config.seed), seeds):
+    for name, description, overrides in entries:
+      workdir = os.path.join(runs_dir, name) if seed is None else os.path.join(
+          runs_dir, name, f'seed{seed}')
+      workdir = portable_path(workdir)
+      run_overrides = dict(overrides) if seed is None else {**overrides, 'seed': seed}
+      variants.append(Variant(name, description, overrides, workdir,
+                              build_command(base, workdir, run_overrides, epochs=epochs),
+                              seed))
   return variants
+
+
+def group(variants: Sequence[Variant]) -> dict[str, list[Variant]]:
+  """Runs by variant name, in plan order."""
+  out: dict[str, list[Variant]] = {}
+  for v in variants:
+    out.setdefault(v.name, []).append(v)
+  return out
 
 
 # --- running -----------------------------------------------------------------
@@ -259,13 +389,65 @@ def run_variant(variant: Variant, index: int, total: int, sweep_start: float) ->
   return returncode == 0
 
 
+# --- statistics --------------------------------------------------------------
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+  """(mean, sample std with ddof 1); std is None for fewer than 2 values, both for none."""
+  values = [float(v) for v in values if v is not None]
+  if not values:
+    return None, None
+  mean = sum(values) / len(values)
+  if len(values) < 2:
+    return mean, None
+  var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+  return mean, math.sqrt(var)
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> dict[str, float | None]:
+  """mean(a) - mean(b), its standard error sqrt(s_a^2/n_a + s_b^2/n_b), Welch's t, the
+  Welch-Satterthwaite degrees of freedom and the two-sided p-value (scipy's t
+  distribution). None where a side has fewer than 2 values; with zero variance on both
+  sides p is 0 for different means and 1 for equal ones."""
+  ma, sa = mean_std(a)
+  mb, sb = mean_std(b)
+  out = {'diff': None if ma is None or mb is None else ma - mb, 'se': None, 't': None,
+         'df': None, 'p': None}
+  if sa is None or sb is None:
+    return out
+  na, nb = len(a), len(b)
+  va, vb = sa * sa / na, sb * sb / nb
+  se = math.sqrt(va + vb)
+  out['se'] = se
+  if se == 0:
+    out['p'] = 0.0 if out['diff'] != 0 else 1.0
+    return out
+  t = out['diff'] / se
+  df = (va + vb) ** 2 / (va * va / (na - 1) + vb * vb / (nb - 1))
+  from scipy import stats
+  out.update(t=t, df=df, p=float(2 * stats.t.sf(abs(t), df)))
+  return out
+
+
+def significance(p: float | None, comparisons: int, alpha: float = ALPHA) -> str:
+  """'yes' (p < alpha / comparisons, Bonferroni), 'p<alpha only' (not after the
+  correction), 'no', or 'n/a' (no p-value)."""
+  if p is None:
+    return 'n/a'
+  if p < alpha / max(1, comparisons):
+    return 'yes'
+  if p < alpha:
+    return f'p<{alpha:g} only'
+  return 'no'
+
+
 # --- report ------------------------------------------------------------------
 
 def summarize(variant: Variant) -> dict:
-  """Final/best eval metrics and wall time of a variant's workdir (None where missing)."""
+  """Final/best eval metrics and wall time of a run's workdir (None where missing)."""
   from alexnet_jax import plotting
-  out = {'final_top1': None, 'final_top5': None, 'best_top1': None, 'step': None, 'count': None,
-         'epoch': None, 'wall_s': read_marker(variant.workdir).get('wall_s'),
+  out = {'seed': variant.seed, 'workdir': variant.workdir, 'final_top1': None,
+         'final_top5': None, 'final_loss': None, 'best_top1': None, 'step': None,
+         'count': None, 'epoch': None, 'wall_s': read_marker(variant.workdir).get('wall_s'),
          'finished': is_finished(variant)}
   try:
     records = plotting.read_metrics(variant.workdir)
@@ -273,36 +455,94 @@ def summarize(variant: Variant) -> dict:
     return out
   final = plotting.final_eval(records)
   if final is not None:
-    out.update(final_top1=final.get('top1'), final_top5=final.get('top5'), step=final['step'],
-               count=final.get('count'))
+    out.update(final_top1=final.get('top1'), final_top5=final.get('top5'),
+               final_loss=final.get('loss'), step=final['step'], count=final.get('count'))
     per_epoch = plotting.steps_per_epoch(records)
     out['epoch'] = final['step'] / per_epoch if per_epoch else None
   out['best_top1'] = plotting.best_eval_top1(records)
   return out
 
 
+def group_stats(runs: Sequence[dict]) -> dict:
+  """Mean, std and n over the runs (seeds) of one variant that finished with an eval."""
+  done = [r for r in runs if r['finished'] and r['final_top1'] is not None]
+  out = {'n': len(done)}
+  for key in ('final_top1', 'final_top5', 'final_loss'):
+    mean, std = mean_std([r[key] for r in done if r[key] is not None])
+    out[f'{key}_mean'], out[f'{key}_std'] = mean, std
+  walls = [r['wall_s'] for r in done if r['wall_s'] is not None]
+  out['wall_s_mean'] = sum(walls) / len(walls) if walls else None
+  return out
+
+
+def results(variants: Sequence[Variant], base_name: str, epochs: float | None) -> dict:
+  """Everything the report shows, as the JSON written next to it (see write_report)."""
+  groups = group(variants)
+  per_run = {v.workdir: summarize(v) for v in variants}
+  base_top1 = [per_run[v.workdir]['final_top1'] for v in groups.get(BASELINE, [])
+               if per_run[v.workdir]['finished'] and per_run[v.workdir]['final_top1'] is not None]
+  comparisons = len([n for n in groups if n != BASELINE])
+  out_variants = []
+  for name, runs in groups.items():
+    rows = [per_run[v.workdir] for v in runs]
+    stats = group_stats(rows)
+    entry = {'name': name, 'description': runs[0].description,
+             'overrides': {k: format_value(x) for k, x in runs[0].overrides.items()},
+             **stats, 'runs': [{**r, 'command': shlex.join(v.command)}
+                               for r, v in zip(rows, runs, strict=True)]}
+    if name != BASELINE:
+      top1 = [r['final_top1'] for r in rows if r['finished'] and r['final_top1'] is not None]
+      w = welch(top1, base_top1)
+      entry['vs_baseline'] = {'diff_top1': w['diff'], 'se': w['se'], 't': w['t'],
+                              'df': w['df'], 'p_welch': w['p'],
+                              'significant': significance(w['p'], comparisons)}
+    out_variants.append(entry)
+  return {
+      'base': portable_config_arg(base_name),
+      'epochs': epochs,
+      'seeds': sorted({v.seed for v in variants if v.seed is not None}) or None,
+      'metric': 'final eval top-1/top-5/loss (the last evaluation of each run)',
+      'std': 'sample standard deviation over seeds (ddof 1)',
+      'test': (f"Welch's two-sided t-test of the final top-1 against the baseline's; "
+               f'significant = p < {ALPHA:g} / {comparisons} (Bonferroni over the '
+               f'{comparisons} comparisons)'),
+      'variants': out_variants,
+  }
+
+
 def _pct(x: float | None) -> str:
   return '-' if x is None else f'{100 * x:.1f}%'
 
 
-def markdown_table(variants: Sequence[Variant], results: dict[str, dict]) -> str:
-  lines = ['| variant | overrides | final eval top-1 | final eval top-5 | best eval top-1 '
-           '| Δ top-1 vs baseline | epochs | wall time |',
-           '|---|---|---|---|---|---|---|---|']
-  base_top1 = results.get(BASELINE, {}).get('final_top1')
-  for v in variants:
-    r = results[v.name]
-    overrides = ', '.join(f'`{k}={format_value(x)}`' for k, x in v.overrides.items()) or '-'
-    if v.name == BASELINE or r['final_top1'] is None or base_top1 is None:
-      delta = '-'
+def _pm(mean: float | None, std: float | None) -> str:
+  if mean is None:
+    return '-'
+  return f'{100 * mean:.1f}' + ('' if std is None else f' ± {100 * std:.1f}')
+
+
+def markdown_table(report: dict) -> str:
+  lines = ['| variant | overrides | n | top-1 % (mean ± std) | top-1 per seed | '
+           'top-5 % (mean ± std) | Δ top-1 vs baseline (± SE), pp | Welch p | beyond noise | '
+           'wall time per run |',
+           '|---|---|---|---|---|---|---|---|---|---|']
+  for entry in report['variants']:
+    overrides = ', '.join(f'`{k}={x}`' for k, x in entry['overrides'].items()) or '-'
+    per_seed = ', '.join(
+        ('' if r['seed'] is None else f's{r["seed"]}: ') + _pct(r['final_top1'])
+        + ('' if r['finished'] else ' (unfinished)') for r in entry['runs'])
+    vs = entry.get('vs_baseline')
+    if vs is None or vs['diff_top1'] is None:
+      delta, p, sig = '-', '-', '-'
     else:
-      delta = f'{100 * (r["final_top1"] - base_top1):+.1f} pp'
-    epoch = '-' if r['epoch'] is None else f'{r["epoch"]:g}'
-    wall = '-' if r['wall_s'] is None else fmt_time(r['wall_s'])
-    name = v.name if r['finished'] else f'{v.name} (unfinished)'
-    lines.append(f'| {name} | {overrides} | {_pct(r["final_top1"])} | '
-                 f'{_pct(r["final_top5"])} | {_pct(r["best_top1"])} | {delta} | {epoch} | '
-                 f'{wall} |')
+      delta = f'{100 * vs["diff_top1"]:+.1f}' + (
+          '' if vs['se'] is None else f' ± {100 * vs["se"]:.1f}')
+      p = '-' if vs['p_welch'] is None else f'{vs["p_welch"]:.3g}'
+      sig = vs['significant']
+    wall = '-' if entry['wall_s_mean'] is None else fmt_time(entry['wall_s_mean'])
+    lines.append(f'| {entry["name"]} | {overrides} | {entry["n"]} | '
+                 f'{_pm(entry["final_top1_mean"], entry["final_top1_std"])} | {per_seed} | '
+                 f'{_pm(entry["final_top5_mean"], entry["final_top5_std"])} | {delta} | {p} | '
+                 f'{sig} | {wall} |')
   return '\n'.join(lines)
 
 
@@ -317,46 +557,69 @@ def _schedule_note(config) -> str:
 
 def write_report(variants: Sequence[Variant], root: str, base_name: str,
                  epochs: float | None) -> tuple[str, str | None]:
-  """Writes <root>/ablations.md and <root>/ablations.png; returns their paths."""
+  """Writes <root>/ablations.md, <root>/ablations.json and <root>/ablations.png (final
+  top-1 per variant, mean ± std over seeds with the per-seed values, and eval curves);
+  returns the paths of the Markdown and the plot (None before any run has evaluated)."""
   from alexnet_jax import plotting
   config_path = base_name
   base_name = portable_config_arg(base_name)
-  results = {v.name: summarize(v) for v in variants}
-  with_metrics = [v for v in variants if results[v.name]['final_top1'] is not None]
+  report = results(variants, config_path, epochs)
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, 'ablations.json'), 'w') as f:
+    json.dump(report, f, indent=1)
+  groups = group(variants)
+  # The plot shows what the table counts: finished runs that evaluated.
+  with_metrics = {name: [v.workdir for v in runs
+                         if is_finished(v) and summarize(v)['final_top1'] is not None]
+                  for name, runs in groups.items()}
+  with_metrics = {k: w for k, w in with_metrics.items() if w}
   png = None
   if with_metrics:
-    png = plotting.plot_runs([v.workdir for v in with_metrics],
-                             os.path.join(root, 'ablations.png'),
-                             labels=[v.name for v in with_metrics],
-                             title=f'AlexNet ablations ({base_name})')
+    png = plotting.plot_sweep(list(with_metrics), list(with_metrics.values()),
+                              os.path.join(root, 'ablations.png'),
+                              title=f'AlexNet ablations ({base_name})')
   length = f'{epochs:g} epochs each' if epochs is not None else "the base config's num_epochs"
-  caveats = ['One run (one seed) per variant.']
-  base = results.get(BASELINE, {})
-  if base.get('final_top1') is not None and base.get('count'):
-    p, n = base['final_top1'], base['count']
+  seeds = report['seeds']
+  seed_note = (f'{len(seeds)} seeds per variant ({", ".join(map(str, seeds))}: '
+               '`--config.seed`, which sets the initialisation, the data order, the '
+               'augmentation and the dropout masks)' if seeds else
+               'one run (one seed, fixed by the config) per variant')
+  caveats = []
+  base = next((e for e in report['variants'] if e['name'] == BASELINE), None)
+  if base and base['runs'] and base['runs'][0].get('count') and base['final_top1_mean']:
+    p, n = base['final_top1_mean'], base['runs'][0]['count']
     caveats.append(f'The eval split has {n:.0f} images: at the baseline\'s top-1 the binomial '
-                   f'standard error is about {100 * (p * (1 - p) / n) ** 0.5:.1f} pp per run.')
+                   f'standard error of one evaluation is about '
+                   f'{100 * (p * (1 - p) / n) ** 0.5:.1f} pp.')
   if epochs is not None:
     config = load_config(config_path)
     caveats.append(f'num_epochs is overridden ({epochs:g}; the base trains for '
                    f'{config.num_epochs:g}); the rest of its schedule '
                    f'({config.schedule.name}, {_schedule_note(config)}) is unchanged, so '
                    'a shortened run may stop before any decay.')
+  comparisons = len([e for e in report['variants'] if e['name'] != BASELINE])
   text = [
       '# Ablations',
       '',
-      f'Base config `{base_name}`, {length}; one run per variant (seed fixed by the config). '
-      'Top-1/top-5 are on the eval split; Δ is the final top-1 minus the baseline\'s, in '
-      'percentage points; wall time is the training subprocess (compile, training and '
-      'evaluation) summed over resumed attempts.',
+      f'Base config `{base_name}`, {length}; {seed_note}. Top-1/top-5 are the final '
+      'evaluation on the eval split; mean ± sample std (ddof 1) over seeds, and each seed\'s '
+      'top-1. Δ is the difference of the mean top-1 to the baseline\'s in percentage points, '
+      '± its standard error sqrt(s1²/n1 + s2²/n2). Welch p: Welch\'s two-sided t-test of the '
+      'per-seed top-1 against the baseline\'s. Beyond noise: "yes" if p < '
+      f'{ALPHA:g}/{comparisons} (Bonferroni over the {comparisons} comparisons), '
+      f'"p<{ALPHA:g} only" if significant only without that correction, else "no" (with 3 '
+      'seeds the test only detects differences of a few standard deviations). Wall time: '
+      'the training subprocess (compile, training and evaluation), mean over seeds.',
       '',
-      markdown_table(variants, results),
+      markdown_table(report),
       '',
       ' '.join(caveats),
       '',
-      '![curves](ablations.png)' if png else '(no run has evaluated yet: no plot)',
+      '![final top-1 and curves](ablations.png)' if png else
+      '(no run has evaluated yet: no plot)',
       '',
-      'Commands (run from the repository root; re-running one resumes it):',
+      'Per-seed numbers, statistics and commands: `ablations.json`. Commands (run from the '
+      'repository root; re-running one resumes it):',
       '',
       '```sh',
       *[v.command_line for v in variants],
@@ -364,7 +627,6 @@ def write_report(variants: Sequence[Variant], root: str, base_name: str,
       '',
   ]
   md = os.path.join(root, 'ablations.md')
-  os.makedirs(root, exist_ok=True)
   with open(md, 'w') as f:
     f.write('\n'.join(text))
   return md, png

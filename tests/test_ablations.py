@@ -139,15 +139,147 @@ def test_report_table_from_finished_runs(default_config, tmp_path, monkeypatch):
   assert md == os.path.join('results', 'ablations.md')
   text = open(md).read()
   rows = [line for line in text.splitlines() if line.startswith('| ')][1:]
-  assert [r.split(' | ')[0] for r in rows] == ['| baseline', '| lrn', '| pooling (unfinished)']
-  assert '| 60.0% | 90.0% | 60.0% | - | 3 | 1m35s |' in rows[0]
-  assert '-5.0 pp' in rows[1] and '+2.5 pp' in rows[2]
+  assert [r.split(' | ')[0] for r in rows] == ['| baseline', '| lrn', '| pooling']
+  # One seed: no std, no test; the unfinished run is listed but not counted.
+  assert '| - | 1 | 60.0 | 60.0% | 90.0 | - | - | - | 1m35s |' in rows[0]
+  assert '| 1 | 55.0 | 55.0% |' in rows[1] and '| -5.0 | - | n/a |' in rows[1]
+  assert '| 0 | - | 62.5% (unfinished) |' in rows[2]
   assert '`model.lrn=none`' in rows[1]
-  assert os.path.getsize(png) > 0 and '![curves](ablations.png)' in text
-  assert 'standard error is about 1.5 pp' in text          # sqrt(0.6 * 0.4 / 1000)
+  assert os.path.getsize(png) > 0 and '](ablations.png)' in text
+  assert 'standard error of one evaluation is about 1.5 pp' in text   # sqrt(.6 * .4 / 1000)
   assert f'overridden (3; the base trains for {default_config.num_epochs:g})' in text
   # Committed reports hold no path of the machine they ran on.
   assert str(tmp_path) not in text and REPO not in text
   assert 'Base config `configs/default.py`' in text
   assert ('python -m alexnet_jax.main --config=configs/default.py '
           '--workdir=results/runs/lrn --config.model.lrn=none') in text
+
+
+# --- grid, seeds, statistics, JSON ----------------------------------------------
+
+def test_grid_parser(default_config):
+  grid = ablations.parse_grid(
+      ['model.lrn=caffe; nowd:optimizer.weight_decay=0.0 --config.model.dropout_rate=0.5',
+       'optimizer.learning_rate=0.005|0.02 model.conv_widths=(24,64,96,96,128)'],
+      default_config)
+  assert [g.name for g in grid] == [
+      'lrn=caffe', 'nowd',
+      'learning_rate=0.005+conv_widths=24_64_96_96_128',
+      'learning_rate=0.02+conv_widths=24_64_96_96_128']
+  assert grid[1].overrides == {'optimizer.weight_decay': '0.0', 'model.dropout_rate': '0.5'}
+  assert grid[3].overrides == {'optimizer.learning_rate': '0.02',
+                               'model.conv_widths': '(24,64,96,96,128)'}
+  named = ablations.parse_grid('lr:optimizer.learning_rate=0.005|0.02')
+  assert [g.name for g in named] == ['lr+learning_rate=0.005', 'lr+learning_rate=0.02']
+  for bad, match in (('model.lrnn=none', "no field 'model.lrnn'"),
+                     ('model.lrn', 'expected KEY=VALUE'),
+                     ('baseline:model.lrn=none', 'reserved'),
+                     ('model.lrn=none; model.lrn=none', 'repeat'),
+                     ('model.lrn=none model.lrn=caffe', 'twice')):
+    with pytest.raises(ValueError, match=match):
+      ablations.parse_grid(bad, default_config)
+
+
+def test_seeds_expand_every_variant_with_its_own_workdir(default_config, tmp_path):
+  grid = ablations.parse_grid('model.lrn=caffe', default_config)
+  variants = ablations.plan(['lrn'], DEFAULT, str(tmp_path), base_config=default_config,
+                            grid=grid, seeds=3)
+  assert [(v.name, v.seed) for v in variants] == [
+      (n, s) for s in (0, 1, 2) for n in ('baseline', 'lrn', 'lrn=caffe')]
+  assert len({v.workdir for v in variants}) == 9
+  v = variants[-1]
+  assert v.workdir == str(tmp_path / 'lrn=caffe' / 'seed2')
+  assert v.command[-2:] == ['--config.model.lrn=caffe', '--config.seed=2']
+  assert v.overrides == {'model.lrn': 'caffe'}          # the seed is not an override
+  assert list(ablations.group(variants)) == ['baseline', 'lrn', 'lrn=caffe']
+  assert ablations.seed_list(5, None) == [None] and ablations.seed_list(5, 2) == [5, 6]
+  with pytest.raises(ValueError, match='at least 1'):
+    ablations.seed_list(0, 0)
+
+
+def test_statistics_against_known_numbers():
+  mean, std = ablations.mean_std([0.5, 0.6, 0.7])
+  assert mean == pytest.approx(0.6) and std == pytest.approx(0.1)
+  assert ablations.mean_std([0.4]) == (0.4, None) and ablations.mean_std([]) == (None, None)
+  # Welch: a = (1, 2, 3), b = (4, 5, 6, 7): diff -3.5, se sqrt(1/3 + 1.6667/4) = 0.8660,
+  # t -4.041, df 4.959, p 0.01008 (scipy.stats.ttest_ind(a, b, equal_var=False)).
+  w = ablations.welch([1, 2, 3], [4, 5, 6, 7])
+  assert w['diff'] == pytest.approx(-3.5)
+  assert w['se'] == pytest.approx(0.8660, abs=1e-4)
+  assert w['t'] == pytest.approx(-4.0415, abs=1e-3)
+  assert w['df'] == pytest.approx(4.9592, abs=1e-3)
+  assert w['p'] == pytest.approx(0.010077, abs=1e-5)
+  assert ablations.welch([1.0], [2.0, 3.0])['p'] is None
+  assert ablations.welch([1.0, 1.0], [1.0, 1.0])['p'] == 1.0
+  assert ablations.significance(0.001, 6) == 'yes'
+  assert ablations.significance(0.03, 6) == 'p<0.05 only'
+  assert ablations.significance(0.2, 6) == 'no' and ablations.significance(None, 6) == 'n/a'
+
+
+def _fake_sweep(tmp_path, default_config, top1s, *, unfinished=()):
+  variants = ablations.plan(['lrn'], DEFAULT, 'results/runs', base_config=default_config,
+                            seeds=3)
+  for v in variants:
+    write_metrics(v.workdir, top1s[v.name][v.seed])
+    done = (v.name, v.seed) not in unfinished
+    ablations.write_marker(v.workdir, {'command': v.command, 'wall_s': 60.0,
+                                        'finished': done, 'returncode': 0 if done else -2})
+  return variants
+
+
+def test_json_and_table_with_seeds(default_config, tmp_path, monkeypatch):
+  import json
+  monkeypatch.chdir(tmp_path)
+  os.symlink(os.path.join(REPO, 'configs'), 'configs')
+  top1s = {'baseline': [0.60, 0.62, 0.64], 'lrn': [0.50, 0.51, 0.52]}
+  variants = _fake_sweep(tmp_path, default_config, top1s, unfinished={('lrn', 2)})
+  md, png = ablations.write_report(variants, 'results', DEFAULT, None)
+  report = json.load(open(os.path.join('results', 'ablations.json')))
+  assert report['base'] == DEFAULT and report['seeds'] == [0, 1, 2]
+  base, lrn = report['variants']
+  assert base['name'] == 'baseline' and base['n'] == 3 and 'vs_baseline' not in base
+  assert base['final_top1_mean'] == pytest.approx(0.62)
+  assert base['final_top1_std'] == pytest.approx(0.02)
+  assert [r['seed'] for r in base['runs']] == [0, 1, 2]
+  assert set(base['runs'][0]) >= {'seed', 'workdir', 'command', 'finished', 'final_top1',
+                                  'final_top5', 'final_loss', 'wall_s'}
+  assert lrn['n'] == 2                                   # the unfinished seed is left out
+  assert lrn['overrides'] == {'model.lrn': 'none'}
+  vs = lrn['vs_baseline']
+  assert vs['diff_top1'] == pytest.approx(0.505 - 0.62)
+  assert vs['p_welch'] < 0.05 and vs['significant'] in ('yes', 'p<0.05 only')
+  text = open(md).read()
+  row = [line for line in text.splitlines() if line.startswith('| lrn ')][0]
+  assert '| 2 | 50.5 ± 0.7 |' in row and 's2: 52.0% (unfinished)' in row
+  assert '-11.5 ± ' in row
+  assert '| 62.0 ± 2.0 | s0: 60.0%, s1: 62.0%, s2: 64.0% |' in text
+  assert 'Bonferroni' in text and os.path.getsize(png) > 0
+  assert str(tmp_path) not in text and str(tmp_path) not in json.dumps(report)
+
+
+def test_finished_runs_are_skipped(default_config, tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(tmp_path)
+  os.symlink(os.path.join(REPO, 'configs'), 'configs')
+  top1s = {'baseline': [0.6] * 3, 'lrn': [0.5] * 3}
+  variants = _fake_sweep(tmp_path, default_config, top1s)
+  calls = []
+  monkeypatch.setattr(ablations.subprocess, 'call', lambda *a, **k: calls.append(a) or 0)
+  assert all(ablations.run_variant(v, i, len(variants), 0.0)
+             for i, v in enumerate(variants, start=1))
+  assert not calls and 'already finished' in capsys.readouterr().out
+  # A changed command (e.g. other epochs) is not the finished run: it runs.
+  v = variants[0]
+  v.command = [*v.command, '--config.num_epochs=1.0']
+  assert ablations.run_variant(v, 1, 1, 0.0) and len(calls) == 1
+  assert ablations.is_finished(v)
+
+
+def test_grid_and_seeds_dry_run(tmp_path):
+  out = run_cli('experiments.ablations', '--sweep=', '--grid=model.lrn=caffe', '--seeds=2',
+                f'--base={DEFAULT}', f'--root={tmp_path}', '--dry_run')
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.strip().splitlines()
+  assert len(lines) == 4
+  assert lines[3].endswith('--config.model.lrn=caffe --config.seed=1')
+  bad = run_cli('experiments.ablations', '--grid=model.nope=1', '--dry_run')
+  assert bad.returncode == 2 and "no field 'model.nope'" in bad.stderr

@@ -15,6 +15,13 @@ Design constraints, and why:
   still learns the task to >90% in a couple of CPU minutes at 64x64.
 * Example ``i`` of split ``s`` is a pure function of ``(seed, s, i)``; builds are therefore
   reproducible bit-for-bit and independent of generation order or parallelism.
+* ``variant='hard'`` (the ablation base, configs/ablation_base.py) keeps the classes and the
+  class-blind colours but makes the object smaller (radius 17-26% of the image instead of
+  24-36%), lowers its contrast, adds clutter (2-4 line strokes and elongated blobs in random
+  colours) and in about a third of the images hides part of the object behind a bar, so a
+  small CNN stays well below the ceiling after a few CPU minutes and ablations have room to
+  show an effect.
+  ``variant='easy'`` (the default) renders exactly what it always did.
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, ImageDraw
 
-__all__ = ['CLASS_NAMES', 'SPLITS', 'AlexnetShapes', 'ShapesConfig', 'builder', 'config_name',
-           'render_example']
+__all__ = ['CLASS_NAMES', 'SPLITS', 'VARIANTS', 'AlexnetShapes', 'ShapesConfig', 'builder',
+           'config_name', 'render_example']
 
 # Order is part of the dataset (label i = CLASS_NAMES[i]); append, never reorder.
 CLASS_NAMES: tuple[str, ...] = ('circle', 'square', 'triangle', 'star', 'cross', 'ring',
@@ -41,6 +48,8 @@ SPLITS: dict[str, int] = {'train': 0, 'validation': 1}
 _SUPERSAMPLE = 2  # Shapes are drawn at 2x and box-filtered: anti-aliased edges, as in photos.
 _MIN_COLOUR_DISTANCE = 120.0  # Euclidean RGB distance fg<->bg; keeps every shape visible.
 _JPEG_QUALITY = 90
+# 'easy': the original dataset (bit-identical); 'hard': small, cluttered, occluded objects.
+VARIANTS: tuple[str, ...] = ('easy', 'hard')
 
 
 @dataclasses.dataclass(eq=False)
@@ -53,6 +62,7 @@ class ShapesConfig(tfds.core.BuilderConfig):
     validation_size: number of examples in the `validation` split.
     num_classes: uses the first `num_classes` entries of `CLASS_NAMES`.
     seed: global seed; every example is a pure function of (seed, split, index).
+    variant: 'easy' (default, the original rendering) or 'hard' (see the module docstring).
   """
 
   image_size: int = 64
@@ -60,8 +70,11 @@ class ShapesConfig(tfds.core.BuilderConfig):
   validation_size: int = 1_000
   num_classes: int = len(CLASS_NAMES)
   seed: int = 0
+  variant: str = 'easy'
 
   def __post_init__(self) -> None:
+    if self.variant not in VARIANTS:
+      raise ValueError(f'variant must be one of {VARIANTS}, got {self.variant!r}')
     if self.image_size < 16:
       raise ValueError(f'image_size must be >= 16, got {self.image_size}')
     if not 2 <= self.num_classes <= len(CLASS_NAMES):
@@ -73,10 +86,12 @@ class ShapesConfig(tfds.core.BuilderConfig):
 
 
 def config_name(image_size: int, train_size: int, validation_size: int, num_classes: int,
-                seed: int) -> str:
+                seed: int, variant: str = 'easy') -> str:
   """Derives a config name from the values, so each distinct dataset gets its own cache
-  directory under data_dir and a stale build can never be reused for other settings."""
-  return f's{image_size}_tr{train_size}_va{validation_size}_c{num_classes}_seed{seed}'
+  directory under data_dir and a stale build can never be reused for other settings.
+  The 'easy' variant keeps the names it always had."""
+  name = f's{image_size}_tr{train_size}_va{validation_size}_c{num_classes}_seed{seed}'
+  return name if variant == 'easy' else f'{name}_{variant}'
 
 
 # s64 matches configs/default.py (10k/1k at 64x64), so the default run and
@@ -126,10 +141,12 @@ _UNIT_STAR = _star()
 _UNIT_CROSS = _cross() * 0.9
 
 
-def _shape_mask(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
-  """Coverage in [0, 1] of the foreground colour, at `size` x `size`."""
+def _shape_mask(label: int, rng: np.random.Generator, size: int,
+                radius: tuple[float, float] = (0.24, 0.36)) -> np.ndarray:
+  """Coverage in [0, 1] of the foreground colour, at `size` x `size`; the shape's radius is
+  drawn from `radius` (fractions of the side)."""
   n = size * _SUPERSAMPLE
-  r = rng.uniform(0.24, 0.36) * n
+  r = rng.uniform(*radius) * n
   # Keep the whole shape inside the frame: ImageNet objects are mostly in view too.
   cx, cy = rng.uniform(r + 0.03 * n, n - r - 0.03 * n, size=2)
   angle = rng.uniform(0.0, 2 * np.pi)
@@ -190,11 +207,12 @@ def _shape_mask(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
   return sum(mask[i::k, j::k] for i in range(k) for j in range(k)) / (k * k)
 
 
-def _colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _colour_pair(rng: np.random.Generator,
+                 min_distance: float = _MIN_COLOUR_DISTANCE) -> tuple[np.ndarray, np.ndarray]:
   """Foreground/background colours, uniform over RGB and blind to the class by design."""
   while True:
     fg, bg = rng.uniform(0.0, 255.0, size=(2, 3))
-    if np.linalg.norm(fg - bg) >= _MIN_COLOUR_DISTANCE:
+    if np.linalg.norm(fg - bg) >= min_distance:
       return fg, bg
 
 
@@ -222,6 +240,73 @@ def _smooth_field(rng: np.random.Generator, size: int, amplitude: float) -> np.n
   return field.reshape(size, size, 3).astype(np.float32)
 
 
+def _downsample(mask: np.ndarray) -> np.ndarray:
+  k = _SUPERSAMPLE
+  return sum(mask[i::k, j::k] for i in range(k) for j in range(k)) / (k * k)
+
+
+def _clutter_mask(rng: np.random.Generator, size: int) -> np.ndarray:
+  """One distractor: a line stroke or an elongated ellipse (never a class shape), as
+  coverage in [0, 1] at `size` x `size`."""
+  n = size * _SUPERSAMPLE
+  canvas = Image.new('L', (n, n), 0)
+  draw = ImageDraw.Draw(canvas)
+  if rng.random() < 0.6:
+    x0, y0 = rng.uniform(0.0, n, size=2)
+    length = rng.uniform(0.2, 0.6) * n
+    angle = rng.uniform(0.0, 2 * np.pi)
+    x1, y1 = x0 + length * np.cos(angle), y0 + length * np.sin(angle)
+    draw.line([(x0, y0), (x1, y1)], fill=255, width=int(rng.integers(2, 7)))
+  else:
+    cx, cy = rng.uniform(0.0, n, size=2)
+    long, short = rng.uniform(0.08, 0.2) * n, rng.uniform(0.02, 0.04) * n
+    angle = rng.uniform(0.0, np.pi)
+    t = np.linspace(0.0, 2 * np.pi, 24, endpoint=False)
+    pts = np.stack([long * np.cos(t), short * np.sin(t)], axis=1)
+    draw.polygon(_polygon(pts, cx, cy, 1.0, angle), fill=255)
+  return _downsample(np.asarray(canvas, dtype=np.float32) / 255.0)
+
+
+def _occluder_mask(rng: np.random.Generator, size: int, object_mask: np.ndarray) -> np.ndarray:
+  """A bar through a point of the object (coverage in [0, 1]) hiding part of it."""
+  n = size * _SUPERSAMPLE
+  ys, xs = np.nonzero(object_mask > 0.5)
+  if len(xs) == 0:
+    return np.zeros((size, size), np.float32)
+  i = rng.integers(len(xs))
+  cx, cy = (xs[i] + 0.5) * _SUPERSAMPLE, (ys[i] + 0.5) * _SUPERSAMPLE
+  angle = rng.uniform(0.0, np.pi)
+  half_width = rng.uniform(0.025, 0.045) * n
+  half_length = n  # across the whole frame
+  pts = np.array([[-half_length, -half_width], [half_length, -half_width],
+                  [half_length, half_width], [-half_length, half_width]])
+  canvas = Image.new('L', (n, n), 0)
+  ImageDraw.Draw(canvas).polygon(_polygon(pts, cx, cy, 1.0, angle), fill=255)
+  return _downsample(np.asarray(canvas, dtype=np.float32) / 255.0)
+
+
+def _render_hard(config: ShapesConfig, rng: np.random.Generator, label: int) -> np.ndarray:
+  """The 'hard' variant: small object, lower contrast, clutter and occlusion."""
+  size = config.image_size
+  alpha = _shape_mask(label, rng, size, radius=(0.17, 0.26))[:, :, None]
+  fg, bg = _colour_pair(rng, min_distance=100.0)
+  image = bg.astype(np.float32) + _smooth_field(rng, size, 25.0)
+  # Clutter behind the object, in colours of their own.
+  for _ in range(int(rng.integers(2, 5))):
+    colour = rng.uniform(0.0, 255.0, size=3).astype(np.float32)
+    m = _clutter_mask(rng, size)[:, :, None]
+    image = image * (1.0 - m) + colour * m
+  foreground = fg.astype(np.float32) + _smooth_field(rng, size, 15.0)
+  image = image * (1.0 - alpha) + foreground * alpha
+  if rng.random() < 0.35:
+    colour = rng.uniform(0.0, 255.0, size=3).astype(np.float32)
+    m = _occluder_mask(rng, size, alpha[:, :, 0])[:, :, None]
+    image = image * (1.0 - m) + colour * m
+  sigma = rng.uniform(6.0, 20.0)
+  image += rng.standard_normal((size, size, 3), dtype=np.float32) * sigma
+  return image
+
+
 def render_example(config: ShapesConfig, split: str, index: int) -> tuple[np.ndarray, int]:
   """Renders example `index` of `split` as a uint8 (S, S, 3) array plus its label.
 
@@ -233,6 +318,9 @@ def render_example(config: ShapesConfig, split: str, index: int) -> tuple[np.nda
   # Balanced classes by construction; the example's content comes from its own RNG stream.
   label = index % config.num_classes
   rng = np.random.default_rng([config.seed, SPLITS[split], index])
+  if config.variant == 'hard':
+    image = _render_hard(config, rng, label)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
   alpha = _shape_mask(label, rng, size)[:, :, None]
   fg, bg = _colour_pair(rng)
   background = bg.astype(np.float32) + _smooth_field(rng, size, 20.0)
@@ -296,7 +384,8 @@ class AlexnetShapes(tfds.core.GeneratorBasedBuilder):
 
 def builder(data_dir: str | os.PathLike | None = None, *, image_size: int = 64,
             train_size: int = 10_000, validation_size: int = 1_000,
-            num_classes: int = len(CLASS_NAMES), seed: int = 0) -> AlexnetShapes:
+            num_classes: int = len(CLASS_NAMES), seed: int = 0,
+            variant: str = 'easy') -> AlexnetShapes:
   """Returns a builder for arbitrary settings, because the training config (not this file)
   decides size and resolution.
 
@@ -305,7 +394,8 @@ def builder(data_dir: str | os.PathLike | None = None, *, image_size: int = 64,
   result; it never touches the network.
   """
   values = dict(image_size=image_size, train_size=train_size,
-                validation_size=validation_size, num_classes=num_classes, seed=seed)
+                validation_size=validation_size, num_classes=num_classes, seed=seed,
+                variant=variant)
   for cfg in _PREDEFINED:
     if all(getattr(cfg, k) == v for k, v in values.items()):
       return AlexnetShapes(data_dir=data_dir, config=cfg.name)
