@@ -5,6 +5,9 @@ centre R x R squares the eval stream yields, R = input.resize_size), cached as o
 under <data_dir>/alexnet_jax_stats/ (`_load_or_compute`). The names say what may happen:
 `load_or_compute_*` reads the cache or runs the (full decode) pass and writes it;
 `compute_*` always runs the pass. The cache of a dataset serves its pre-resized copy too.
+Where data_dir cannot be written (read-only, a shared bucket) the file goes to
+`_fallback_path` under $XDG_CACHE_HOME (default ~/.cache)/alexnet_jax/ instead, with a
+warning; where neither can, the statistic is used uncached (and computed again next run).
 
 The paper's mean image is the one statistic today. Its PCA lighting (the eigen-decomposition
 of the RGB covariance, now the constants in `augment`) would be a second one beside it:
@@ -21,6 +24,7 @@ from collections.abc import Callable, Iterator
 
 import ml_collections
 import numpy as np
+from absl import logging
 from etils import epath
 
 from alexnet_jax import input_pipeline, sources
@@ -50,18 +54,45 @@ def _cache_path(config: ml_collections.ConfigDict, suffix: str = '') -> epath.Pa
   return sources.data_dir(config) / STATS_DIR / f'{_dataset_tag(config)}{suffix}.npy'
 
 
+def _fallback_path(path: epath.Path) -> epath.Path:
+  """Where the cache file `path` (under <data_dir>/STATS_DIR) goes when data_dir is not
+  writable: $XDG_CACHE_HOME (or ~/.cache)/alexnet_jax/STATS_DIR/, named after data_dir too."""
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  ddir = os.fspath(path.parent.parent)
+  return (epath.Path(base) / 'alexnet_jax' / STATS_DIR /
+          f'{zlib.crc32(ddir.encode()):08x}_{path.name}')
+
+
 def _load_or_compute(path: epath.Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
-  """The array cached at `path`, or compute() written there first (atomically: concurrent
-  processes may both compute, but a reader never sees half a file)."""
-  if path.exists():
-    with path.open('rb') as f:
-      return np.load(f)
+  """The array cached at `path` (or at its fallback), or compute() written there first
+  (atomically: concurrent processes may both compute, but a reader never sees half a
+  file)."""
+  fallback = _fallback_path(path)
+  for p in (path, fallback):
+    try:
+      if p.exists():
+        with p.open('rb') as f:
+          return np.load(f)
+    except Exception as e:  # noqa: BLE001 - an unreadable cache is recomputed
+      logging.warning('cannot read the cached %s (%s): computing it again.', p, e)
   value = compute()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
-  with tmp.open('wb') as f:
-    np.save(f, value)
-  tmp.replace(path)
+  errors = []
+  for p in (path, fallback):
+    try:
+      p.parent.mkdir(parents=True, exist_ok=True)
+      tmp = p.with_name(f'{p.name}.tmp{os.getpid()}')
+      with tmp.open('wb') as f:
+        np.save(f, value)
+      tmp.replace(p)
+    except Exception as e:  # noqa: BLE001 - read-only data_dir, bucket without write access
+      errors.append(f'{p.parent}: {getattr(e, "strerror", None) or e}')
+      continue
+    if errors:
+      logging.warning('cannot write the statistics cache in data_dir (%s); cached in %s '
+                      'instead.', errors[0], p)
+    return value
+  logging.warning('cannot cache %s anywhere (%s): using it uncached; it is computed again '
+                  'next run.', path.name, '; '.join(errors))
   return value
 
 
