@@ -18,11 +18,14 @@ What is promised, and how:
 - What is read is verified: each save puts a fingerprint of every array (two
   position-weighted sums of its bits, independent of the sharding) in the step's JSON
   meta, and a restore compares the arrays it read against it, because damage after the
-  save (a truncated or bit-flipped file) can otherwise load silently as garbage. A step
-  that does not restore cleanly is skipped with a warning saying why, and the newest
-  one that does is used; on resume the skipped steps are moved to damaged_checkpoints/
-  (kept, not deleted) so that training can write those steps again. If none restores,
-  `CheckpointError` names the folder and each step's reason, and nothing is moved.
+  save (a bit-flipped file) can otherwise load silently as garbage. Once a step is
+  complete, the size of each of its files goes into <step>/alexnet_jax_files.json; a
+  step with a missing or truncated file is refused before Orbax reads it (a failing read
+  leaves TensorStore callbacks that print tracebacks). A step that does not restore
+  cleanly is skipped with a warning saying why, and the newest one that does is used; on
+  resume the skipped steps are moved to damaged_checkpoints/ (kept, not deleted) so that
+  training can write those steps again. If none restores, `CheckpointError` names the
+  folder and each step's reason, and nothing is moved.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from absl import logging
 from etils import epath
 
 FINGERPRINT_VERSION = 1
+MANIFEST = 'alexnet_jax_files.json'      # in each complete step folder: {file: size}
 
 
 class CheckpointError(RuntimeError):
@@ -183,9 +187,10 @@ def fingerprints(tree: Any, *, on_device: bool | None = None) -> dict[str, str]:
     sums = np.asarray(jax.device_get(_device_sums(leaves)), np.uint64).reshape(-1, 2)
   else:
     sums = np.array([_leaf_sums(x) for x in leaves], np.uint64).reshape(-1, 2)
-    if jax.process_count() > 1:
+    if jax.process_count() > 1:      # each process summed its own shards (< 2^32 each)
       from jax.experimental import multihost_utils
-      sums = np.asarray(multihost_utils.process_allgather(sums)).sum(axis=0)
+      gathered = multihost_utils.process_allgather(sums.astype(np.uint32))
+      sums = np.asarray(gathered, np.uint64).sum(axis=0)
   sums = sums % (1 << 32)
   return {_key_name(path): f'{int(v[0]):08x}{int(v[1]):08x}'
           for (path, _), v in zip(flat, sums, strict=True)}
@@ -229,6 +234,41 @@ def _cause(e: BaseException) -> str:
   if m:
     return f'{os.strerror(int(m.group(1)))} ({text[:400]})'
   return f'{type(e).__name__}: {text[:400]}'
+
+
+def _write_manifest(step_dir: epath.Path) -> None:
+  """Records the size of every file of a complete step (process 0; best effort)."""
+  try:
+    files = {}
+    for root, _, names in step_dir.walk():
+      for name in names:
+        path = root / name
+        rel = os.path.relpath(os.fspath(path), os.fspath(step_dir))
+        if os.sep in rel:       # the items' files; Orbax may touch the step's own later
+          files[rel] = path.stat().length
+    tmp = step_dir / f'{MANIFEST}.tmp'
+    tmp.write_text(json.dumps({'files': files}))
+    tmp.replace(step_dir / MANIFEST)
+  except Exception as e:  # noqa: BLE001 - the manifest only makes damage quicker to see
+    logging.warning('could not write %s/%s: %s', step_dir, MANIFEST, e)
+
+
+def _check_files(step_dir: epath.Path) -> None:
+  """Raises _Damaged when a file the step's manifest lists is missing or changed size."""
+  try:
+    files = json.loads((step_dir / MANIFEST).read_text())['files']
+  except FileNotFoundError:
+    return                    # killed before it was written, or an older version
+  except (ValueError, KeyError) as e:
+    raise _Damaged(f'its file list {MANIFEST} is damaged ({e})') from None
+  for rel, size in sorted(files.items()):
+    path = step_dir / rel
+    if not path.exists():
+      raise _Damaged(f'file {rel} is missing')
+    actual = path.stat().length
+    if actual != size:
+      raise _Damaged(f'file {rel} is {actual} bytes, {size} when written (truncated or '
+                     'overwritten)')
 
 
 def _all_agree(ok: bool) -> bool:
@@ -289,10 +329,22 @@ class Checkpointer:
 
   def save_best(self, step: int, params: Any, meta: dict) -> None:
     self._finish('best')
+    if step in self.best.all_steps():     # written by a run that did not get further
+      self.best.delete(step)
     meta = dict(meta, fingerprints=fingerprints(params),
                 fingerprint_version=FINGERPRINT_VERSION)
     self._start('best', step, ocp.args.Composite(
         params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)))
+
+  def forget_best_after(self, step: int) -> None:
+    """Deletes best/ steps newer than `step`, the step a run resumes from: the run that
+    wrote them did not get that far (killed before its checkpoint of that step, or the step
+    was damaged), and the resumed run redoes those evaluations (call on every process)."""
+    for s in self.best.all_steps():
+      if s > step:
+        logging.info('best/%d is newer than the step resumed from (%d): removed; the '
+                     'resumed run evaluates again.', s, step)
+        self.best.delete(s)
 
   def _manager(self, name: str) -> ocp.CheckpointManager:
     return self.latest if name == 'checkpoints' else self.best
@@ -314,6 +366,8 @@ class Checkpointer:
     except Exception as e:  # noqa: BLE001
       raise self._save_error(name, step, e) from e
     if step is not None:
+      if jax.process_index() == 0:
+        _write_manifest(self.root / name / str(step))
       logging.info('checkpoint step %d written: %s', step, self.root / name / str(step))
 
   def _save_error(self, name: str, step: int | None, e: BaseException) -> CheckpointSaveError:
@@ -382,6 +436,7 @@ class Checkpointer:
     skipped: list[tuple[int, str]] = []
     for s in steps:
       try:
+        _check_files(folder / str(s))
         out = self.latest.restore(s, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
         verify(out.state, out.meta, f'{folder}/{s}')
@@ -450,6 +505,7 @@ def load_params(path: str, abstract_params: Any, *, which: str = 'latest') -> tu
       raise FileNotFoundError(f'{root} holds no finished checkpoint')
     for step in steps:
       try:
+        _check_files(root / str(step))
         out = mgr.restore(step, args=ocp.args.Composite(
             **{item: restore, 'meta': ocp.args.JsonRestore()}))
         verify(out[item], out['meta'], f'{root}/{step}')

@@ -9,8 +9,8 @@ Faults (README, "What survives what"): one run per workdir (`workdir_lock`); a d
 newest checkpoint is skipped for the newest good one and a failed save stops the run
 with `checkpoints.CheckpointSaveError` (`checkpoints`); undecodable images are counted
 per split and epoch into metrics.jsonl and refused beyond input.max_skipped_fraction
-(`input_pipeline.SkipReport`); rows of metrics.jsonl past the step a run resumes from
-(logged by an interrupted run, about to be redone) are dropped.
+(`input_pipeline.SkipReport`); rows of metrics.jsonl and best/ steps past the step a run
+resumes from (written by an interrupted run, about to be redone) are dropped.
 """
 
 from __future__ import annotations
@@ -251,6 +251,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh, s
     state, meta = ckpt.restore(state)
     controller.load_state_dict(meta['schedule'])
     best_top1 = meta.get('best_top1', -1.0)
+    ckpt.forget_best_after(int(state.step))
+    if is_chief:
+      JsonlWriter(workdir, True).truncate_after(int(state.step))
     logging.info('Resumed from %s/checkpoints at step %d.', workdir, int(state.step))
   elif config.init_from:
     params, from_step = checkpoints.load_params(config.init_from, state.params)
@@ -263,8 +266,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh, s
                  f'{models.count_params(state.params):,}',
                  f'{sum(spec.macs_per_image().values()):,}')
 
-  if is_chief:
-    JsonlWriter(workdir, True).truncate_after(int(state.step))
+  if is_chief and int(state.step) == 0:
+    JsonlWriter(workdir, True).truncate_after(0)   # rows of a run killed before its first save
   mean = built.device_mean(statistics.load_or_compute_mean_image(config))
   run = RunContext(config=config, workdir=workdir, steps=built, checkpointer=ckpt,
                    controller=controller, mean=mean, total_steps=total_steps,
