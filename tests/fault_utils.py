@@ -61,15 +61,16 @@ def main_env(devices: int, cache_dir: str | None = None, **extra) -> dict:
   return env
 
 
-def main_command(workdir, data_dir, *flags, steps: int = 8, model: int = 2,
+def main_command(workdir, data_dir, *flags, steps: int = 24, model: int = 2,
                  script: str | None = None) -> list[str]:
-  """`python -m alexnet_jax.main` with the tiny config (or `python SCRIPT` with the same
+  """`python -m alexnet_jax.main` with the tiny config: `steps` steps (one eval at the
+  end), a checkpoint every 2 and a metrics row every step (or `python SCRIPT` with the same
   arguments, for a wrapper that patches something first)."""
   head = [sys.executable, script] if script else [sys.executable, '-m', 'alexnet_jax.main']
   return [*head, '--config=configs/default.py', f'--workdir={workdir}',
           f'--config.dataset.data_dir={data_dir}', *TINY,
           f'--config.num_train_steps={steps}', f'--config.mesh.model={model}',
-          '--config.log_every_steps=1', '--config.eval_every_steps=8',
+          '--config.log_every_steps=1', f'--config.eval_every_steps={steps}',
           '--config.checkpoint_every_steps=2', *flags]
 
 
