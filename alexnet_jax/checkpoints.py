@@ -3,19 +3,59 @@
 Layout under the workdir:
   checkpoints/<step>/{state,meta}   full train state + JSON (schedule, input position)
   best/<step>/{params,meta}          parameters of the best evaluation so far
+  damaged_checkpoints/<step>/        steps that failed to restore, set aside on resume
   config.json                        the run's config (evaluate.py rebuilds the model from it)
-Orbax writes each step into a temporary directory and renames it when complete,
-so a crash or SIGTERM in the middle of a save leaves the previous one intact.
+
+What is promised, and how:
+- A save is atomic: Orbax writes each step into a temporary directory and renames it
+  when complete, so a crash, kill -9 or SIGTERM in the middle of one leaves the previous
+  checkpoints intact and the half-written step is never read (temporary directories
+  left by a killed run are removed when the next run opens the folder).
+- Saves are asynchronous; a save that fails in the background (disk full, permission,
+  object store error) surfaces at the next save or at the end of the run as
+  `CheckpointSaveError`, which names the path, the cause and the newest complete step.
+  "checkpoint step N written" is logged only once step N is complete on disk.
+- What is read is verified: each save puts a fingerprint of every array (two
+  position-weighted sums of its bits, independent of the sharding) in the step's JSON
+  meta, and a restore compares the arrays it read against it, because damage after the
+  save (a bit-flipped file) can otherwise load silently as garbage. Once a step is
+  complete, the size of each of its files goes into <step>/alexnet_jax_files.json; a
+  step with a missing or truncated file is refused before Orbax reads it (a failing read
+  leaves TensorStore callbacks that print tracebacks). A step that does not restore
+  cleanly is skipped with a warning saying why, and the newest one that does is used; on
+  resume the skipped steps are moved to damaged_checkpoints/ (kept, not deleted) so that
+  training can write those steps again. If none restores, `CheckpointError` names the
+  folder and each step's reason, and nothing is moved.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
+
+FINGERPRINT_VERSION = 1
+MANIFEST = 'alexnet_jax_files.json'      # in each complete step folder: {file: size}
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint of a folder could be restored (the message says why, per step)."""
+
+
+class CheckpointSaveError(CheckpointError):
+  """A checkpoint could not be written (the message names the path and the cause)."""
+
+
+class _Damaged(Exception):
+  """What was read is not what was saved."""
 
 
 def absolute(path: str) -> str:
@@ -23,63 +63,425 @@ def absolute(path: str) -> str:
   return path if '://' in str(path) else os.path.abspath(path)
 
 
+# ------------------------------------------------------------------------------ fingerprints
+
+
+def _key_name(path) -> str:
+  parts = []
+  for k in path:
+    for attr in ('name', 'key', 'idx'):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return '/'.join(parts)
+
+
+_CHUNK = 1 << 22                  # elements per host pass (bounds the temporaries)
+
+
+def _as_uint32(x: np.ndarray) -> np.ndarray:
+  if x.dtype == np.bool_:
+    return x.astype(np.uint32)
+  size = x.dtype.itemsize
+  if size in (1, 2, 4):
+    return x.view({1: np.uint8, 2: np.uint16, 4: np.uint32}[size]).astype(np.uint32, copy=False)
+  return x.view(np.uint32)      # 8-byte items: two words each (the index below then repeats)
+
+
+def _block_sums(block: np.ndarray, starts: tuple[int, ...],
+                strides: tuple[int, ...]) -> tuple[int, int]:
+  """The two sums over one block of an array whose element (i, j, ...) has the global
+  index sum(start_k + i_k) * stride_k."""
+  u = _as_uint32(np.ascontiguousarray(block))
+  index = np.zeros((), np.uint64)
+  for k, (start, stride) in enumerate(zip(starts, strides, strict=True)):
+    shape = [1] * u.ndim
+    shape[k] = u.shape[k]
+    index = index + (np.arange(start, start + u.shape[k], dtype=np.uint64)
+                     * np.uint64(stride)).reshape(shape)
+  index = np.broadcast_to(index, u.shape).astype(np.uint32)
+  with np.errstate(over='ignore'):
+    a = np.sum(u * (index * np.uint32(2) + np.uint32(1)), dtype=np.uint32)
+    mixed = (u ^ (u >> np.uint32(15))) * np.uint32(0x9E3779B1) + index
+    b = np.sum(mixed ^ (mixed >> np.uint32(13)), dtype=np.uint32)
+  return int(a), int(b)
+
+
+def _leaf_sums(x) -> tuple[int, int]:
+  """Two uint32 sums over the array's bits, weighted by each element's global index.
+
+  Computed on the host from this process's shards (one replica of each), so nothing is
+  compiled and a sharded array is never gathered; the result does not depend on the
+  sharding, since uint32 sums wrap exactly in any order (`_device_leaf_sums` is the same
+  function on the devices). Any single changed element
+  changes the first sum (odd weights are invertible mod 2^32); the second mixes high and
+  low bits."""
+  if isinstance(x, jax.Array):
+    parts = [(np.asarray(s.data), s.index) for s in x.addressable_shards if s.replica_id == 0]
+  else:
+    x = np.asarray(x)
+    parts = [(x, ())]
+  shape = tuple(np.shape(x))
+  strides = [1] * len(shape)
+  for k in range(len(shape) - 2, -1, -1):
+    strides[k] = strides[k + 1] * shape[k + 1]
+  a = b = 0
+  for data, index in parts:
+    starts = [(sl.start or 0) if isinstance(sl, slice) else 0 for sl in index]
+    starts += [0] * (data.ndim - len(starts))
+    if data.ndim == 0:
+      pa, pb = _block_sums(data, (), ())
+      a, b = a + pa, b + pb
+      continue
+    rows = max(1, _CHUNK // max(1, data[0].size))
+    for r in range(0, data.shape[0], rows):
+      pa, pb = _block_sums(data[r:r + rows], (starts[0] + r, *starts[1:]), tuple(strides))
+      a, b = a + pa, b + pb
+  return a % (1 << 32), b % (1 << 32)
+
+
+def _device_leaf_sums(x: jax.Array) -> jax.Array:
+  """`_leaf_sums` on the devices (uint32[2]): the same function, with elementwise ops and
+  a full reduction only (no reshape), so a sharded array is never gathered."""
+  import jax.numpy as jnp
+  if x.dtype == jnp.bool_:
+    u = x.astype(jnp.uint32)
+  else:
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[jnp.dtype(x.dtype).itemsize]
+    u = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+  index = jnp.zeros(u.shape, jnp.uint32)
+  stride = 1
+  for axis in reversed(range(u.ndim)):
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, u.shape, axis) * jnp.uint32(stride)
+    stride = (stride * u.shape[axis]) % (1 << 32)
+  a = jnp.sum(u * (index * jnp.uint32(2) + jnp.uint32(1)), dtype=jnp.uint32)
+  mixed = (u ^ (u >> jnp.uint32(15))) * jnp.uint32(0x9E3779B1) + index
+  b = jnp.sum(mixed ^ (mixed >> jnp.uint32(13)), dtype=jnp.uint32)
+  return jnp.stack([a, b])
+
+
+@jax.jit
+def _device_sums(leaves: list) -> list:
+  return [_device_leaf_sums(x) for x in leaves]
+
+
+def _on_accelerator(leaves: list) -> bool:
+  """Whether to fingerprint on the devices: arrays on a GPU/TPU, where one compile (once
+  per run) beats copying and summing the state on the host at every save. On CPU the host
+  sums need no compile and no copy."""
+  return bool(leaves) and all(
+      isinstance(x, jax.Array) and x.dtype.itemsize in (1, 2, 4)
+      and all(d.platform != 'cpu' for d in x.devices()) for x in leaves)
+
+
+def fingerprints(tree: Any, *, on_device: bool | None = None) -> dict[str, str]:
+  """{'params/conv1/kernel': '<16 hex digits>', ...} for every array of `tree` (summed
+  over the processes in a multi-process run: every process calls this together). The
+  same values whether computed on the host or on the devices (`on_device`, default: on
+  an accelerator), and whatever the arrays' sharding."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  leaves = [x for _, x in flat]
+  if on_device if on_device is not None else _on_accelerator(leaves):
+    sums = np.asarray(jax.device_get(_device_sums(leaves)), np.uint64).reshape(-1, 2)
+  else:
+    sums = np.array([_leaf_sums(x) for x in leaves], np.uint64).reshape(-1, 2)
+    if jax.process_count() > 1:      # each process summed its own shards (< 2^32 each)
+      from jax.experimental import multihost_utils
+      gathered = multihost_utils.process_allgather(sums.astype(np.uint32))
+      sums = np.asarray(gathered, np.uint64).sum(axis=0)
+  sums = sums % (1 << 32)
+  return {_key_name(path): f'{int(v[0]):08x}{int(v[1]):08x}'
+          for (path, _), v in zip(flat, sums, strict=True)}
+
+
+def verify(tree: Any, meta: dict | None, where: str) -> None:
+  """Raises _Damaged when an array of `tree` differs from the fingerprint in `meta`
+  (restored checkpoints; one written before fingerprints existed is not checked)."""
+  saved = (meta or {}).get('fingerprints')
+  if saved is None:
+    logging.info('%s has no fingerprints (written by an older version): not verified.', where)
+    return
+  got = fingerprints(tree)
+  bad = sorted(k for k, v in got.items() if saved.get(k) != v)
+  if bad:
+    raise _Damaged(f'{len(bad)} of {len(got)} arrays read differ from what was saved '
+                   f'({", ".join(bad[:3])}{", ..." if len(bad) > 3 else ""}): the files '
+                   'changed after the save (damaged disk, partial copy?)')
+
+
+def _why(e: BaseException) -> str:
+  """One line saying why a restore failed."""
+  if isinstance(e, _Damaged):
+    return str(e)
+  text = ' '.join(str(e).split()) or type(e).__name__
+  if isinstance(e, json.JSONDecodeError):
+    return f'a metadata file is not valid JSON, it is truncated or damaged ({text})'
+  if isinstance(e, FileNotFoundError):
+    return f'a file is missing ({text[:300]})'
+  if 'tensorstore' in text.lower() or 'ocdbt' in text.lower() or 'zarr' in text.lower():
+    return f'array files damaged or missing ({text[:300]})'
+  return f'{type(e).__name__}: {text[:300]}'
+
+
+def _cause(e: BaseException) -> str:
+  """The cause of a failed write: the OS error when one can be found, then the message."""
+  text = ' '.join(str(e).split()) or type(e).__name__
+  if isinstance(e, OSError) and e.strerror:
+    return f'{e.strerror} ({e.filename or text[:300]})'
+  m = re.search(r"os_error_code='?(\d+)", text)
+  if m:
+    return f'{os.strerror(int(m.group(1)))} ({text[:400]})'
+  return f'{type(e).__name__}: {text[:400]}'
+
+
+def _write_manifest(step_dir: epath.Path) -> None:
+  """Records the size of every file of a complete step (process 0; best effort)."""
+  try:
+    files = {}
+    for root, _, names in step_dir.walk():
+      for name in names:
+        path = root / name
+        rel = os.path.relpath(os.fspath(path), os.fspath(step_dir))
+        if os.sep in rel:       # the items' files; Orbax may touch the step's own later
+          files[rel] = path.stat().length
+    tmp = step_dir / f'{MANIFEST}.tmp'
+    tmp.write_text(json.dumps({'files': files}))
+    tmp.replace(step_dir / MANIFEST)
+  except Exception as e:  # noqa: BLE001 - the manifest only makes damage quicker to see
+    logging.warning('could not write %s/%s: %s', step_dir, MANIFEST, e)
+
+
+def _check_files(step_dir: epath.Path) -> None:
+  """Raises _Damaged when a file the step's manifest lists is missing or changed size."""
+  try:
+    files = json.loads((step_dir / MANIFEST).read_text())['files']
+  except FileNotFoundError:
+    return                    # killed before it was written, or an older version
+  except (ValueError, KeyError) as e:
+    raise _Damaged(f'its file list {MANIFEST} is damaged ({e})') from None
+  for rel, size in sorted(files.items()):
+    path = step_dir / rel
+    if not path.exists():
+      raise _Damaged(f'file {rel} is missing')
+    actual = path.stat().length
+    if actual != size:
+      raise _Damaged(f'file {rel} is {actual} bytes, {size} when written (truncated or '
+                     'overwritten)')
+
+
+def _all_agree(ok: bool) -> bool:
+  """True when every process says ok (multi-process runs decide together)."""
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils
+  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+# ------------------------------------------------------------------------------ checkpointer
+
+
 class Checkpointer:
   """The two Orbax managers of a run (async saves, kept off the step's critical path)."""
 
   def __init__(self, workdir: str, keep: int = 3):
-    root = epath.Path(workdir)
+    self.root = epath.Path(workdir)
+    self._pending: dict[str, int] = {}      # manager name -> step saving in the background
+    self._failed: CheckpointSaveError | None = None
     # Both managers save the same step at an eval step, concurrently. Multi-process,
     # their cross-process barriers are named after the step, so each manager needs its
     # own prefix or the second save fails ('Barrier _async_write_complete.N is already
     # ongoing').
     self.latest = ocp.CheckpointManager(
-        root / 'checkpoints', item_names=('state', 'meta'),
+        self.root / 'checkpoints', item_names=('state', 'meta'),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=True,
+            cleanup_tmp_directories=True,
             multiprocessing_options=ocp.options.MultiprocessingOptions(
                 barrier_sync_key_prefix='latest')))
     self.best = ocp.CheckpointManager(
-        root / 'best', item_names=('params', 'meta'),
+        self.root / 'best', item_names=('params', 'meta'),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, enable_async_checkpointing=True,
+            cleanup_tmp_directories=True,
             multiprocessing_options=ocp.options.MultiprocessingOptions(
                 barrier_sync_key_prefix='best')))
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
 
+  # ---------------------------------------------------------------- saving
+
   def save(self, step: int, state: Any, meta: dict) -> None:
-    self.latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                   meta=ocp.args.JsonSave(meta)), force=True)
+    """Starts writing `state` as checkpoints/<step> (raises CheckpointSaveError if this
+    save, or the previous one still finishing in the background, fails)."""
+    self._finish('checkpoints')
+    meta = dict(meta, fingerprints=fingerprints(state), fingerprint_version=FINGERPRINT_VERSION)
+    self._start('checkpoints', step, ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
   def save_best(self, step: int, params: Any, meta: dict) -> None:
-    self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
-                                                 meta=ocp.args.JsonSave(meta)), force=True)
+    self._finish('best')
+    if step in self.best.all_steps():     # written by a run that did not get further
+      self.best.delete(step)
+    meta = dict(meta, fingerprints=fingerprints(params),
+                fingerprint_version=FINGERPRINT_VERSION)
+    self._start('best', step, ocp.args.Composite(
+        params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)))
 
-  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
-    """The state (into the shardings of `abstract_state`) and meta of `step` (default latest)."""
-    step = self.latest.latest_step() if step is None else step
-    out = self.latest.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    return out.state, out.meta
+  def forget_best_after(self, step: int) -> None:
+    """Deletes best/ steps newer than `step`, the step a run resumes from: the run that
+    wrote them did not get that far (killed before its checkpoint of that step, or the step
+    was damaged), and the resumed run redoes those evaluations (call on every process)."""
+    for s in self.best.all_steps():
+      if s > step:
+        logging.info('best/%d is newer than the step resumed from (%d): removed; the '
+                     'resumed run evaluates again.', s, step)
+        self.best.delete(s)
+
+  def _manager(self, name: str) -> ocp.CheckpointManager:
+    return self.latest if name == 'checkpoints' else self.best
+
+  def _start(self, name: str, step: int, args) -> None:
+    try:
+      self._manager(name).save(step, args=args, force=True)
+    except Exception as e:  # noqa: BLE001 - every cause becomes one clear error
+      raise self._save_error(name, step, e) from e
+    self._pending[name] = step
+
+  def _finish(self, name: str) -> None:
+    """Waits for the manager's background save; logs it written, or raises why not."""
+    if self._failed is not None:
+      raise self._failed
+    step = self._pending.pop(name, None)
+    try:
+      self._manager(name).wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise self._save_error(name, step, e) from e
+    if step is not None:
+      if jax.process_index() == 0:
+        _write_manifest(self.root / name / str(step))
+      logging.info('checkpoint step %d written: %s', step, self.root / name / str(step))
+
+  def _save_error(self, name: str, step: int | None, e: BaseException) -> CheckpointSaveError:
+    folder = self.root / name
+    try:
+      good = [s for s in self._manager(name).all_steps() if s != step]
+    except Exception:  # noqa: BLE001
+      good = []
+    what = 'best parameters' if name == 'best' else 'checkpoint'
+    target = folder / str(step) if step is not None else folder
+    message = (f'{what} step {step} could not be written to {target}: {_cause(e)}. '
+               f'Nothing was saved for step {step}. ')
+    if good:
+      message += (f'The newest complete one is step {max(good)} in {folder}; fix the cause '
+                  'and run the same command to resume from it.')
+    else:
+      message += f'{folder} holds no complete checkpoint.'
+    self._failed = CheckpointSaveError(message)
+    logging.error('%s', message)
+    return self._failed
+
+  def wait(self) -> None:
+    """Waits for the saves in flight; raises CheckpointSaveError if one failed (once)."""
+    if self._failed is not None:
+      return                    # already raised to the caller
+    for name in ('checkpoints', 'best'):
+      self._finish(name)
+
+  def last_good_step(self) -> int | None:
+    """The newest complete checkpoint after waiting for the saves in flight; a failed
+    save is logged, not raised (for error messages that point at what is left)."""
+    try:
+      self.wait()
+    except CheckpointSaveError:
+      pass
+    try:
+      return self.latest.latest_step()
+    except Exception:  # noqa: BLE001
+      return None
 
   def reached_preemption(self, step: int) -> bool:
     return self.latest.reached_preemption(step)
 
-  def wait(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
-
   def close(self) -> None:
-    self.latest.close()
-    self.best.close()
+    for manager in (self.latest, self.best):
+      try:
+        manager.close()
+      except Exception as e:  # noqa: BLE001 - the failure was raised by wait()/save()
+        if self._failed is None:
+          raise
+        logging.info('closing %s after a failed save: %s', manager.directory, _why(e))
+
+  # ---------------------------------------------------------------- restoring
+
+  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
+    """The state (into the shardings of `abstract_state`) and meta of `step`, verified.
+
+    Without `step`: the newest step that restores cleanly. Steps skipped on the way are
+    logged (step, why, step used) and moved to damaged_checkpoints/. Raises
+    CheckpointError when none restores (then nothing is moved).
+    """
+    folder = self.root / 'checkpoints'
+    steps = [step] if step is not None else sorted(self.latest.all_steps(), reverse=True)
+    if not steps:
+      raise CheckpointError(f'no checkpoint in {folder}')
+    skipped: list[tuple[int, str]] = []
+    for s in steps:
+      try:
+        _check_files(folder / str(s))
+        out = self.latest.restore(s, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        verify(out.state, out.meta, f'{folder}/{s}')
+        why = None
+      except Exception as e:  # noqa: BLE001 - any failure: try the next older step
+        why = _why(e)
+      if not _all_agree(why is None):
+        why = why or 'another process could not restore it (see its log)'
+      if why is not None:
+        logging.warning('checkpoint step %d in %s skipped: %s', s, folder, why)
+        skipped.append((s, why))
+        continue
+      if skipped:
+        logging.warning('resumed from step %d of %s; newer step(s) %s could not be restored '
+                        '(see above) and are moved to %s.', s, folder,
+                        ', '.join(str(k) for k, _ in skipped), self.root / 'damaged_checkpoints')
+        self._set_aside([k for k, _ in skipped])
+      return out.state, out.meta
+    raise CheckpointError(
+        f'no checkpoint in {folder} restores:\n' +
+        ''.join(f'  step {k}: {why}\n' for k, why in skipped) +
+        'Nothing was changed. If the config changed since they were written, run with the '
+        f'original one; to start over, move {folder} away.')
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves damaged steps out of checkpoints/ (process 0), so they can be written again."""
+    if jax.process_index() == 0:
+      dest = self.root / 'damaged_checkpoints'
+      dest.mkdir(parents=True, exist_ok=True)
+      for s in steps:
+        target = dest / str(s)
+        if target.exists():
+          target = dest / f'{s}-{int(time.time())}'
+        (self.root / 'checkpoints' / str(s)).rename(target)
+    _sync('alexnet_jax_set_aside_damaged_checkpoints')
+    self.latest.reload()
 
 
 def load_params(path: str, abstract_params: Any, *, which: str = 'latest') -> tuple[Any, int]:
-  """Parameters from a run's workdir (or its checkpoints/ or best/ folder).
+  """Parameters from a run's workdir (or its checkpoints/ or best/ folder), verified.
 
   `which` is 'latest' (checkpoints/) or 'best' (best/); a path that already
-  names one of those folders is used as it is. Returns (params, step).
+  names one of those folders is used as it is. Returns (params, step): the newest step
+  that restores cleanly (a skipped one is logged with why). Raises CheckpointError when
+  none does.
   """
   root = epath.Path(absolute(path))
   if root.name not in ('checkpoints', 'best'):
@@ -89,19 +491,39 @@ def load_params(path: str, abstract_params: Any, *, which: str = 'latest') -> tu
                             '(with checkpoints/ or best/ inside)')
   is_best = root.name == 'best'
   item = 'params' if is_best else 'state'
+  # Only the parameters (of the saved train state, or of best/), restored straight into
+  # the shardings of `abstract_params`.
+  target = abstract_params if is_best else {'params': abstract_params}
+  restore = ocp.args.PyTreeRestore(
+      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=not is_best)
+  skipped: list[tuple[int, str]] = []
   with ocp.CheckpointManager(root, item_names=(item, 'meta'),
                              options=ocp.CheckpointManagerOptions(read_only=True)) as mgr:
-    step = mgr.latest_step()
-    if step is None:
+    steps = sorted(mgr.all_steps(), reverse=True)
+    if not steps:
       raise FileNotFoundError(f'{root} holds no finished checkpoint')
-    # Only the parameters (of the saved train state, or of best/), restored
-    # straight into the shardings of `abstract_params`.
-    target = abstract_params if is_best else {'params': abstract_params}
-    restore = ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=not is_best)
-    restored = mgr.restore(step, args=ocp.args.Composite(**{item: restore}))[item]
-  return (restored if is_best else restored['params']), step
+    for step in steps:
+      try:
+        _check_files(root / str(step))
+        out = mgr.restore(step, args=ocp.args.Composite(
+            **{item: restore, 'meta': ocp.args.JsonRestore()}))
+        verify(out[item], out['meta'], f'{root}/{step}')
+        why = None
+      except Exception as e:  # noqa: BLE001
+        why = _why(e)
+      if not _all_agree(why is None):
+        why = why or 'another process could not restore it (see its log)'
+      if why is not None:
+        logging.warning('checkpoint step %d in %s skipped: %s', step, root, why)
+        skipped.append((step, why))
+        continue
+      if skipped:
+        logging.warning('using step %d of %s instead.', step, root)
+      restored = out[item]
+      return (restored if is_best else restored['params']), step
+  raise CheckpointError(f'no checkpoint in {root} restores:\n' +
+                        ''.join(f'  step {k}: {why}\n' for k, why in skipped).rstrip())
 
 
 def write_config(workdir: str, config: Any) -> None:

@@ -78,6 +78,7 @@ def base() -> ml_collections.ConfigDict:
   c.input.shuffle_buffer = 16384
   c.input.prefetch = 2
   c.input.use_preresized = False                 # prepare's shorter-side-256 copy
+  c.input.max_skipped_fraction = 0.01            # more of a split undecodable: stop, loudly
 
   c.batch_size = 128                             # global
   c.eval_batch_size = 128
@@ -231,6 +232,9 @@ def validate(config, *, mesh_shape: dict[str, int] | None = None, process_count:
   cap = config.input.pca_max_images
   if not isinstance(cap, int) or isinstance(cap, bool) or (cap < 1 and cap != -1):
     raise refuse('input.pca_max_images', cap, 'a positive int, or -1 for all')
+  if not 0.0 <= config.input.max_skipped_fraction <= 1.0:
+    raise refuse('input.max_skipped_fraction', config.input.max_skipped_fraction,
+                 'a fraction between 0 and 1')
   if not 0.0 <= config.optimizer.momentum < 1.0:
     raise refuse('optimizer.momentum', config.optimizer.momentum, '0 <= momentum < 1')
   if not 0.0 < config.schedule.factor < 1.0:

@@ -36,13 +36,16 @@ def main(argv) -> int:
     raise app.UsageError(f'--crops={",".join(_CROPS.value)}: allowed values are 1 and 10')
   crops = tuple(int(c) for c in _CROPS.value)
   logs.setup()
-  from alexnet_jax import evaluation  # after flags: keeps --help fast
+  from alexnet_jax import checkpoints, evaluation  # after flags: keeps --help fast
   try:
     r = evaluation.evaluate_checkpoint(_WORKDIR.value, which=_CHECKPOINT.value, crops=crops,
                                        split=_SPLIT.value, batch_size=_BATCH.value)
   except (FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except checkpoints.CheckpointError as e:   # no checkpoint of the run restores
+    print(f'error: {e}', file=sys.stderr)
+    return 5
   print(f'{r["checkpoint"]} checkpoint (step {r["step"]}), split {r["split"]}:')
   print(f'  {"crops":<8}{"top-1":>8}{"top-5":>8}{"error@1":>9}{"error@5":>9}{"images":>9}')
   for n in crops:

@@ -41,12 +41,14 @@ def prefetch(iterator: Iterator[dict], batch_sharding: NamedSharding,
 
 
 def evaluate_split(built: steps.Steps, params: Any, config: ml_collections.ConfigDict,
-                   mean: jax.Array, split: str) -> dict[str, float]:
-  """Top-1/top-5/loss over the whole split: padded rows are masked, none dropped."""
+                   mean: jax.Array, split: str,
+                   skips: input_pipeline.SkipReport | None = None) -> dict[str, float]:
+  """Top-1/top-5/loss over the whole split: padded rows are masked, none dropped (images
+  that cannot be decoded are skipped and reported to `skips`)."""
   local_batch = config.eval_batch_size // jax.process_count()
   it = input_pipeline.create_eval_iterator(config, split, local_batch_size=local_batch,
                                            process_index=jax.process_index(),
-                                           process_count=jax.process_count())
+                                           process_count=jax.process_count(), skips=skips)
   sums = None
   start = time.time()
   for batch in prefetch(it, built.batch, config.input.prefetch):

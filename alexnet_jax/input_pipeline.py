@@ -10,9 +10,12 @@ Determinism and resume: the training stream is a fixed function of (seed, proces
 is the process's shard in an order shuffled with a seed derived from (seed, e), and batch k
 holds stream positions [k B, (k+1) B). Resuming at step k skips k B records *before* they
 are decoded (a file path for a folder, a serialized record for TFDS), so it costs reading,
-not decoding. A record that fails to decode is skipped, counted (`skipped_examples()`), and
-its stream position is filled with the next good example, so the batch boundaries of a
-resumed run stay those of an uninterrupted one.
+not decoding. A record that fails to decode is skipped and its stream position is filled
+with the next good example, so the batch boundaries of a resumed run stay those of an
+uninterrupted one. Skips are never silent: a `SkipReport` counts them per split and epoch,
+logs them (with the file names, for a folder source), and refuses a split of which more
+than input.max_skipped_fraction is unreadable (`UnreadableImagesError`); the training loop
+puts the counts in metrics.jsonl. `skipped_examples()` is this process's running total.
 
 dataset.name='synthetic' (no files, no decode) yields pre-made deterministic random uint8
 images of input.resize_size with labels in range(model.num_classes); it measures the
@@ -22,13 +25,15 @@ training loop without the host input pipeline (`python -m benchmarks.step
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 
 from alexnet_jax import decode, sources
 
@@ -53,6 +58,74 @@ def _add_skipped(n: int) -> None:
       _skipped += int(n)
 
 
+class UnreadableImagesError(ValueError):
+  """More of a split failed to decode than input.max_skipped_fraction allows."""
+
+
+class SkipReport:
+  """Images that failed to decode and were skipped, per (split, epoch); epoch None is an
+  evaluation pass.
+
+  Every skip is logged as the stream meets it (with the file names for a folder source),
+  and each finished training epoch that had skips gets a summary line. `take_new(split)`
+  is the count since its last call (the loop's metrics.jsonl rows). With `max_fraction`
+  set, more than that fraction of a split (this process's part of it) unreadable in one
+  epoch or pass raises UnreadableImagesError, naming the files it knows.
+  """
+
+  MAX_NAMES = 10
+
+  def __init__(self, max_fraction: float | None = None):
+    self.max_fraction = max_fraction
+    self.counts: collections.Counter = collections.Counter()
+    self.names: dict[tuple, list[str]] = collections.defaultdict(list)
+    self._new: collections.Counter = collections.Counter()
+    self._lock = threading.Lock()
+
+  def add(self, split: str, epoch: int | None, total: int, count: int,
+          names: Sequence[str] = ()) -> None:
+    if count <= 0:
+      return
+    key = (split, epoch)
+    with self._lock:
+      self.counts[key] += count
+      self._new[split] += count
+      self.names[key].extend(names)
+      so_far = self.counts[key]
+    _add_skipped(count)
+    where = f'epoch {epoch}' if epoch is not None else 'evaluation pass'
+    logging.warning('%d image(s) of split %r (%s) could not be decoded and were skipped '
+                    '(%d of %d so far)%s', count, split, where, so_far, total,
+                    _listing(names, self.MAX_NAMES))
+    if self.max_fraction is not None and so_far > self.max_fraction * total:
+      raise UnreadableImagesError(
+          f'{so_far} of {total} images of split {split!r} ({where}) could not be decoded, '
+          f'more than input.max_skipped_fraction={self.max_fraction:g} allows'
+          f'{_listing(self.names[key], self.MAX_NAMES)}. Repair or remove them (or re-prepare '
+          'the dataset), or allow more with --config.input.max_skipped_fraction=...')
+
+  def end_epoch(self, split: str, epoch: int, total: int) -> None:
+    n = self.counts.get((split, epoch), 0)
+    if n:
+      logging.warning('epoch %d of split %r: %d of %d images could not be decoded and were '
+                      'skipped%s', epoch, split, n, total,
+                      _listing(self.names[(split, epoch)], self.MAX_NAMES))
+
+  def take_new(self, split: str) -> int:
+    with self._lock:
+      return self._new.pop(split, 0)
+
+  def total(self, split: str) -> int:
+    return sum(n for (s, _), n in self.counts.items() if s == split)
+
+
+def _listing(names: Sequence[str], limit: int) -> str:
+  if not names:
+    return ''
+  more = f' and {len(names) - limit} more' if len(names) > limit else ''
+  return ': ' + ', '.join(names[:limit]) + more
+
+
 # ------------------------------------------------------------------------------ shards
 
 
@@ -69,6 +142,7 @@ class Shard:
   num_examples: int
   is_path: bool
   file_shuffled: Callable[[tf.Tensor], tf.data.Dataset] | None = None
+  paths: tuple[str, ...] | None = None    # the records' files, in order (folder source)
 
 
 def _shard_bounds(n: int, index: int, count: int) -> tuple[int, int]:
@@ -82,7 +156,7 @@ def shard(config, split: str, process_index: int = 0, process_count: int = 1) ->
     lo, hi = _shard_bounds(len(paths), process_index, process_count)
     records = tf.data.Dataset.from_tensor_slices(
         (tf.constant(paths[lo:hi], tf.string), tf.constant(labels[lo:hi], tf.int32)))
-    return Shard(records, hi - lo, is_path=True)
+    return Shard(records, hi - lo, is_path=True, paths=tuple(paths[lo:hi]))
   builder = sources.builder(config)
   part = tfds.even_splits(split, n=process_count)[process_index]
   n = builder.info.splits[part].num_examples
@@ -206,30 +280,77 @@ def _seed_base(config, process_index: int, salt: int) -> int:
 
 
 def create_train_iterator(config, *, local_batch_size: int, start_step: int = 0,
-                          process_index: int = 0,
-                          process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                          process_index: int = 0, process_count: int = 1,
+                          skips: SkipReport | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Endless {'image': uint8 [B, H, W, 3], 'label': int32 [B]} of this process's shard.
 
   H = W = input.resize_size (model.input_size with random_crop='resized'). Batch k is the
-  same whatever `start_step` the iterator was created at.
+  same whatever `start_step` the iterator was created at. Undecodable images are recorded
+  in `skips` (logged, and refused beyond its max_fraction) or, without one, only logged.
   """
   if config.dataset.name == sources.SYNTHETIC:
     return _synthetic_train(config, local_batch_size, start_step, process_index)
+  src = shard(config, config.dataset.train_split, process_index, process_count)
   ds = train_dataset(config, local_batch_size=local_batch_size, start_step=start_step,
-                     process_index=process_index, process_count=process_count)
-  return _train_numpy(ds)
+                     process_index=process_index, process_count=process_count, src=src)
+  names_at = None
+  if src.is_path:
+    order = _EpochOrder(src, _seed_base(config, process_index, 1))
+    names_at = order.names
+  return _train_numpy(ds, skips or SkipReport(), config.dataset.train_split, src.num_examples,
+                      names_at)
 
 
-def _train_numpy(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
+def _train_numpy(ds: tf.data.Dataset, skips: SkipReport, split: str, n: int,
+                 names_at: Callable[[int, list[int]], list[str]] | None
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """Numpy batches; the skipped stream positions (the `skipped` count before each good
+  example's `index`) are reported per epoch, with their files where `names_at` knows them."""
+  epoch_seen = None
   for batch in ds.as_numpy_iterator():
-    _add_skipped(batch.pop('skipped').sum())
+    skipped, index = batch.pop('skipped'), batch.pop('index')
+    if skipped.any():
+      by_epoch = collections.defaultdict(list)
+      for i, k in zip(index.tolist(), skipped.tolist(), strict=True):
+        for pos in range(i - k, i):
+          by_epoch[pos // n].append(pos % n)
+      for epoch, offsets in sorted(by_epoch.items()):
+        names = names_at(epoch, offsets) if names_at else ()
+        skips.add(split, epoch, n, len(offsets), names)
+    last = int(index[-1]) // n
+    if epoch_seen is not None:
+      for epoch in range(epoch_seen, last):
+        skips.end_epoch(split, epoch, n)
+    epoch_seen = last
     yield batch
 
 
+class _EpochOrder:
+  """The files of a folder shard in the order training epoch e reads them (the same
+  seeded shuffle as `train_dataset`), computed only when a skip has to be named."""
+
+  def __init__(self, src: Shard, epoch_seed: int):
+    self.src, self.epoch_seed = src, epoch_seed
+    self._cache: dict[int, list[str]] = {}
+
+  def names(self, epoch: int, offsets: list[int]) -> list[str]:
+    if epoch not in self._cache:
+      self._cache.clear()
+      seed = tf.constant(epoch * 1_000_003 + self.epoch_seed, tf.int64)
+      ds = self.src.records.shuffle(self.src.num_examples, seed=seed,
+                                    reshuffle_each_iteration=False)
+      self._cache[epoch] = [p.decode() for p, _ in ds.as_numpy_iterator()]
+    order = self._cache[epoch]
+    return [order[o] for o in offsets]
+
+
 def train_dataset(config, *, local_batch_size: int, start_step: int = 0,
-                  process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
-  """The tf.data pipeline behind `create_train_iterator` (with an extra 'skipped' count)."""
-  src = shard(config, config.dataset.train_split, process_index, process_count)
+                  process_index: int = 0, process_count: int = 1,
+                  src: Shard | None = None) -> tf.data.Dataset:
+  """The tf.data pipeline behind `create_train_iterator`, with two extra int64 [B] entries:
+  'index' (the stream position of each example) and 'skipped' (how many positions before
+  it failed to decode and were filled by it)."""
+  src = src or shard(config, config.dataset.train_split, process_index, process_count)
   n = src.num_examples
   if n == 0:
     raise ValueError(f'process {process_index}/{process_count} has no training examples')
@@ -255,7 +376,7 @@ def train_dataset(config, *, local_batch_size: int, start_step: int = 0,
     return ex['index'], (ex, ex['index'] - prev)
 
   def fill(ex, g):
-    ex = {'image': ex['image'], 'label': ex['label']}
+    ex = {'image': ex['image'], 'label': ex['label'], 'index': ex['index']}
     first = tf.data.Dataset.from_tensors(dict(ex, skipped=g - 1))
     return first.concatenate(tf.data.Dataset.from_tensors(dict(ex, skipped=g * 0)).repeat(
         g - 1))
@@ -272,13 +393,15 @@ def eval_steps(config, split: str, global_batch_size: int) -> int:
 
 
 def create_eval_iterator(config, split: str, *, local_batch_size: int, process_index: int = 0,
-                         process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                         process_count: int = 1,
+                         skips: SkipReport | None = None) -> Iterator[dict[str, np.ndarray]]:
   """One pass of {'image', 'label', 'mask'} batches over this process's part of `split`.
 
   Padding examples (mask False) fill the last batch, and whole masked batches make every
   process yield `eval_steps(config, split, local_batch_size * process_count)` batches.
   dataset.name='synthetic' yields only SYNTHETIC_EVAL_BATCHES batches (a smoke test of the
-  eval path, not num_examples(split) of them).
+  eval path, not num_examples(split) of them). Undecodable images are recorded in `skips`
+  (or only logged without one) when the pass ends.
   """
   if config.dataset.name == sources.SYNTHETIC:
     sources.num_examples(config, split)  # refuses an unknown split
@@ -291,23 +414,30 @@ def create_eval_iterator(config, split: str, *, local_batch_size: int, process_i
   ds = ds.map(_decode_fn(config, train=False, seed_base=0, is_path=src.is_path),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.ignore_errors()
-  ds = ds.map(lambda ex: {'image': ex['image'], 'label': ex['label'], 'mask': True})
+  ds = ds.map(lambda ex: {'image': ex['image'], 'label': ex['label'], 'mask': True,
+                          'index': ex['index']})
   pad = tf.data.Dataset.from_tensors({'image': tf.zeros([size, size, 3], tf.uint8),
                                       'label': tf.constant(0, tf.int32),
-                                      'mask': False}).repeat()
+                                      'mask': False,
+                                      'index': tf.constant(-1, tf.int64)}).repeat()
   ds = ds.concatenate(pad).take(steps * local_batch_size)
   ds = ds.batch(local_batch_size, drop_remainder=True).prefetch(max(1, config.input.prefetch))
   ds = ds.with_options(_options())
-  return _eval_numpy(ds, src.num_examples)
+  return _eval_numpy(ds, src, split, skips or SkipReport())
 
 
-def _eval_numpy(ds: tf.data.Dataset, expected: int) -> Iterator[dict[str, np.ndarray]]:
-  seen = 0
+def _eval_numpy(ds: tf.data.Dataset, src: Shard, split: str,
+                skips: SkipReport) -> Iterator[dict[str, np.ndarray]]:
+  seen = np.zeros(src.num_examples, bool)
   for batch in ds.as_numpy_iterator():
-    seen += int(batch['mask'].sum())
+    index = batch.pop('index')
+    seen[index[batch['mask']]] = True
     yield batch
-  _add_skipped(expected - seen)
+  missing = np.flatnonzero(~seen).tolist()
+  names = [src.paths[i] for i in missing] if src.paths is not None else ()
+  skips.add(split, None, src.num_examples, len(missing), names)
 
 
-__all__ = ['Shard', 'create_eval_iterator', 'create_train_iterator', 'eval_steps',
-           'host_image_size', 'shard', 'skipped_examples', 'synthetic_batch', 'train_dataset']
+__all__ = ['Shard', 'SkipReport', 'UnreadableImagesError', 'create_eval_iterator',
+           'create_train_iterator', 'eval_steps', 'host_image_size', 'shard', 'skipped_examples',
+           'synthetic_batch', 'train_dataset']

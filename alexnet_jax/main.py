@@ -6,6 +6,11 @@ r"""Trains and evaluates AlexNet; re-running the same command resumes.
 
 Multi-host: pass --coordinator_address/--num_processes/--process_id (or run
 where jax.distributed.initialize() finds them itself, e.g. on a TPU pod).
+
+Exit codes: 0 finished (or stopped by SIGTERM/Ctrl-C after checkpointing); 2 a bad
+config value, a missing or unreadable dataset, too many undecodable images; 3 training
+diverged; 4 the workdir is in use by another live run or cannot be written; 5 a
+checkpoint could not be written, or none of the workdir's checkpoints restores.
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ def main(argv) -> int:
                          '--workdir=/tmp/alexnet')
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   logs.setup()
-  from alexnet_jax import sources, train  # after flags: keeps --help fast
+  # after flags: keeps --help fast
+  from alexnet_jax import checkpoints, sources, train, workdir_lock
 
   config = _CONFIG.value
   if config.dataset.name == 'imagenet2012':
@@ -72,6 +78,14 @@ def main(argv) -> int:
     logging.error('%s', e)
     print(f'error: {e}', file=sys.stderr)
     return 3
+  except workdir_lock.WorkdirError as e:
+    logging.error('%s', e)
+    print(f'error: {e}', file=sys.stderr)
+    return 4
+  except checkpoints.CheckpointError as e:
+    logging.error('%s', e)
+    print(f'error: {e}', file=sys.stderr)
+    return 5
   return 0
 
 

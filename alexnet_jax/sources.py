@@ -10,8 +10,11 @@ Sources (`config.dataset.name`):
   images (`input_pipeline` makes them).
 
 Nothing is ever downloaded at run time: a TFDS dataset that is not prepared is refused with
-`missing_message(config)`, which says what is missing and what to run. Every path is an
-`etils.epath.Path`, so data_dir may be a gs:// bucket.
+`missing_message(config)`, which says what is missing and what to run (and which versions
+are there when the one this TFDS reads is not). Every path is an `etils.epath.Path`, so
+data_dir may be a gs:// bucket; a data_dir or folder that cannot be read or written (no
+network or credentials, read-only while alexnet_shapes must be built there) raises
+`DataDirError` naming it, never a traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import zlib
 from typing import NamedTuple
 
 import ml_collections
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
@@ -34,6 +38,22 @@ FOLDER_EVAL_SPLITS = ('validation', 'val', 'test')
 SYNTHETIC = 'synthetic'
 SYNTHETIC_EXAMPLES = {'train': 1_281_167, 'validation': 50_000}
 IMAGENET = 'imagenet2012'
+
+
+class DataDirError(ValueError):
+  """A data directory (or dataset folder) cannot be read, or written where it must be."""
+
+
+def _io_error(what: str, path, e: BaseException) -> DataDirError:
+  cause = ' '.join(str(e).split())[:400] or type(e).__name__
+  if isinstance(e, OSError) and e.strerror:
+    cause = f'{e.strerror}: {e.filename or path}'
+  hint = ''
+  if '://' in str(path):
+    hint = (' On an object store check the bucket name, the credentials (gcloud auth '
+            'application-default login, GOOGLE_APPLICATION_CREDENTIALS) and network access, '
+            'or copy the data to a local directory.')
+  return DataDirError(f'{what} {path} cannot be used: {cause}.{hint}')
 
 
 # ------------------------------------------------------------------------------ directories
@@ -62,8 +82,19 @@ class FolderListing(NamedTuple):
   classes: tuple[str, ...]
 
 
-@functools.lru_cache(maxsize=16)
 def folder_listing(root: str | os.PathLike, split: str) -> FolderListing:
+  """(paths, labels, class names) of a split of a folder of class sub-folders (see
+  `_folder_listing`); a folder that cannot be read raises DataDirError."""
+  try:
+    return _folder_listing(root, split)
+  except (FileNotFoundError, ValueError):
+    raise
+  except (OSError, tf.errors.OpError) as e:
+    raise _io_error('dataset.folder', os.fspath(root), e) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _folder_listing(root: str | os.PathLike, split: str) -> FolderListing:
   """(paths, labels, class names) of a split of a folder of class sub-folders, sorted: the
   same on every process. With `train`/`validation` sub-folders a split is its sub-folder;
   without, FOLDER_HOLDOUT_PERCENT of each class (by a hash of the file's relative path) is
@@ -159,7 +190,14 @@ def _tfds_builder(name: str, ddir: epath.Path, manual: str | None,
     builder = shapes_lib.builder(ddir, image_size=size, train_size=train,
                                  validation_size=validation, variant=variant)
     if not builder.is_prepared():
-      builder.download_and_prepare()
+      try:
+        builder.download_and_prepare()
+      except (OSError, tf.errors.OpError) as e:
+        raise DataDirError(
+            f'the built-in dataset alexnet_shapes is built in data_dir on first use, and '
+            f'{_io_error("data_dir", ddir, e).args[0]} Pass a writable '
+            '--config.dataset.data_dir, or build it once where data_dir is writable and '
+            'copy it.') from None
     return builder
   try:
     builder = tfds.builder(name, data_dir=ddir)
@@ -193,6 +231,10 @@ def builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
                           d.shapes_variant))
   except _NotPrepared:
     raise FileNotFoundError(_not_prepared_message(config)) from None
+  except (DataDirError, FileNotFoundError):
+    raise
+  except (OSError, tf.errors.OpError) as e:
+    raise _io_error('data_dir', data_dir(config), e) from None
 
 
 def without_preresized(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -234,10 +276,34 @@ def missing_message(config: ml_collections.ConfigDict) -> str:
   return '' if is_prepared(config) else _not_prepared_message(config)
 
 
+def _other_versions(name: str, ddir: epath.Path) -> str:
+  """' It holds version(s) X, but this TFDS reads Y: ...' when <ddir>/<name> has prepared
+  versions other than the one `tfds.builder` reads; '' otherwise."""
+  try:
+    wanted = str(tfds.builder(name, data_dir=ddir).version)
+    root = ddir / name
+    found = sorted((p.name for p in root.iterdir()
+                    if p.name != wanted and (p / 'dataset_info.json').exists()),
+                   key=_version_key) if root.is_dir() else []
+  except Exception:  # noqa: BLE001 - only a hint
+    return ''
+  if not found:
+    return ''
+  return (f' {ddir / name} holds version(s) {", ".join(found)} (prepared by another '
+          f'tensorflow-datasets), but tensorflow-datasets {tfds.__version__} reads version '
+          f'{wanted}: prepare {wanted} next to it, or install the tensorflow-datasets that '
+          'wrote it.')
+
+
 def _not_prepared_message(config: ml_collections.ConfigDict) -> str:
   name, ddir = dataset_name(config), data_dir(config)
+  if '://' in str(ddir):
+    try:
+      ddir.exists()
+    except Exception as e:  # noqa: BLE001 - an unreachable bucket is not "not prepared"
+      return _io_error('data_dir', ddir, e).args[0]
   head = (f'TFDS dataset {name!r} is not prepared in data_dir {ddir} and is never downloaded '
-          'at run time.')
+          'at run time.' + _other_versions(name, ddir))
   if config.dataset.name == IMAGENET:
     from alexnet_jax import imagenet  # the archive check is prepare's; imagenet imports us
     mdir = manual_dir(config)

@@ -5,6 +5,9 @@ centre R x R squares the eval stream yields, R = input.resize_size), cached unde
 <data_dir>/alexnet_jax_stats/ (`_load_or_compute`). The names say what may happen:
 `load_or_compute_*` reads the cache or runs the (full decode) pass and writes it;
 `compute_*` always runs the pass. The cache of a dataset serves its pre-resized copy too.
+Where data_dir cannot be written (read-only, a shared bucket) the file goes to
+`_fallback_path` under $XDG_CACHE_HOME (default ~/.cache)/alexnet_jax/ instead, with a
+warning; where neither can, the statistic is used uncached (and computed again next run).
 
 Two statistics, both of the paper: the mean image (`load_or_compute_mean_image`, .npy) and
 the eigen-decomposition of the RGB covariance of the training pixels in [0, 1] that the PCA
@@ -22,6 +25,7 @@ from collections.abc import Callable, Iterator
 
 import ml_collections
 import numpy as np
+from absl import logging
 from etils import epath
 
 from alexnet_jax import config_lib, input_pipeline, sources
@@ -54,7 +58,16 @@ def _cache_path(config: ml_collections.ConfigDict, suffix: str = '',
   return sources.data_dir(config) / STATS_DIR / f'{_dataset_tag(config)}{suffix}{ext}'
 
 
-def _write(path: epath.Path, value: np.ndarray | dict[str, np.ndarray]) -> None:
+def _fallback_path(path: epath.Path) -> epath.Path:
+  """Where the cache file `path` (under <data_dir>/STATS_DIR) goes when data_dir is not
+  writable: $XDG_CACHE_HOME (or ~/.cache)/alexnet_jax/STATS_DIR/, named after data_dir too."""
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  ddir = os.fspath(path.parent.parent)
+  return (epath.Path(base) / 'alexnet_jax' / STATS_DIR /
+          f'{zlib.crc32(ddir.encode()):08x}_{path.name}')
+
+
+def _write_one(path: epath.Path, value: np.ndarray | dict[str, np.ndarray]) -> None:
   """An array as .npy, a dict of arrays as .npz, written atomically: concurrent processes
   may both compute, but a reader never sees half a file."""
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,13 +80,53 @@ def _write(path: epath.Path, value: np.ndarray | dict[str, np.ndarray]) -> None:
   tmp.replace(path)
 
 
+def _write(path: epath.Path, value: np.ndarray | dict[str, np.ndarray]) -> None:
+  """Writes the cache at `path`, or at its fallback when data_dir is not writable."""
+  errors = []
+  for p in (path, _fallback_path(path)):
+    try:
+      _write_one(p, value)
+    except Exception as e:  # noqa: BLE001 - read-only data_dir, bucket without write access
+      errors.append(f'{p.parent}: {getattr(e, "strerror", None) or e}')
+      continue
+    if errors:
+      logging.warning('cannot write the statistics cache in data_dir (%s); cached in %s '
+                      'instead.', errors[0], p)
+    return
+  logging.warning('cannot cache %s anywhere (%s): using it uncached; it is computed again '
+                  'next run.', path.name, '; '.join(errors))
+
+
+def _read(path: epath.Path) -> np.ndarray | dict[str, np.ndarray] | None:
+  """The cached value at `path` or at its fallback; None if neither holds a readable one."""
+  for p in (path, _fallback_path(path)):
+    try:
+      if p.exists():
+        with p.open('rb') as f:
+          value = np.load(f)
+          return dict(value) if isinstance(value, np.lib.npyio.NpzFile) else value
+    except Exception as e:  # noqa: BLE001 - an unreadable cache is recomputed
+      logging.warning('cannot read the cached %s (%s): computing it again.', p, e)
+  return None
+
+
+def _is_cached(path: epath.Path) -> bool:
+  for p in (path, _fallback_path(path)):
+    try:
+      if p.exists():
+        return True
+    except Exception:  # noqa: BLE001 - an unreachable data_dir holds no cache
+      pass
+  return False
+
+
 def _load_or_compute(path: epath.Path, compute: Callable[[], np.ndarray | dict]
                      ) -> np.ndarray | dict[str, np.ndarray]:
-  """The array (or dict of arrays, .npz) cached at `path`, or compute() written there first."""
-  if path.exists():
-    with path.open('rb') as f:
-      value = np.load(f)
-      return dict(value) if isinstance(value, np.lib.npyio.NpzFile) else value
+  """The array (or dict of arrays, .npz) cached at `path` (or at its fallback), or
+  compute() written there first."""
+  value = _read(path)
+  if value is not None:
+    return value
   value = compute()
   _write(path, value)
   return value
@@ -191,7 +244,7 @@ def _cached_rgb_pca_path(config: ml_collections.ConfigDict) -> epath.Path | None
   everything = config.copy_and_resolve_references()
   everything.input.pca_max_images = -1
   for path in (rgb_pca_path(everything), rgb_pca_path(config)):
-    if path.exists():
+    if _is_cached(path):
       return path
   return None
 
@@ -265,7 +318,7 @@ def load_or_compute_statistics(config: ml_collections.ConfigDict) -> Statistics:
   config_lib.check_pca_source(config)
   if (config.input.mean != 'none' and config.dataset.name != sources.SYNTHETIC
       and config.input.pca_lighting and config.input.pca_source == 'dataset'
-      and not mean_image_path(config).exists() and _cached_rgb_pca_path(config) is None):
+      and not _is_cached(mean_image_path(config)) and _cached_rgb_pca_path(config) is None):
     both = _one_pass(config, mean=True, pca=True)
     _write(mean_image_path(config), both['mean'])
     _write(rgb_pca_path(config), both['pca'])

@@ -4,6 +4,13 @@ The hot loop is one jitted `train_step(state, batch, mean, lighting)` over the
 ('data', 'model') mesh (from `steps.build`), with the state donated; metrics
 stay on the device and are fetched only at log steps; checkpoints are written
 asynchronously. Re-running the same command on the same workdir resumes.
+
+Faults (README, "What survives what"): one run per workdir (`workdir_lock`); a damaged
+newest checkpoint is skipped for the newest good one and a failed save stops the run
+with `checkpoints.CheckpointSaveError` (`checkpoints`); undecodable images are counted
+per split and epoch into metrics.jsonl and refused beyond input.max_skipped_fraction
+(`input_pipeline.SkipReport`); rows of metrics.jsonl and best/ steps past the step a run
+resumes from (written by an interrupted run, about to be redone) are dropped.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from alexnet_jax import (
   sources,
   statistics,
   steps,
+  workdir_lock,
 )
 
 
@@ -79,6 +87,31 @@ class JsonlWriter:
     self.lines: list[str] = []
     if self.enabled and self.remote and self.path.exists():
       self.lines = self.path.read_text().splitlines(keepends=True)
+
+  def truncate_after(self, step: int) -> None:
+    """Drops the rows logged after `step`: work of an interrupted run that a resume from
+    `step` redoes (and logs again)."""
+    if not self.enabled or not self.path.exists():
+      return
+    lines = self.path.read_text().splitlines(keepends=True)
+
+    def keep(line: str) -> bool:
+      try:
+        return json.loads(line).get('step', 0) <= step
+      except ValueError:
+        return False                  # a line cut short by a kill
+    kept = [line for line in lines if keep(line)]
+    if len(kept) == len(lines):
+      return
+    logging.info('metrics.jsonl: dropped %d row(s) after step %d, logged by the interrupted '
+                 'run (those steps are redone).', len(lines) - len(kept), step)
+    if self.remote:
+      self.lines = kept
+      self.path.write_text(''.join(kept))
+    else:
+      tmp = self.path.with_name(f'{self.path.name}.tmp{os.getpid()}')
+      tmp.write_text(''.join(kept))
+      tmp.replace(self.path)
 
   def write(self, record: dict) -> None:
     if not self.enabled:
@@ -157,8 +190,7 @@ class _DivergenceGuard:
     if last is not None:
       last = (last[0], float(jax.device_get(last[1])))
     bad_loss = float(dict(fetched)[bad_step]['loss'])
-    checkpointer.wait()
-    good = checkpointer.latest_step()
+    good = checkpointer.last_good_step()
     raise DivergedError(
         f'training diverged at step {bad_step}: loss {bad_loss} (or a gradient) is not finite'
         + (f'; last finite loss {last[1]:.4f} at step {last[0]}' if last else '')
@@ -183,12 +215,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Trains (resuming from `workdir` if it holds a checkpoint) and evaluates.
 
   max_steps stops the run early (as a preemption would) after that global step.
+  Raises workdir_lock.WorkdirInUseError while another live run holds `workdir`.
   """
   workdir = checkpoints.absolute(workdir)
   mesh = sharding.make_mesh(config.mesh)
   spec = config_lib.validate(config, mesh_shape=dict(mesh.shape),
                              process_count=jax.process_count())
   sharding.log_devices(mesh)
+  lock = workdir_lock.acquire_for_run(workdir)
+  try:
+    return _train_and_evaluate(config, workdir, mesh, spec, max_steps)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh, spec,
+                        max_steps: int | None) -> RunResult:
   is_chief = jax.process_index() == 0
   if is_chief:
     checkpoints.write_config(workdir, config)
@@ -211,6 +254,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state, meta = ckpt.restore(state)
     controller.load_state_dict(meta['schedule'])
     best_top1 = meta.get('best_top1', -1.0)
+    ckpt.forget_best_after(int(state.step))
+    if is_chief:
+      JsonlWriter(workdir, True).truncate_after(int(state.step))
     logging.info('Resumed from %s/checkpoints at step %d.', workdir, int(state.step))
   elif config.init_from:
     params, from_step = checkpoints.load_params(config.init_from, state.params)
@@ -225,6 +271,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   stats = statistics.load_or_compute_statistics(config)
   logging.info('PCA lighting: %s', augment.describe_lighting(config, stats.pca))
+  if is_chief and int(state.step) == 0:
+    JsonlWriter(workdir, True).truncate_after(0)   # rows of a run killed before its first save
   run = RunContext(config=config, workdir=workdir, steps=built, checkpointer=ckpt,
                    controller=controller, mean=built.device_mean(stats.mean),
                    lighting=built.device_lighting(stats.pca), total_steps=total_steps,
@@ -236,13 +284,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 @contextlib.contextmanager
 def _closing(ckpt: checkpoints.Checkpointer, writer):
-  """Finishes the async saves already started and flushes the writers, however the loop ends."""
+  """Finishes the async saves already started and flushes the writers, however the loop ends.
+
+  A save that failed in the background raises CheckpointSaveError here; if the loop is
+  already ending with an error, that error is kept and the failed save only logged."""
   try:
     yield
-  finally:
-    ckpt.wait()
+  except BaseException:
+    ckpt.last_good_step()            # waits; logs a failed save instead of masking the error
     ckpt.close()
     writer.flush()
+    raise
+  try:
+    ckpt.wait()
+  finally:
+    ckpt.close()
+    writer.flush()
+
+
+def _global_count(n: int) -> int:
+  """A per-process count summed over the processes (every process calls this together)."""
+  if jax.process_count() == 1:
+    return n
+  from jax.experimental import multihost_utils
+  return int(np.sum(multihost_utils.process_allgather(np.int64(n))))
 
 
 def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
@@ -253,9 +318,10 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
                                            every_secs=30)
   step = int(state.step)
   local_batch = config.batch_size // jax.process_count()
+  skips = input_pipeline.SkipReport(max_fraction=config.input.max_skipped_fraction)
   train_iter = evaluation.prefetch(input_pipeline.create_train_iterator(
       config, local_batch_size=local_batch, start_step=step,
-      process_index=jax.process_index(), process_count=jax.process_count()),
+      process_index=jax.process_index(), process_count=jax.process_count(), skips=skips),
       run.steps.batch, config.input.prefetch)
   pending: list[dict] = []
   last_log_time, last_log_step = time.time(), step
@@ -292,6 +358,8 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
         summary['images_per_sec'] = ((step - last_log_step) * config.batch_size
                                      / max(now - last_log_time, 1e-9))
         summary['epoch'] = step / run.steps_per_epoch
+        # Undecodable training images the input stream skipped since the previous row.
+        summary['skipped_images'] = _global_count(skips.take_new(config.dataset.train_split))
         last_log_time, last_log_step = now, step
         writer.write_scalars(step, {f'train_{k}': v for k, v in summary.items()})
         jsonl.write({'step': step, 'split': 'train', **summary})
@@ -302,7 +370,8 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
       if step % run.eval_every == 0 or step == run.total_steps:
         guard.check(ckpt, run.workdir, lr)
         eval_metrics = evaluation.evaluate_split(run.steps, state.params, config, run.mean,
-                                                 config.dataset.eval_split)
+                                                 config.dataset.eval_split, skips=skips)
+        eval_metrics['skipped_images'] = _global_count(skips.take_new(config.dataset.eval_split))
         writer.write_scalars(step, {f'eval_{k}': v for k, v in eval_metrics.items()})
         jsonl.write({'step': step, 'split': 'eval', 'learning_rate': lr, **eval_metrics})
         logging.info('eval at step %d: top1 %.4f  top5 %.4f  loss %.4f  (%d images)', step,
