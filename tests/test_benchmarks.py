@@ -165,7 +165,7 @@ def test_step_cli(tmp_path):
   assert r['model'] == 'one_tower' and r['step']['images_per_sec'] > 0
   assert report['command'].startswith('python -m benchmarks.step --config=')
   assert report['machine']['cpu_model'] in p.stdout
-  assert '| one_tower | float32 | 8 |' in p.stdout
+  assert '| one_tower | split:custom:rsqrt | float32 | 8 |' in p.stdout
 
 
 # ------------------------------------------------------------------------------ input

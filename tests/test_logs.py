@@ -55,7 +55,7 @@ def test_setup_installs_one_filter_and_debug_verbosity_lifts_it(absl_handler, tm
 LOG_LINE = re.compile(r'^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ ([\w.]+):\d+\] (.*)$')
 KINDS = {
     'start': re.compile(r'^(Mesh |Config |Devices? |JAX [\d.]+ on |Resumed from |'
-                        r'Initialised parameters |[\d,]+ parameters)'),
+                        r'Initialised parameters |[\d,]+ parameters|PCA lighting: )'),
     'step': re.compile(r'^step \d+/\d+  loss '),
     'eval': re.compile(r'^eval at step \d+: '),
     'lr': re.compile(r'^(Step \d+: learning rate -> |Validation top-1 stopped improving)'),
