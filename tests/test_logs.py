@@ -59,6 +59,8 @@ KINDS = {
     'step': re.compile(r'^step \d+/\d+  loss '),
     'eval': re.compile(r'^eval at step \d+: '),
     'lr': re.compile(r'^(Step \d+: learning rate -> |Validation top-1 stopped improving)'),
+    # Confirmation that a save is complete on disk (never logged for a failed one).
+    'checkpoint': re.compile(r'^checkpoint step \d+ written: '),
 }
 # XLA's "Very slow compile?" alarm (a multi-line C++ error record) depends on the machine's
 # load, not on this project's logging.
@@ -109,5 +111,7 @@ def test_a_training_run_logs_only_what_a_user_reads(tiny_data_dir, tmp_path):
       'num_train_steps', 'log_every_steps', 'eval_every_steps'))
   assert kinds['step'] == steps // log_every and kinds['eval'] == steps // eval_every
   assert kinds['lr'] == 1 and 1 <= kinds['start'] <= 6, kinds
+  saves = steps // TINY_RUN['checkpoint_every_steps'] + steps // eval_every   # latest + best
+  assert 1 <= kinds['checkpoint'] <= saves, kinds
   # Warnings (e.g. TFDS's on a dataset of custom size) are kept but must stay few.
   assert len(records) <= sum(kinds.values()) + 3, text
