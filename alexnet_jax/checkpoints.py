@@ -433,28 +433,19 @@ class Checkpointer:
     steps = [step] if step is not None else sorted(self.latest.all_steps(), reverse=True)
     if not steps:
       raise CheckpointError(f'no checkpoint in {folder}')
-    skipped: list[tuple[int, str]] = []
-    for s in steps:
-      try:
-        _check_files(folder / str(s))
-        out = self.latest.restore(s, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        verify(out.state, out.meta, f'{folder}/{s}')
-        why = None
-      except Exception as e:  # noqa: BLE001 - any failure: try the next older step
-        why = _why(e)
-      if not _all_agree(why is None):
-        why = why or 'another process could not restore it (see its log)'
-      if why is not None:
-        logging.warning('checkpoint step %d in %s skipped: %s', s, folder, why)
-        skipped.append((s, why))
-        continue
+    def restore_one(s):
+      out = self.latest.restore(s, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+      return out.state, out.meta
+
+    s, (state, meta), skipped = _newest_restorable(folder, steps, restore_one)
+    if s is not None:
       if skipped:
         logging.warning('resumed from step %d of %s; newer step(s) %s could not be restored '
                         '(see above) and are moved to %s.', s, folder,
                         ', '.join(str(k) for k, _ in skipped), self.root / 'damaged_checkpoints')
         self._set_aside([k for k, _ in skipped])
-      return out.state, out.meta
+      return state, meta
     raise CheckpointError(
         f'no checkpoint in {folder} restores:\n' +
         ''.join(f'  step {k}: {why}\n' for k, why in skipped) +
@@ -473,6 +464,33 @@ class Checkpointer:
         (self.root / 'checkpoints' / str(s)).rename(target)
     _sync('alexnet_jax_set_aside_damaged_checkpoints')
     self.latest.reload()
+
+
+def _newest_restorable(folder: epath.Path, steps: list[int], restore_one
+                       ) -> tuple[int | None, tuple[Any, Any], list[tuple[int, str]]]:
+  """Tries `steps` (newest first) with restore_one(step) -> (value, meta), checking the
+  files and the fingerprints; a step counts only if every process restored it.
+
+  Returns (step, (value, meta), skipped) for the first that restores, or
+  (None, (None, None), skipped) when none does; each skipped step is logged with why.
+  """
+  skipped: list[tuple[int, str]] = []
+  for s in steps:
+    try:
+      _check_files(folder / str(s))
+      value, meta = restore_one(s)
+      verify(value, meta, f'{folder}/{s}')
+      why = None
+    except Exception as e:  # noqa: BLE001 - any failure: try the next older step
+      why = _why(e)
+    if not _all_agree(why is None):
+      why = why or 'another process could not restore it (see its log)'
+    if why is not None:
+      logging.warning('checkpoint step %d in %s skipped: %s', s, folder, why)
+      skipped.append((s, why))
+      continue
+    return s, (value, meta), skipped
+  return None, (None, None), skipped
 
 
 def load_params(path: str, abstract_params: Any, *, which: str = 'latest') -> tuple[Any, int]:
@@ -497,30 +515,20 @@ def load_params(path: str, abstract_params: Any, *, which: str = 'latest') -> tu
   restore = ocp.args.PyTreeRestore(
       item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
       partial_restore=not is_best)
-  skipped: list[tuple[int, str]] = []
   with ocp.CheckpointManager(root, item_names=(item, 'meta'),
                              options=ocp.CheckpointManagerOptions(read_only=True)) as mgr:
     steps = sorted(mgr.all_steps(), reverse=True)
     if not steps:
       raise FileNotFoundError(f'{root} holds no finished checkpoint')
-    for step in steps:
-      try:
-        _check_files(root / str(step))
-        out = mgr.restore(step, args=ocp.args.Composite(
-            **{item: restore, 'meta': ocp.args.JsonRestore()}))
-        verify(out[item], out['meta'], f'{root}/{step}')
-        why = None
-      except Exception as e:  # noqa: BLE001
-        why = _why(e)
-      if not _all_agree(why is None):
-        why = why or 'another process could not restore it (see its log)'
-      if why is not None:
-        logging.warning('checkpoint step %d in %s skipped: %s', step, root, why)
-        skipped.append((step, why))
-        continue
+    def restore_one(step):
+      out = mgr.restore(step, args=ocp.args.Composite(
+          **{item: restore, 'meta': ocp.args.JsonRestore()}))
+      return out[item], out['meta']
+
+    step, (restored, _), skipped = _newest_restorable(root, steps, restore_one)
+    if step is not None:
       if skipped:
         logging.warning('using step %d of %s instead.', step, root)
-      restored = out[item]
       return (restored if is_best else restored['params']), step
   raise CheckpointError(f'no checkpoint in {root} restores:\n' +
                         ''.join(f'  step {k}: {why}\n' for k, why in skipped).rstrip())

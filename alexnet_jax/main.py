@@ -67,25 +67,18 @@ def main(argv) -> int:
       print(message, file=sys.stderr)
       return 2
   _initialize_distributed()
+  # The faults a user fixes (no traceback), each with its exit status; the first match wins.
+  exit_codes = ((train.DivergedError, 3), (workdir_lock.WorkdirError, 4),
+                (checkpoints.CheckpointError, 5), ((ValueError, FileNotFoundError), 2))
   try:
     train.train_and_evaluate(config, _WORKDIR.value)
-  except (ValueError, FileNotFoundError) as e:
-    # Bad config values and missing datasets are the user's to fix: no traceback.
+  except Exception as e:
+    code = next((c for kinds, c in exit_codes if isinstance(e, kinds)), None)
+    if code is None:
+      raise
     logging.error('%s', e)
     print(f'error: {e}', file=sys.stderr)
-    return 2
-  except train.DivergedError as e:
-    logging.error('%s', e)
-    print(f'error: {e}', file=sys.stderr)
-    return 3
-  except workdir_lock.WorkdirError as e:
-    logging.error('%s', e)
-    print(f'error: {e}', file=sys.stderr)
-    return 4
-  except checkpoints.CheckpointError as e:
-    logging.error('%s', e)
-    print(f'error: {e}', file=sys.stderr)
-    return 5
+    return code
   return 0
 
 
