@@ -341,14 +341,21 @@ def test_a_failed_save_stops_the_run_with_path_and_cause(tmp_path, data_dir, cac
   out = proc.stdout
   (tmp_path / 'b.log').write_text(out)
   assert proc.returncode == 5, out[-3000:]
-  failed = (stopped // 2 + 1) * 2                      # the first save of the second run
-  assert re.search(rf'error: checkpoint step {failed} could not be written to '
-                   rf'{workdir}/checkpoints/{failed}: File too large', out), out[-3000:]
-  assert f'The newest complete one is step {stopped} in {workdir}/checkpoints' in out
+  # Which save first exceeds the file-size limit depends on how Orbax splits the arrays
+  # into files; whichever it is, it is named, and the newest complete step before it
+  # is what stays on disk and restores.
+  m = re.search(rf'error: checkpoint step (\d+) could not be written to '
+                rf'{workdir}/checkpoints/(\d+): File too large', out)
+  assert m and m.group(1) == m.group(2), out[-3000:]
+  failed = int(m.group(1))
+  assert failed > stopped
+  newest = int(re.search(r'The newest complete one is step (\d+) in ' + re.escape(
+      f'{workdir}/checkpoints'), out).group(1))
+  assert stopped <= newest < failed
   assert f'checkpoint step {failed} written' not in out
-  assert _complete_steps(workdir)[-1] == stopped
+  assert _complete_steps(workdir)[-1] == newest
   state, _ = _restore(workdir)                          # what was there is intact
-  assert int(state.step) == stopped
+  assert int(state.step) == newest
 
 
 # ------------------------------------------------------------------------------ 4. skipped images
