@@ -19,6 +19,7 @@ def model_config() -> ml_collections.ConfigDict:
   m.conv1_padding = -1                           # -1: auto (0 for 227, 2 for 224)
   m.lrn = 'paper'                                # 'none' | 'paper' | 'caffe'
   m.lrn_across_towers = False                    # Caffe's window spans both towers
+  m.lrn_gain = 1.0                               # LRN sees activations x gain (1: paper)
   m.pooling = 'overlapping'                      # 'overlapping' (3/2) | 'non_overlapping' (2/2)
   m.activation = 'relu'                          # 'relu' | 'tanh'
   m.dropout_rate = 0.5                           # after the ReLU of fc6 and fc7
@@ -99,6 +100,7 @@ def base() -> ml_collections.ConfigDict:
   c.schedule.max_reductions = 3
   c.schedule.min_delta = 1e-4
   c.schedule.step_epochs = (30.0, 60.0, 80.0)    # for 'step'
+  c.schedule.warmup_epochs = 0.0                 # linear warm-up (0: none, the paper)
 
   c.log_every_steps = 100
   c.eval_every_steps = -1                        # -1: once per epoch
@@ -237,6 +239,8 @@ def validate(config, *, mesh_shape: dict[str, int] | None = None, process_count:
                  'a fraction between 0 and 1')
   if not 0.0 <= config.optimizer.momentum < 1.0:
     raise refuse('optimizer.momentum', config.optimizer.momentum, '0 <= momentum < 1')
+  if not config.schedule.warmup_epochs >= 0.0:
+    raise refuse('schedule.warmup_epochs', config.schedule.warmup_epochs, 'a number >= 0')
   if not 0.0 < config.schedule.factor < 1.0:
     raise refuse('schedule.factor', config.schedule.factor, '0 < factor < 1')
   if config.num_train_steps < 1 and config.num_epochs <= 0:

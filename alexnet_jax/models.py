@@ -78,6 +78,7 @@ class ModelSpec:
   conv1_padding: int = -1
   lrn: str = 'paper'
   lrn_across_towers: bool = False
+  lrn_gain: float = 1.0
   pooling: str = 'overlapping'
   activation: str = 'relu'
   dropout_rate: float = 0.5
@@ -123,6 +124,8 @@ class ModelSpec:
         raise _bad(field, widths, f'widths divisible by towers={self.towers}')
     if not isinstance(self.num_classes, int) or self.num_classes < 1:
       raise _bad('num_classes', self.num_classes, 'a positive int')
+    if not (isinstance(self.lrn_gain, int | float) and self.lrn_gain > 0):
+      raise _bad('lrn_gain', self.lrn_gain, 'a number > 0 (1 = the paper)')
     if not 0.0 <= self.dropout_rate < 1.0:
       raise _bad('dropout_rate', self.dropout_rate, '0 <= rate < 1')
     if self.conv1_padding < -1:
@@ -387,9 +390,9 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
       return xs
     with jax.named_scope(scope(name, 'lrn')):
       if not spec.lrn_across_towers or spec.towers == 1:
-        return [layers.lrn(h, spec.lrn, impl=lrn_impl) for h in xs]
+        return [layers.lrn(h, spec.lrn, impl=lrn_impl, gain=spec.lrn_gain) for h in xs]
       # Caffe: the window spans all channels of both towers.
-      scale = layers.lrn_scale(gather(xs), spec.lrn, impl=lrn_impl)
+      scale = layers.lrn_scale(gather(xs), spec.lrn, impl=lrn_impl, gain=spec.lrn_gain)
       width = xs[0].shape[-1]
       return [h * jax.lax.dynamic_slice_in_dim(scale, (first_tower + t) * width, width, -1)
               for t, h in enumerate(xs)]

@@ -54,7 +54,8 @@ def set_learning_rate(opt_state: Any, value: float) -> Any:
 
 @dataclasses.dataclass
 class LearningRateController:
-  """Host-side schedule: 'plateau' (the paper), 'step' or 'constant'.
+  """Host-side schedule: 'plateau' (the paper), 'step' or 'constant', after an optional
+  linear warm-up over `warmup_steps` (0 = none, the paper).
 
   plateau: divide by 1/factor after `patience` evaluations without an
   improvement of validation top-1 larger than `min_delta`, at most
@@ -69,6 +70,7 @@ class LearningRateController:
   max_reductions: int = 3
   min_delta: float = 1e-4
   boundaries: tuple[int, ...] = ()
+  warmup_steps: int = 0
   best: float = -np.inf
   bad_evals: int = 0
   reductions: int = 0
@@ -80,13 +82,21 @@ class LearningRateController:
     return cls(base_lr=float(config.optimizer.learning_rate), name=s.name,
                factor=float(s.factor), patience=int(s.patience),
                max_reductions=int(s.max_reductions), min_delta=float(s.min_delta),
-               boundaries=boundaries)
+               boundaries=boundaries,
+               warmup_steps=int(round(float(s.warmup_epochs) * steps_per_epoch)))
 
   def lr_for_step(self, step: int) -> float:
-    """The rate to use for `step` (the step schedule depends on it; others do not)."""
+    """The rate to use for `step` (the step schedule and the warm-up depend on it)."""
     if self.name == 'step':
-      return self.base_lr * self.factor ** sum(step >= b for b in self.boundaries)
-    return self.base_lr * self.factor ** self.reductions
+      lr = self.base_lr * self.factor ** sum(step >= b for b in self.boundaries)
+    else:
+      lr = self.base_lr * self.factor ** self.reductions
+    if step < self.warmup_steps:   # linear from base/warmup_steps to base (not the paper's)
+      lr *= (step + 1) / self.warmup_steps
+    return lr
+
+  def warming_up(self, step: int) -> bool:
+    return 0 < step < self.warmup_steps
 
   def observe(self, top1: float) -> bool:
     """Feeds one validation top-1; returns True if the rate was just lowered."""

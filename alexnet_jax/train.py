@@ -264,6 +264,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh, s
     logging.info('Initialised parameters from %s (step %d).', config.init_from, from_step)
   state = state.replace(opt_state=optim.set_learning_rate(
       state.opt_state, controller.lr_for_step(int(state.step))))
+  if controller.warming_up(int(state.step) + 1) and is_chief:
+    logging.info('Learning rate warms up linearly over the first %d steps.',
+                 controller.warmup_steps)
   if is_chief:
     logging.info('%s parameters; %s multiply-adds per image.',
                  f'{models.count_params(state.params):,}',
@@ -340,7 +343,8 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
       if new_lr != lr:
         lr = new_lr
         state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, lr))
-        logging.info('Step %d: learning rate -> %g', step, lr)
+        if not controller.warming_up(step):   # one line when the warm-up ends, not per step
+          logging.info('Step %d: learning rate -> %g', step, lr)
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, metrics = run.steps.train(state, next(train_iter), run.mean, run.lighting)
       step += 1

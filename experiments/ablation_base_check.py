@@ -53,9 +53,10 @@ def lrn_multiplier_quantiles(spec, params, images) -> dict[str, dict[str, float]
   for name in ('conv1', 'conv2'):
     a = acts[name]
     if spec.lrn_across_towers or spec.towers == 1:
-      scales = [layers.lrn_scale(a, formula)]
+      scales = [layers.lrn_scale(a, formula, gain=spec.lrn_gain)]
     else:
-      scales = [layers.lrn_scale(t, formula) for t in jnp.split(a, spec.towers, axis=-1)]
+      scales = [layers.lrn_scale(t, formula, gain=spec.lrn_gain)
+                for t in jnp.split(a, spec.towers, axis=-1)]
     values = np.concatenate([np.asarray(s).ravel() for s in scales])
     out[name] = dict(zip(QUANTILE_NAMES, (float(q) for q in np.quantile(values, QUANTILES)),
                          strict=True))

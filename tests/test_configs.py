@@ -26,7 +26,7 @@ def test_every_paper_value_of_the_paper_config():
   assert tuple(c.model.conv_widths) == (96, 256, 384, 384, 256)
   assert tuple(c.model.fc_widths) == (4096, 4096) and c.model.num_classes == 1000
   assert c.model.activation == 'relu' and c.model.pooling == 'overlapping'
-  assert c.model.lrn == 'paper' and not c.model.lrn_across_towers
+  assert c.model.lrn == 'paper' and not c.model.lrn_across_towers and c.model.lrn_gain == 1.0
   assert layers.LRN_FORMULAS['paper'] == (2.0, 5, 1e-4, 0.75, False)   # k, n, alpha, beta
   # Section 4.2: dropout 0.5, outputs x0.5 at test time.
   assert c.model.dropout_rate == 0.5 and c.model.dropout_scaling == 'test'

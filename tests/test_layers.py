@@ -52,3 +52,24 @@ def test_lrn_gradient_equals_the_plain_formula_gradient():
   ref = jax.grad(lambda a: jnp.sum(plain(a) * w))(x)
   np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6)
   assert float(jnp.abs(ref - w * 2.0 ** -0.75).max()) > 1e-3   # LRN is not ~linear here
+
+
+@pytest.mark.parametrize('formula', ['paper', 'caffe'])
+def test_lrn_gain_is_the_published_lrn_on_activations_gain_times_larger(formula):
+  """lrn(x, gain=g) = lrn(g x) / g: the published constants at another activation scale."""
+  x = jax.random.uniform(jax.random.key(2), (2, 3, 3, 8), minval=0, maxval=1.5)
+  g = 64.0
+  got = layers.lrn(x, formula, gain=g)
+  np.testing.assert_allclose(got, layers.lrn(g * x, formula) / g, rtol=1e-5, atol=1e-7)
+  # At this scale the published LRN is a constant k^-beta; with the gain it is not.
+  k = layers.LRN_FORMULAS[formula][0]
+  flat = np.asarray(layers.lrn_scale(x, formula))
+  np.testing.assert_allclose(flat, k ** -0.75, rtol=1e-2)
+  spread = np.asarray(layers.lrn_scale(x, formula, gain=g))
+  assert spread.min() < 0.8 * k ** -0.75
+
+
+def test_lrn_gain_must_be_positive():
+  from alexnet_jax import models
+  with pytest.raises(ValueError, match='lrn_gain'):
+    models.ModelSpec(lrn_gain=0.0).validate()

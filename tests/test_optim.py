@@ -91,3 +91,25 @@ def test_step_schedule():
   assert [c.lr_for_step(s) for s in (0, 9, 10, 19, 20, 99)] == pytest.approx(
       [0.01, 0.01, 1e-3, 1e-3, 1e-4, 1e-4], rel=1e-9)
   assert not c.observe(0.5)
+
+
+def test_linear_warmup_then_the_schedule():
+  c = optim.LearningRateController(base_lr=0.01, name='step', boundaries=(10,), warmup_steps=4)
+  np.testing.assert_allclose([c.lr_for_step(s) for s in range(6)],
+                             [0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
+  assert c.lr_for_step(10) == pytest.approx(0.001)
+  assert [c.warming_up(s) for s in (0, 1, 3, 4)] == [False, True, True, False]
+  none = optim.LearningRateController(base_lr=0.01)
+  assert none.lr_for_step(0) == 0.01 and not none.warming_up(1)
+
+
+def test_warmup_epochs_from_the_config_and_refused_when_negative():
+  from alexnet_jax import config_lib
+  from configs import paper
+  cfg = paper.get_config()
+  assert cfg.schedule.warmup_epochs == 0.0   # the paper has no warm-up
+  cfg.schedule.warmup_epochs = 0.5
+  assert optim.LearningRateController.from_config(cfg, steps_per_epoch=100).warmup_steps == 50
+  cfg.schedule.warmup_epochs = -1.0
+  with pytest.raises(ValueError, match='schedule.warmup_epochs=-1.0'):
+    config_lib.validate(cfg)
