@@ -205,11 +205,10 @@ def test_imported_workdir_is_a_run_for_evaluate_and_init_from(tv_model, tv_workd
 
 
 @pytest.mark.slow
-def test_import_refuses_an_occupied_workdir_unless_overwrite(tmp_path):
-  """write_workdir on a small model: refused over a run, replaces it with overwrite."""
-  config = weight_io.caffe_config()
-  config.model.conv_widths, config.model.fc_widths = (8, 16, 24, 24, 16), (32, 32)
-  config.model.num_classes = 10
+def test_written_workdir_is_evaluated_and_refused_unless_overwrite(tmp_path, tiny_data_dir):
+  """write_workdir (what every import ends with) on the tiny built-in dataset's model:
+  `evaluate_checkpoint` takes it whole; refused over a run, replaced with overwrite."""
+  config = data_utils.tiny_config(tiny_data_dir)
   spec = config_lib.validate(config)
   shapes = jax.eval_shape(lambda: models.init_params(spec))
   rng = np.random.default_rng(0)
@@ -221,6 +220,9 @@ def test_import_refuses_an_occupied_workdir_unless_overwrite(tmp_path):
   with pytest.raises(weight_io.WeightsError, match='already holds a run.*--overwrite'):
     weight_io.write_workdir(workdir, config, second, source={'from': 'test'})
   jax.tree.map(np.testing.assert_array_equal, weight_io.read_workdir_params(workdir)[2], first)
+  result = evaluation.evaluate_checkpoint(workdir, crops=(1,))
+  assert result['step'] == 0 and result['crops_1']['count'] == 101
+  assert 0.0 <= result['crops_1']['top1'] <= 1.0 and np.isfinite(result['crops_1']['loss'])
   weight_io.write_workdir(workdir, config, second, source={'from': 'test'}, overwrite=True)
   assert not (tmp_path / 'run' / 'metrics.jsonl').exists()
   for which in ('best', 'latest'):
