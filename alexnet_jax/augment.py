@@ -29,7 +29,7 @@ def device_preprocess(images: jax.Array, key: jax.Array | None, *,
                       config: ml_collections.ConfigDict, mean, train: bool,
                       lighting: dict | None = None) -> jax.Array:
   """Inside the jitted step: uint8 [B, H, W, 3] -> float32 [B, S, S, 3], S=model.input_size,
-  times input.scale: what the model takes.
+  divided by input.std_rgb per channel and times input.scale: what the model takes.
 
   train: random S x S crop (input.random_crop='paper'; centre for 'none'; the host's crop
   for 'resized'), random horizontal flip (input.flip), PCA lighting (input.pca_lighting,
@@ -52,6 +52,9 @@ def device_preprocess(images: jax.Array, key: jax.Array | None, *,
         flip=bool(config.input.flip), pca_sigma=sigma, **pca)
   else:
     x = eval_preprocess(images, crop_size=s, mean=mean, crops=int(config.input.eval_crops))
+  std = tuple(float(v) for v in config.input.std_rgb)
+  if std != (1.0, 1.0, 1.0):
+    x = x / jnp.asarray(std, jnp.float32)
   return x * config.input.scale
 
 

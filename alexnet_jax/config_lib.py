@@ -22,8 +22,10 @@ def model_config() -> ml_collections.ConfigDict:
   m.lrn_gain = 1.0                               # LRN sees activations x gain (1: paper)
   m.pooling = 'overlapping'                      # 'overlapping' (3/2) | 'non_overlapping' (2/2)
   m.activation = 'relu'                          # 'relu' | 'tanh'
-  m.dropout_rate = 0.5                           # after the ReLU of fc6 and fc7
+  m.dropout_rate = 0.5
   m.dropout_scaling = 'test'                     # 'test' (paper: x0.5 at test) | 'inverted'
+  # 'paper': after the ReLU of fc6 and fc7 | 'torchvision': before fc6 and fc7
+  m.dropout_placement = 'paper'
   m.dtype = 'float32'                            # compute dtype; params stay float32
   m.init = 'paper'                               # 'paper' | 'caffe' | 'he'
   # How the layers are computed (same results, different speed per backend); 'auto'
@@ -61,7 +63,11 @@ def base() -> ml_collections.ConfigDict:
   c.input = ml_collections.ConfigDict()
   c.input.resize_size = 256                      # shorter side, then centre square
   c.input.resize_method = 'fast'                 # host shrink: 'fast' | 'area' | 'bilinear' (PIL)
-  c.input.mean = 'image'                         # 'image' | 'channel' | 'none'
+  c.input.mean = 'image'                         # 'image' | 'channel' | 'constant' | 'none'
+  c.input.mean_rgb = (0.0, 0.0, 0.0)             # input.mean='constant': R, G, B in 0-255
+  # Per-channel divisor after the mean (R, G, B, 0-255 units), before input.scale:
+  # torchvision's normalisation is 255 * (0.229, 0.224, 0.225).
+  c.input.std_rgb = (1.0, 1.0, 1.0)
   c.input.random_crop = 'paper'                  # 'paper' | 'resized' (torchvision) | 'none'
   c.input.flip = True
   c.input.pca_lighting = 0.1                     # sigma of alpha; 0 turns it off
@@ -143,12 +149,13 @@ ALLOWED = {
     'model.dtype': ('float32', 'bfloat16'),
     'model.init': ('paper', 'caffe', 'he'),
     'model.dropout_scaling': ('test', 'inverted'),
+    'model.dropout_placement': ('paper', 'torchvision'),
     'model.conv_impl': ('auto', 'split', 'grouped'),
     'model.pool_grad': ('auto', 'custom', 'autodiff'),
     'model.lrn_impl': ('auto', 'rsqrt', 'pow'),
     'dataset.shapes_variant': ('easy', 'hard'),
     'input.resize_method': ('fast', 'area', 'bilinear'),
-    'input.mean': ('image', 'channel', 'none'),
+    'input.mean': ('image', 'channel', 'constant', 'none'),
     'input.random_crop': ('paper', 'resized', 'none'),
     'input.eval_crops': (1, 10),
     'input.pca_source': ('dataset', 'published'),
@@ -231,6 +238,12 @@ def validate(config, *, mesh_shape: dict[str, int] | None = None, process_count:
     if not isinstance(value, int | float) or value < lo:
       raise refuse(field, value, f'a number >= {lo}')
   check_pca_source(config)
+  for field, positive in (('input.mean_rgb', False), ('input.std_rgb', True)):
+    value = _get(config, field)
+    if (not isinstance(value, tuple | list) or len(value) != 3
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        or (positive and not all(v > 0 for v in value))):
+      raise refuse(field, value, f'3 {"positive " if positive else ""}numbers (R, G, B, 0-255)')
   cap = config.input.pca_max_images
   if not isinstance(cap, int) or isinstance(cap, bool) or (cap < 1 and cap != -1):
     raise refuse('input.pca_max_images', cap, 'a positive int, or -1 for all')

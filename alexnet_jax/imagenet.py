@@ -147,6 +147,8 @@ def prepare(config: ml_collections.ConfigDict, *, preresized: bool = False,
   stats = statistics.load_or_compute_statistics(original)
   if stats.mean is None:
     log(f'{elapsed()} no mean needed')
+  elif config.input.mean == 'constant':
+    log(f'{elapsed()} constant mean input.mean_rgb={tuple(config.input.mean_rgb)}: no pass')
   else:
     log(f'{elapsed()} mean {stats.mean.shape} at {statistics.mean_image_path(original)}, '
         f'per-channel {[round(float(x), 2) for x in stats.mean.reshape(-1, 3).mean(0)]}')

@@ -83,6 +83,7 @@ class ModelSpec:
   activation: str = 'relu'
   dropout_rate: float = 0.5
   dropout_scaling: str = 'test'
+  dropout_placement: str = 'paper'
   dtype: str = 'float32'
   init: str = 'paper'
   conv_impl: str = 'auto'
@@ -265,7 +266,8 @@ def intermediates(spec: ModelSpec, params: dict, images: jax.Array, *, train: bo
                   dropout_key: jax.Array | None = None) -> dict[str, jax.Array]:
   """Every layer's output after its ReLU and after each pooling (no mesh); with
   dropout active (rate > 0, or test-time scaling) also what the next layer
-  receives from fc6 and fc7 ('fc6_dropout', 'fc7_dropout')."""
+  receives from each dropped-out layer: 'fc6_dropout', 'fc7_dropout' (the paper's
+  placement), 'pool5_dropout', 'fc6_dropout' (model.dropout_placement='torchvision')."""
   if train and spec.dropout_rate > 0 and dropout_key is None:
     raise ValueError('train=True with dropout needs a dropout_key')
   return _forward(spec, params, images, dropout_key, train=train, axis=None, capture=True)
@@ -424,6 +426,13 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
   h = record('conv4', conv('conv4', h))
   h = record('conv5', conv('conv5', h))
   h = record('pool5', pool('conv5', h))
+  # Dropout on the outputs of (conv5's pool, fc6) before fc6 and fc7 (torchvision's
+  # classifier), or of (fc6, fc7) after their ReLUs (the paper's section 4.2).
+  dropped = ('conv5', 'fc6') if spec.dropout_placement == 'torchvision' else ('fc6', 'fc7')
+  if 'conv5' in dropped:
+    h = drop('conv5', h)
+    if spec.dropout_rate > 0:
+      record('pool5_dropout', h)
   for name in ('fc6', 'fc7'):
     with jax.named_scope(name):
       full = gather(h)
@@ -433,9 +442,11 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
       # CPU-s per paper step, experiments/step_benchmarks.md). With one tower per
       # device (mesh.model=2) the slice is free.
       h = [act(full @ w(name, 'kernel', t) + w(name, 'bias', t)) for t in range(local)]
-    h = drop(name, record(name, h))
-    if spec.dropout_rate > 0:
-      record(name + '_dropout', h)
+    h = record(name, h)
+    if name in dropped:
+      h = drop(name, h)
+      if spec.dropout_rate > 0:
+        record(name + '_dropout', h)
   with jax.named_scope('fc8'):
     logits = sum((h[t] @ w('fc8', 'kernel', t)).astype(jnp.float32) for t in range(local))
     if axis is not None:

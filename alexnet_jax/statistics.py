@@ -194,16 +194,19 @@ def compute_mean_image(config: ml_collections.ConfigDict) -> np.ndarray:
 
 def load_or_compute_mean_image(config: ml_collections.ConfigDict) -> np.ndarray | None:
   """The mean `augment` subtracts, per input.mean: float32 [R, R, 3] for 'image', [3] for
-  'channel', None for 'none' (and for dataset.name='synthetic': no pass, no file).
+  'channel', input.mean_rgb for 'constant' (no pass), None for 'none' (and for
+  dataset.name='synthetic': no pass, no file).
 
   Read from `mean_image_path(config)`; when not there yet, computed by
   `compute_mean_image` (a full decode pass over the training split) and cached there.
   """
   kind = config.input.mean
+  if kind == 'constant':
+    return np.asarray(config.input.mean_rgb, np.float32)
   if kind == 'none' or config.dataset.name == sources.SYNTHETIC:
     return None
   if kind not in ('image', 'channel'):
-    raise ValueError(f"input.mean={kind!r}: expected 'image', 'channel' or 'none'")
+    raise ValueError(f"input.mean={kind!r}: expected 'image', 'channel', 'constant' or 'none'")
   mean = _load_or_compute(mean_image_path(config), lambda: compute_mean_image(config))
   return mean.mean(axis=(0, 1)) if kind == 'channel' else mean
 
@@ -316,7 +319,7 @@ def load_or_compute_statistics(config: ml_collections.ConfigDict) -> Statistics:
   """The mean image and the PCA lighting statistic the config asks for, each read from its
   cache; when both are missing they are computed in one decode pass and cached."""
   config_lib.check_pca_source(config)
-  if (config.input.mean != 'none' and config.dataset.name != sources.SYNTHETIC
+  if (config.input.mean in ('image', 'channel') and config.dataset.name != sources.SYNTHETIC
       and config.input.pca_lighting and config.input.pca_source == 'dataset'
       and not _is_cached(mean_image_path(config)) and _cached_rgb_pca_path(config) is None):
     both = _one_pass(config, mean=True, pca=True)

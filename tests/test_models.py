@@ -334,3 +334,30 @@ def test_every_kernel_combination_gives_the_same_logits_and_gradients():
       scale = float(jnp.abs(r).max())
       np.testing.assert_allclose(np.asarray(g) / scale, np.asarray(r) / scale, atol=2e-5,
                                  err_msg=str((conv, pool, lrn)))
+
+
+@pytest.mark.slow
+def test_torchvision_dropout_placement_sits_before_fc6_and_fc7():
+  """model.dropout_placement='torchvision': pool5 and fc6 are dropped (what fc6 and fc7
+  read), fc7's output reaches fc8 untouched."""
+  spec = dataclasses.replace(SMALL, towers=1, fc_widths=(512, 512), dropout_rate=0.4,
+                             dropout_scaling='inverted', dropout_placement='torchvision')
+  params = models.create_model(spec, rngs=nnx.Rngs(0)).params_tree()
+  x = jax.random.normal(jax.random.key(3), (8, 67, 67, 3))
+  tr = jax.jit(lambda p, x, k: models.intermediates(spec, p, x, train=True, dropout_key=k))(
+      params, x, jax.random.key(7))
+  assert 'fc7_dropout' not in tr and {'pool5_dropout', 'fc6_dropout'} <= set(tr)
+  for name, nxt in (('pool5', 'fc6'), ('fc6', 'fc7')):
+    out, fed = np.asarray(tr[name]), np.asarray(tr[name + '_dropout'])
+    zero = fed == 0
+    assert abs(zero[out > 0].mean() - 0.4) < 0.05, name
+    kept = ~zero & (out > 0)
+    np.testing.assert_allclose(fed[kept], out[kept] / 0.6, rtol=1e-6)
+    k, b = np.asarray(params[nxt]['kernel'][0]), np.asarray(params[nxt]['bias'][0])
+    want = np.maximum(fed.reshape(len(fed), -1) @ k + b, 0)
+    np.testing.assert_allclose(np.asarray(tr[nxt]), want, rtol=1e-4, atol=1e-4)
+  fc8 = np.asarray(tr['fc7']) @ np.asarray(params['fc8']['kernel'][0]) + np.asarray(
+      params['fc8']['bias'])
+  np.testing.assert_allclose(np.asarray(tr['fc8']), fc8, rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match='model.dropout_placement'):
+    dataclasses.replace(SMALL, dropout_placement='before').validate()

@@ -1,0 +1,484 @@
+"""Weights in and out: torchvision's AlexNet and Caffe's bvlc_alexnet, offline.
+
+No published weights can be downloaded here, so the files are made by the tests: a
+torchvision `alexnet()` with seeded random weights saved as .pth and .safetensors, and a
+.caffemodel with random blobs written through the same protobuf descriptor the importer
+reads (new `layer` and old V1 `layers` forms). The imported model's logits on real photos
+must equal torchvision's, and an independent float64 NumPy forward of Caffe's layers,
+within 1e-4 of the logit scale, on one device and on 8 simulated devices.
+
+torch and torchvision are imported at the top, not skipped: CI installs them
+(requirements-torch.txt, the `torch` extra) and these tests must run there.
+"""
+
+import os
+
+import data_utils
+import jax
+import ml_collections
+import numpy as np
+import pytest
+import torch
+import torchvision
+from numpy.lib.stride_tricks import sliding_window_view
+
+from alexnet_jax import (
+  augment,
+  caffe_io,
+  checkpoints,
+  config_lib,
+  evaluation,
+  models,
+  sharding,
+  statistics,
+  steps,
+  weight_io,
+)
+from configs import one_tower, paper
+
+N_PHOTOS = 8
+RTOL = 1e-4          # of the logit scale (max |logit|)
+
+
+def _mesh(data, model, n=None):
+  devices = jax.devices()[:n] if n else None
+  return sharding.make_mesh(ml_collections.ConfigDict({'data': data, 'model': model}),
+                            devices=devices)
+
+
+@pytest.fixture(scope='module')
+def photos_256(sample_photos):
+  """N_PHOTOS real photos, shorter side 256 and centre square, uint8 [N, 256, 256, 3]: the
+  one decode and resize both sides of every comparison start from."""
+  return np.stack([data_utils.resize_center_crop_pil(p, 256) for p in sample_photos[:N_PHOTOS]])
+
+
+def _project_logits(workdir, images, mesh_shape=None, which='best'):
+  """Logits of the imported run: config.json, its checkpoint, the project's own eval
+  preprocessing (device_preprocess) and forward, on one device or on a mesh."""
+  config = evaluation.load_run_config(workdir)
+  mesh = _mesh(1, 1, 1) if mesh_shape is None else _mesh(*mesh_shape)
+  spec = config_lib.validate(config, mesh_shape=dict(mesh.shape))
+  built = steps.build(config, spec, mesh)
+  params, step = checkpoints.load_params(workdir, built.abstract_state().params, which=which)
+  assert step == 0
+  mean = built.device_mean(statistics.load_or_compute_mean_image(config))
+
+  def forward(p, x, m):
+    x = augment.device_preprocess(x, None, config=config, mean=m, train=False)
+    return models.apply(spec, p, x)
+
+  with jax.set_mesh(mesh):
+    x = jax.device_put(images, built.batch)
+    return np.asarray(jax.jit(forward)(params, x, mean))
+
+
+def _assert_logits_close(got, want):
+  scale = np.abs(want).max()
+  assert 1.0 < scale < 1e3, scale                   # not dead, not exploded
+  err = np.abs(got - want).max() / scale
+  assert err < RTOL, f'max |diff| / max |logit| = {err:.2e}'
+  assert (got.argmax(1) == want.argmax(1)).mean() >= 0.75
+
+
+# ------------------------------------------------------------------------------ torchvision
+
+
+@pytest.fixture(scope='module')
+def tv_model():
+  """torchvision's alexnet with seeded He-normal weights (its default init leaves logits
+  ~1e-3), small biases; eval mode."""
+  torch.manual_seed(0)
+  model = torchvision.models.alexnet(weights=None)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if name.endswith('weight'):
+        fan_in = p[0].numel()
+        gain = 1.0 if name == 'classifier.6.weight' else 2.0
+        p.normal_(0.0, (gain / fan_in) ** 0.5)
+      else:
+        p.normal_(0.0, 0.05)
+  return model.eval()
+
+
+@pytest.fixture(scope='module')
+def tv_files(tv_model, tmp_path_factory):
+  root = tmp_path_factory.mktemp('tv')
+  pth, st = str(root / 'alexnet.pth'), str(root / 'alexnet.safetensors')
+  torch.save(tv_model.state_dict(), pth)
+  from safetensors.torch import save_file
+  save_file({k: v.contiguous() for k, v in tv_model.state_dict().items()}, st)
+  return {'pth': pth, 'safetensors': st}
+
+
+@pytest.fixture(scope='module')
+def tv_workdir(tv_files, tmp_path_factory):
+  return weight_io.import_torchvision(tv_files['pth'], str(tmp_path_factory.mktemp('tv_run')))
+
+
+def _torchvision_logits(model, photos_256):
+  """torchvision's own eval: centre 224 of the 256 square, x/255, (x - mean) / std, NCHW."""
+  off = (256 - 224) // 2
+  x = photos_256[:, off:off + 224, off:off + 224].astype(np.float32) / 255.0
+  x = (x - np.float32(weight_io.TORCHVISION_MEAN)) / np.float32(weight_io.TORCHVISION_STD)
+  with torch.no_grad():
+    return model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy().astype(np.float64)
+
+
+def test_torchvision_config_is_configs_one_tower_with_torchvision_inputs():
+  tv, ours = weight_io.torchvision_config(), one_tower.get_config()
+  for field in ('towers', 'conv_widths', 'fc_widths', 'num_classes', 'lrn', 'pooling',
+                'activation', 'input_size'):
+    assert tv.model[field] == ours.model[field], field
+  spec = config_lib.validate(tv)
+  assert spec.conv1_pad == 2 and spec.dropout_placement == 'torchvision'
+  abstract = jax.eval_shape(lambda: models.init_params(spec))
+  assert models.count_params(abstract) == 61_100_840
+  assert sum(int(np.prod(s)) for s in weight_io.torchvision_shapes(spec).values()) == 61_100_840
+
+
+@pytest.mark.slow
+def test_torchvision_import_gives_torchvision_logits_one_device_and_8(
+    tv_model, tv_workdir, photos_256):
+  want = _torchvision_logits(tv_model, photos_256)
+  _assert_logits_close(_project_logits(tv_workdir, photos_256), want)
+  # One tower: the 8 simulated devices split the batch (mesh.model=2 needs two towers,
+  # which test_caffe_... covers); init_from's checkpoint (latest) gives the same.
+  _assert_logits_close(_project_logits(tv_workdir, photos_256, (8, 1), which='latest'), want)
+
+
+@pytest.mark.slow
+def test_torchvision_safetensors_and_pth_import_the_same_and_export_to_the_bit(
+    tv_model, tv_files, tv_workdir, tmp_path):
+  spec = models.ModelSpec.from_config(weight_io.torchvision_config().model)
+  from_st = weight_io.torchvision_to_params(
+      weight_io.read_torchvision(tv_files['safetensors']), spec)
+  jax.tree.map(np.testing.assert_array_equal, weight_io.read_workdir_params(tv_workdir)[2],
+               from_st)
+  original = {k: v.numpy() for k, v in tv_model.state_dict().items()}
+  for suffix in ('pth', 'safetensors'):
+    dst = str(tmp_path / f'out.{suffix}')
+    assert weight_io.export_torchvision(tv_workdir, dst) == []     # torchvision's own inputs
+    if suffix == 'pth':
+      back = torch.load(dst, weights_only=True)
+      assert all(isinstance(v, torch.Tensor) for v in back.values())
+      back = {k: v.numpy() for k, v in back.items()}
+    else:
+      from safetensors.numpy import load_file
+      back = load_file(dst)
+    if suffix == 'pth':                  # keys in torchvision's order (safetensors sorts)
+      assert list(back) == list(original)
+    assert sorted(back) == sorted(original)
+    for k, v in original.items():
+      assert back[k].dtype == v.dtype and back[k].shape == v.shape, k
+      assert back[k].tobytes() == v.tobytes(), k                    # equal to the bit
+  # And torchvision loads it strictly.
+  fresh = torchvision.models.alexnet(weights=None)
+  fresh.load_state_dict(torch.load(str(tmp_path / 'out.pth'), weights_only=True), strict=True)
+
+
+@pytest.mark.slow
+def test_imported_workdir_is_a_run_for_evaluate_and_init_from(tv_model, tv_workdir, photos_256):
+  """load_run_config + validate (evaluate_checkpoint's path), the eval step on a batch,
+  and load_params(latest) (init_from's path) all take the imported workdir."""
+  config = evaluation.load_run_config(tv_workdir)
+  assert config.input.mean == 'constant' and config.model.dropout_placement == 'torchvision'
+  mesh = _mesh(1, 1, 1)
+  spec = config_lib.validate(config, mesh_shape=dict(mesh.shape))
+  built = steps.build(config, spec, mesh)
+  best, _ = checkpoints.load_params(tv_workdir, built.abstract_state().params, which='best')
+  latest, _ = checkpoints.load_params(tv_workdir, built.abstract_state().params)
+  jax.tree.map(np.testing.assert_array_equal, best, latest)
+  # The real eval step (device preprocessing from config.json, masked sums) scores
+  # torchvision's own predictions as 100% top-1 with torchvision's cross-entropy.
+  want = _torchvision_logits(tv_model, photos_256)
+  labels = want.argmax(1).astype(np.int32)
+  batch = {'image': photos_256, 'label': labels, 'mask': np.ones(len(labels), bool)}
+  with jax.set_mesh(mesh):
+    out = jax.device_get(built.eval(best, evaluation.to_global(batch, built.batch),
+                                    built.device_mean(
+                                        statistics.load_or_compute_mean_image(config))))
+  assert out['count'] == N_PHOTOS and out['top1'] == N_PHOTOS
+  shifted = want - want.max(1, keepdims=True)
+  ce = -(shifted[np.arange(N_PHOTOS), labels] - np.log(np.exp(shifted).sum(1)))
+  np.testing.assert_allclose(out['loss'] / N_PHOTOS, ce.mean(), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_written_workdir_is_evaluated_and_refused_unless_overwrite(tmp_path, tiny_data_dir):
+  """write_workdir (what every import ends with) on the tiny built-in dataset's model:
+  `evaluate_checkpoint` takes it whole; refused over a run, replaced with overwrite."""
+  config = data_utils.tiny_config(tiny_data_dir)
+  spec = config_lib.validate(config)
+  shapes = jax.eval_shape(lambda: models.init_params(spec))
+  rng = np.random.default_rng(0)
+  first, second = (jax.tree.map(lambda a: rng.standard_normal(a.shape, np.float32), shapes)
+                   for _ in range(2))
+  workdir = str(tmp_path / 'run')
+  weight_io.write_workdir(workdir, config, first, source={'from': 'test'})
+  (tmp_path / 'run' / 'metrics.jsonl').write_text('{}')
+  with pytest.raises(weight_io.WeightsError, match='already holds a run.*--overwrite'):
+    weight_io.write_workdir(workdir, config, second, source={'from': 'test'})
+  jax.tree.map(np.testing.assert_array_equal, weight_io.read_workdir_params(workdir)[2], first)
+  result = evaluation.evaluate_checkpoint(workdir, crops=(1,))
+  assert result['step'] == 0 and result['crops_1']['count'] == 101
+  assert 0.0 <= result['crops_1']['top1'] <= 1.0 and np.isfinite(result['crops_1']['loss'])
+  weight_io.write_workdir(workdir, config, second, source={'from': 'test'}, overwrite=True)
+  assert not (tmp_path / 'run' / 'metrics.jsonl').exists()
+  for which in ('best', 'latest'):
+    _, _, params, step = weight_io.read_workdir_params(workdir, which=which)
+    assert step == 0
+    jax.tree.map(np.testing.assert_array_equal, params, second)
+
+
+def _resnet_like(path):
+  from safetensors.numpy import save_file
+  save_file({'conv1.weight': np.zeros((64, 3, 7, 7), np.float32),
+             'fc.weight': np.zeros((1000, 512), np.float32)}, path)
+
+
+def test_torchvision_refuses_other_architectures_and_truncated_files(tv_model, tmp_path):
+  spec = models.ModelSpec.from_config(weight_io.torchvision_config().model)
+  resnet = str(tmp_path / 'resnet.safetensors')
+  _resnet_like(resnet)
+  with pytest.raises(weight_io.WeightsError) as e:
+    weight_io.torchvision_to_params(weight_io.read_torchvision(resnet), spec, resnet)
+  text = str(e.value)
+  assert 'features.0.weight: expected shape (64, 3, 11, 11), missing' in text
+  assert 'conv1.weight: not expected (shape (64, 3, 7, 7))' in text
+  # One wrong shape (a 2-class head) and one extra key.
+  state = {k: v.numpy() for k, v in tv_model.state_dict().items()}
+  state['classifier.6.weight'] = state['classifier.6.weight'][:2]
+  state['classifier.7.weight'] = np.zeros(3, np.float32)
+  with pytest.raises(weight_io.WeightsError) as e:
+    weight_io.torchvision_to_params(state, spec)
+  assert 'classifier.6.weight: expected shape (1000, 4096), found (2, 4096)' in str(e.value)
+  assert 'classifier.7.weight: not expected' in str(e.value)
+  # Truncated files, both formats.
+  full = str(tmp_path / 'full.pth')
+  torch.save({k: v for k, v in list(tv_model.state_dict().items())[:4]}, full)
+  for suffix, writer in (('pth', None), ('safetensors', resnet)):
+    src = full if writer is None else writer
+    data = open(src, 'rb').read()
+    cut = str(tmp_path / f'cut.{suffix}')
+    open(cut, 'wb').write(data[:len(data) // 2])
+    with pytest.raises(weight_io.WeightsError, match='truncated'):
+      weight_io.read_torchvision(cut)
+
+
+@pytest.mark.slow
+def test_cli_refusal_is_one_error_line_and_exit_2(tmp_path):
+  resnet = str(tmp_path / 'resnet.safetensors')
+  _resnet_like(resnet)
+  r = data_utils.run_cli('alexnet_jax.weights', 'import', '--from=torchvision', f'--src={resnet}',
+                         f'--workdir={tmp_path / "run"}')
+  assert r.returncode == 2, r.stderr
+  assert 'Traceback' not in r.stderr
+  assert 'error: ' in r.stderr and 'features.0.weight: expected shape (64, 3, 11, 11)' in r.stderr
+  assert not os.path.exists(tmp_path / 'run' / 'config.json')
+  r = data_utils.run_cli('alexnet_jax.weights', 'export', '--to=torchvision',
+                         f'--workdir={tmp_path / "nothing"}', f'--dst={tmp_path / "x.pth"}')
+  assert r.returncode == 2 and 'Traceback' not in r.stderr and 'config.json not found' in r.stderr
+
+
+# ------------------------------------------------------------------------------ caffe
+
+
+def _caffe_blobs(seed=0, spec=None):
+  """bvlc_alexnet's layers with random He-scaled weights (Caffe's shapes)."""
+  spec = spec or models.ModelSpec.from_config(weight_io.caffe_config().model)
+  rng = np.random.default_rng(seed)
+  out = {}
+  for layer, (w_shape, b_shape) in weight_io.caffe_shapes(spec).items():
+    fan_in = int(np.prod(w_shape[1:]))
+    gain = 1.0 if layer == 'fc8' else 2.0
+    w = rng.standard_normal(w_shape, np.float32) * np.float32((gain / fan_in) ** 0.5)
+    out[layer] = [w, rng.standard_normal(b_shape, np.float32) * np.float32(0.05)]
+  return out
+
+
+_V1_TYPES = {'conv': 'CONVOLUTION', 'fc': 'INNER_PRODUCT'}
+_NEW_TYPES = {'conv': 'Convolution', 'fc': 'InnerProduct'}
+
+
+def _write_caffe(path, blobs, v1):
+  types = _V1_TYPES if v1 else _NEW_TYPES
+  layers = {'data': ('DATA' if v1 else 'Data', [])}
+  for name, arrays in blobs.items():
+    layers[name] = (types[name[:-1] if name.startswith('conv') else 'fc'], arrays)
+    if name.startswith(('conv1', 'conv2')):
+      layers['norm' + name[-1]] = ('LRN' if v1 else 'LRN', [])
+  caffe_io.write_caffemodel(path, layers, v1=v1)
+
+
+def _np_conv(x, w, b, stride, pad, groups):
+  """Caffe's convolution (cross-correlation, `group`), NCHW, float64."""
+  x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+  kh, kw = w.shape[2:]
+  win = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+  cin, cout = x.shape[1] // groups, w.shape[0] // groups
+  outs = [np.einsum('nchwij,ocij->nohw', win[:, g * cin:(g + 1) * cin],
+                    w[g * cout:(g + 1) * cout], optimize=True) for g in range(groups)]
+  return np.concatenate(outs, axis=1) + b[None, :, None, None]
+
+
+def _np_lrn(x, n=5, alpha=1e-4, beta=0.75, k=1.0):
+  """Caffe's ACROSS_CHANNELS LRN: x / (k + alpha/n * sum over n channels of x^2)^beta."""
+  sq = np.pad(x * x, ((0, 0), (n // 2, n // 2), (0, 0), (0, 0)))
+  window = sum(sq[:, i:i + x.shape[1]] for i in range(n))
+  return x / (k + alpha / n * window) ** beta
+
+
+def _np_max_pool(x, size=3, stride=2):
+  """Caffe's max pooling: output size ceil((H - size) / stride) + 1."""
+  h = x.shape[2]
+  out = -(-(h - size) // stride) + 1
+  need = (out - 1) * stride + size
+  x = np.pad(x, ((0, 0), (0, 0), (0, need - h), (0, need - h)), constant_values=-np.inf)
+  return sliding_window_view(x, (size, size), axis=(2, 3))[:, :, ::stride, ::stride].max((4, 5))
+
+
+def _np_caffe_forward(blobs, bgr):
+  """bvlc_alexnet's deploy net in float64 NumPy: conv-relu-norm-pool (1, 2), conv-relu
+  (3, 4), conv-relu-pool (5), fc6-relu, fc7-relu (dropout: identity at test), fc8."""
+  p = {k: [a.astype(np.float64) for a in v] for k, v in blobs.items()}
+  relu = lambda a: np.maximum(a, 0)
+  x = bgr.transpose(0, 3, 1, 2)
+  x = _np_max_pool(_np_lrn(relu(_np_conv(x, *p['conv1'], 4, 0, 1))))
+  x = _np_max_pool(_np_lrn(relu(_np_conv(x, *p['conv2'], 1, 2, 2))))
+  x = relu(_np_conv(x, *p['conv3'], 1, 1, 1))
+  x = relu(_np_conv(x, *p['conv4'], 1, 1, 2))
+  x = _np_max_pool(relu(_np_conv(x, *p['conv5'], 1, 1, 2)))
+  assert x.shape[1:] == (256, 6, 6)
+  x = x.reshape(len(x), -1)                     # Caffe's flatten: C, H, W
+  x = relu(x @ p['fc6'][0].T + p['fc6'][1])
+  x = relu(x @ p['fc7'][0].T + p['fc7'][1])
+  return x @ p['fc8'][0].T + p['fc8'][1]
+
+
+def test_caffe_pooling_at_227_agrees_with_floor_rounding():
+  spec = models.ModelSpec.from_config(weight_io.caffe_config().model)
+  sizes = spec.spatial_sizes()
+  assert (sizes['conv1'], sizes['pool1'], sizes['pool2'], sizes['pool5']) == (55, 27, 13, 6)
+  for h in (55, 27, 13):
+    assert -(-(h - 3) // 2) + 1 == (h - 3) // 2 + 1
+  assert spec.conv1_pad == 0 and spec.lrn == 'caffe' and spec.lrn_across_towers
+
+
+@pytest.fixture(scope='module')
+def caffe_blobs():
+  return _caffe_blobs()
+
+
+@pytest.mark.slow
+def test_caffe_layer_and_v1_layers_files_read_the_same(caffe_blobs, tmp_path):
+  read = {}
+  for v1 in (True, False):
+    src = str(tmp_path / f'v1_{v1}.caffemodel')
+    _write_caffe(src, caffe_blobs, v1)
+    read[v1] = caffe_io.read_caffemodel(src)
+  assert read[True]['conv1'][0] == 'CONVOLUTION' and read[False]['fc6'][0] == 'InnerProduct'
+  assert list(read[True]) == list(read[False]) == list(caffe_blobs)   # layers with weights
+  for name, arrays in caffe_blobs.items():
+    for got_v1, got_new, want in zip(read[True][name][1], read[False][name][1], arrays,
+                                     strict=True):
+      assert got_v1.shape == got_new.shape == want.shape
+      np.testing.assert_array_equal(got_v1, want)
+      np.testing.assert_array_equal(got_new, want)
+
+
+@pytest.mark.slow
+def test_caffe_import_gives_caffe_logits_one_device_and_4x2_mesh(
+    caffe_blobs, photos_256, tmp_path):
+  src = str(tmp_path / 'bvlc_alexnet.caffemodel')
+  _write_caffe(src, caffe_blobs, v1=True)           # bvlc_alexnet's own (old) format
+  workdir = weight_io.import_caffe(src, str(tmp_path / 'run'))
+  off = (256 - 227) // 2                         # the project's centre crop
+  crop = photos_256[:, off:off + 227, off:off + 227].astype(np.float64)
+  bgr = crop[..., ::-1] - np.asarray(weight_io.CAFFE_MEAN_BGR)
+  want = _np_caffe_forward(caffe_blobs, bgr)
+  _assert_logits_close(_project_logits(workdir, photos_256), want)
+  # The towers on their own devices: Caffe's groups land on the towers.
+  _assert_logits_close(_project_logits(workdir, photos_256, (4, 2), which='latest'), want)
+
+
+@pytest.mark.slow
+def test_caffe_groups_land_on_the_towers(caffe_blobs):
+  spec = models.ModelSpec.from_config(weight_io.caffe_config().model)
+  params = weight_io.caffe_to_params(caffe_blobs, spec)
+  w2 = caffe_blobs['conv2'][0]                   # (256, 48, 5, 5), group 2
+  np.testing.assert_array_equal(params['conv2']['kernel'][0], w2[:128].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(params['conv2']['kernel'][1], w2[128:].transpose(2, 3, 1, 0))
+  w3 = caffe_blobs['conv3'][0]                   # (384, 256, 3, 3): reads both towers
+  np.testing.assert_array_equal(params['conv3']['kernel'][1], w3[192:].transpose(2, 3, 1, 0))
+  w1 = caffe_blobs['conv1'][0]                   # BGR -> RGB
+  np.testing.assert_array_equal(params['conv1']['kernel'][0][..., 0, :],
+                                w1[:48, 2].transpose(1, 2, 0))
+
+
+def test_caffe_refuses_other_layers_and_truncated_files(tmp_path):
+  spec = models.ModelSpec.from_config(weight_io.caffe_config().model)
+  small = models.ModelSpec.from_config(dict(spec.__dict__, conv_widths=(8, 16, 24, 24, 16),
+                                            fc_widths=(32, 32), num_classes=10))
+  blobs = _caffe_blobs(spec=small)
+  blobs['conv6'] = [np.zeros((4, 16, 3, 3), np.float32), np.zeros(4, np.float32)]
+  src = str(tmp_path / 'other.caffemodel')
+  _write_caffe(src, blobs, v1=False)
+  with pytest.raises(weight_io.WeightsError) as e:
+    weight_io.import_caffe(src, str(tmp_path / 'run'))
+  text = str(e.value)
+  assert 'conv1 weights: expected shape (96, 3, 11, 11), found (8, 3, 11, 11)' in text
+  assert 'conv2 weights: expected shape (256, 48, 5, 5), found (16, 4, 5, 5)' in text
+  assert 'conv6 weights: not expected' in text
+  assert not os.path.exists(tmp_path / 'run' / 'config.json')
+  data = open(src, 'rb').read()
+  for cut_at in (len(data) // 2, len(data) - 3):
+    cut = str(tmp_path / 'cut.caffemodel')
+    open(cut, 'wb').write(data[:cut_at])
+    with pytest.raises(weight_io.WeightsError, match='truncated'):
+      weight_io.import_caffe(cut, str(tmp_path / 'run'))
+
+
+def test_caffe_descriptor_field_numbers_are_caffes():
+  """The wire format of a hand-encoded message with BVLC caffe.proto's field numbers."""
+  net = caffe_io.net_parameter()
+  net.ParseFromString(bytes([0x0A, 1, ord('N')])                    # name = 1
+                      + bytes([0xA2, 0x06, 8, 0x0A, 1, ord('c'),     # layer = 100: name = 1
+                               0x12, 1, ord('t'),                    # type = 2
+                               0x3A, 0]))                            # blobs = 7 (empty)
+  assert net.name == 'N' and net.layer[0].name == 'c' and net.layer[0].type == 't'
+  assert len(net.layer[0].blobs) == 1 and net.layer[0].blobs[0].num == 0
+  blob = type(net.layer[0].blobs[0])()
+  blob.ParseFromString(bytes([0x08, 2, 0x10, 3, 0x18, 4, 0x20, 5,   # num..width = 1..4
+                              0x2A, 4]) + np.float32(1.5).tobytes()   # data = 5, packed
+                       + bytes([0x3A, 3, 0x0A, 1, 7]))               # shape = 7: dim = 1
+  assert (blob.num, blob.channels, blob.height, blob.width) == (2, 3, 4, 5)
+  assert list(blob.data) == [1.5] and list(blob.shape.dim) == [7]
+  v1 = caffe_io.net_parameter()
+  v1.ParseFromString(bytes([0x12, 7, 0x22, 1, ord('f'), 0x28, 14, 0x32, 0]))  # layers = 2
+  assert v1.layers[0].name == 'f' and v1.layers[0].type == caffe_io.V1_LAYER_TYPES[
+      'INNER_PRODUCT'] and len(v1.layers[0].blobs) == 1
+
+
+def test_paper_config_is_the_caffe_base():
+  c, p = weight_io.caffe_config(), paper.get_config()
+  for field in ('towers', 'conv_widths', 'fc_widths', 'num_classes', 'pooling'):
+    assert c.model[field] == p.model[field]
+  assert tuple(c.input.mean_rgb) == (122.679, 116.669, 104.007)
+
+
+def test_constant_mean_and_std_rgb_in_the_pipeline():
+  config = weight_io.torchvision_config()
+  images = np.random.default_rng(0).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+  mean = statistics.load_or_compute_mean_image(config)          # no pass over any data
+  np.testing.assert_allclose(mean, [123.675, 116.28, 103.53], rtol=1e-6)
+  got = np.asarray(augment.device_preprocess(images, None, config=config, mean=mean,
+                                             train=False))
+  crop = images[:, 16:240, 16:240].astype(np.float64) / 255.0
+  want = (crop - weight_io.TORCHVISION_MEAN) / weight_io.TORCHVISION_STD
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  for field, value in (('input.std_rgb', (1.0, 0.0, 1.0)), ('input.mean_rgb', (1.0, 2.0))):
+    bad = weight_io.torchvision_config()
+    data_utils.set_fields(bad, {field: value})
+    with pytest.raises(ValueError, match=field):
+      config_lib.validate(bad)
