@@ -43,5 +43,5 @@ def get_config(arg: str | None = None):
   c.schedule.name = 'constant'
   c.schedule.warmup_epochs = 0.5
   c.eval_every_steps = 78         # once per epoch
-  c.checkpoint_every_steps = 78
+  c.checkpoint_every_steps = 156  # every second epoch; resumable
   return c
