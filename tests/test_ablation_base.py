@@ -16,7 +16,10 @@ def test_base_config_has_every_ablated_component_active():
   assert c.model.lrn == 'paper' and c.model.pooling == 'overlapping'
   assert c.model.towers == 2 and c.model.activation == 'relu'
   assert c.model.dropout_rate == 0.5 and c.model.dropout_scaling == 'test'
-  assert c.input.pca_lighting == 0.1 and c.input.scale == 0.5   # 0-255 minus the mean, x0.5
+  assert c.input.pca_lighting == 0.1
+  # 0-255 minus the mean x 1/32, and the LRN sees activations x 16: the scale of x 0.5.
+  assert c.input.scale == 1 / 32 and c.model.lrn_gain == 16.0
+  assert c.schedule.warmup_epochs > 0 and c.schedule.name == 'constant'
 
 
 def test_hard_variant_is_deterministic_and_differs_from_easy():
@@ -59,7 +62,7 @@ def _tiny_spec(**kw):
 
 @pytest.mark.slow   # ~40 s: compiles three small forward passes
 def test_check_functions_on_a_tiny_model():
-  spec = _tiny_spec()
+  spec = _tiny_spec(lrn_gain=1.0)
   params = models.init_params(spec, seed=0)
   rng = np.random.default_rng(0)
   raw = rng.uniform(-128, 128, size=(4, 64, 64, 3)).astype(np.float32)
@@ -69,11 +72,14 @@ def test_check_functions_on_a_tiny_model():
   assert q['conv1']['min'] < 0.5              # raw-scale inputs: the LRN varies
   small = check.lrn_multiplier_quantiles(spec, params, raw / 128)
   assert small['conv1']['min'] > 0.59         # unit-scale inputs: a constant 2^-0.75
+  # The base's gain brings the LRN back to its range at the base's input scale (x 1/32).
+  based = check.lrn_multiplier_quantiles(_tiny_spec(), params, raw / 32)
+  assert based['conv1']['min'] < 0.5
   drop = check.dropout_fractions(spec, params, raw)
   assert 0.3 < drop['fc6'] < 0.7 and 0.3 < drop['fc7'] < 0.7
   assert check.dropout_fractions(_tiny_spec(dropout_rate=0.0), params, raw) == {
       'fc6': 0.0, 'fc7': 0.0}
   light = check.lighting_vs_input_std(ablation_base.get_config(), raw)
-  # 0.1 * eigval * 255 along unit eigenvectors: per-channel std ~ 3.2 on the 0-255 scale, x0.5.
-  assert light['lighting_std'] == pytest.approx(1.6, rel=0.05)
+  # 0.1 * eigval * 255 along unit eigenvectors: per-channel std ~ 3.2 on the 0-255 scale, x1/32.
+  assert light['lighting_std'] == pytest.approx(3.2 / 32, rel=0.05)
   assert light['ratio'] == pytest.approx(light['lighting_std'] / raw.std())
