@@ -55,9 +55,9 @@ def _pyplot():
   return plt
 
 
-def _save(fig, out_path: str) -> str:
+def _save(fig, out_path: str, dpi: int = 100) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(out_path)) or '.', exist_ok=True)
-  fig.savefig(out_path, dpi=100, format='png')
+  fig.savefig(out_path, dpi=dpi, format='png', bbox_inches='tight', pad_inches=0.1)
   _pyplot().close(fig)
   return out_path
 
@@ -362,7 +362,8 @@ def plot_neighbours(nb: Neighbours, class_names: Sequence[str], out_path: str, *
                f'nearest training images in fc7 space ({nb.train_images} searched)',
                fontsize=10)
   fig.tight_layout()
-  return _save(fig, out_path)
+  # Photos do not compress: a lower resolution keeps the PNG a few hundred kB.
+  return _save(fig, out_path, dpi=64)
 
 
 # ------------------------------------------------------------------------------ curves
