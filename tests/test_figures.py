@@ -190,6 +190,14 @@ def test_cli_writes_each_figure(run, tmp_path):
   data = json.loads((tmp_path / 'n.json').read_text())
   assert data['train_images_searched'] == 40 and len(data['queries']) == 2
   assert len(data['queries'][0]['neighbours']) == 6
+  for name in ('a', 'b'):
+    data_utils.write_metrics(str(tmp_path / name), 0.5)
+  out = data_utils.run_cli('alexnet_jax.figures', 'curves', f'--workdirs={tmp_path / "a"},'
+                           f'{tmp_path / "b"}', f'--out={tmp_path / "c.png"}',
+                           '--target_error=0.5', timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'a: first at training error <= 0.5 at epoch 2.26' in out.stdout
+  assert len(json.loads((tmp_path / 'c.json').read_text())['runs']) == 2
   bad = data_utils.run_cli('alexnet_jax.figures', 'kernels', f'--workdir={tmp_path / "no"}',
                            f'--out={tmp_path / "x.png"}', timeout=300)
   assert bad.returncode == 2 and 'Traceback' not in bad.stderr

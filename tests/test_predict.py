@@ -50,6 +50,28 @@ def test_imagenet_class_table():
   assert all(c.name and '\t' not in c.name for c in classes)
 
 
+@pytest.mark.slow
+def test_the_class_table_ships_in_the_wheel(repo_root, tmp_path):
+  import subprocess
+  import sys
+  import zipfile
+  # setuptools builds in the source tree: leave it as it was (both names are git-ignored).
+  made = [os.path.join(repo_root, d) for d in ('build', 'alexnet_jax.egg-info')
+          if not os.path.exists(os.path.join(repo_root, d))]
+  try:
+    out = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps',
+                          '--no-build-isolation', '-q', '-w', str(tmp_path), repo_root],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+  finally:
+    for d in made:
+      shutil.rmtree(d, ignore_errors=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  wheel, = tmp_path.glob('alexnet_jax-*.whl')
+  names = zipfile.ZipFile(wheel).namelist()
+  assert 'alexnet_jax/data/imagenet_classes.tsv' in names
+  assert 'alexnet_jax/inference.py' in names and 'alexnet_jax/predict.py' in names
+
+
 def test_imagenet_names_match_the_sample_photos(sample_photos):
   """The sample photos are named <synset>_<class name>.JPEG by an independent source."""
   by_synset = {c.label: c.name for c in inference.imagenet_classes()}
