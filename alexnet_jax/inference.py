@@ -105,8 +105,14 @@ def class_info(config: ml_collections.ConfigDict) -> tuple[ClassInfo, ...]:
   try:
     if name == 'folder':
       labels = sources.folder_listing(config.dataset.folder, config.dataset.train_split).classes
+    elif name == 'alexnet_shapes':
+      from alexnet_jax.datasets import shapes
+      labels = shapes.CLASS_NAMES[:n]
     elif name != sources.SYNTHETIC:
-      labels = sources.builder(config).info.features['label'].names
+      # The registered builder's static info: nothing is read, prepared or built.
+      import tensorflow_datasets as tfds
+      labels = tfds.builder(name, data_dir=os.fspath(sources.data_dir(config))
+                            ).info.features['label'].names
   except Exception as e:  # noqa: BLE001 - names are a nicety: never a reason to fail
     logging.warning('class names of dataset %r unavailable (%s): printing class indices',
                     name, ' '.join(str(e).split())[:200])

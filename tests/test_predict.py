@@ -83,6 +83,17 @@ def test_imagenet_names_match_the_sample_photos(sample_photos):
   assert checked >= 100
 
 
+def test_class_names_of_a_tfds_dataset_need_no_data(tmp_path):
+  from alexnet_jax import config_lib
+  config = config_lib.base()
+  config.dataset.name, config.dataset.data_dir = 'imagenette', str(tmp_path)   # empty
+  config.model.num_classes = 10
+  classes = inference.class_info(config)
+  assert (classes[0].label, classes[0].name) == ('n01440764', 'tench')   # synset -> name
+  assert len(classes) == 10 and len({c.name for c in classes}) == 10
+  assert not os.listdir(tmp_path)                                          # nothing built
+
+
 def test_class_names_of_the_builtin_dataset_and_a_folder(run, tmp_path):
   from alexnet_jax import sources
   names = sources.builder(run.config).info.features['label'].names
