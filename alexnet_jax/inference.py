@@ -333,35 +333,38 @@ class Progress:
 
 
 def predict_files(run: Run, paths: Sequence[str], *, fn: Callable | None = None,
-                  progress: bool = True,
+                  progress: bool = True, keep: bool = True,
                   on_result: Callable[[Prediction], None] | None = None) -> list[Prediction]:
   """One Prediction per path, in order: probabilities, or the reason it failed.
 
   `fn` is `make_probabilities_fn(run)` (made here if not given; pass one to reuse its
-  compiled program); `on_result` sees each Prediction as soon as it is known.
+  compiled program); `on_result` sees each Prediction as soon as it is known. With
+  keep=False nothing is kept (returns []): memory stays flat however many files stream
+  through, and `on_result` keeps what it needs (the command: the top-k).
   """
   fn = fn or make_probabilities_fn(run)
-  results: list[Prediction | None] = [None] * len(paths)
+  results: list[Prediction | None] = [None] * len(paths) if keep else []
   meter = Progress(len(paths)) if progress else None
   done = failed_count = 0
 
   def finish(i: int, p: Prediction) -> None:
-    results[i] = p
+    if keep:
+      results[i] = p
     if on_result:
       on_result(p)
 
   with jax.set_mesh(run.mesh):
     for batch in host_batches(run.config, paths, run.batch_size):
-      for i in batch.failed:
-        finish(i, Prediction(paths[i], error=decode_error(run.config, paths[i])
-                             or 'could not be decoded'))
-      failed_count += len(batch.failed)
-      done += len(batch.failed)
+      ready = [(i, Prediction(paths[i], error=decode_error(run.config, paths[i])
+                              or 'could not be decoded')) for i in batch.failed]
       if batch.indices:
         probs = np.asarray(jax.device_get(fn(run.params, run.put(batch.images), run.mean)))
-        for row, i in enumerate(batch.indices):
-          finish(i, Prediction(paths[i], probabilities=probs[row]))
-        done += len(batch.indices)
+        ready += [(i, Prediction(paths[i], probabilities=probs[row]))
+                  for row, i in enumerate(batch.indices)]
+      for i, p in sorted(ready, key=lambda x: x[0]):       # in the order of `paths`
+        finish(i, p)
+      failed_count += len(batch.failed)
+      done += len(ready)
       if meter:
         meter.update(done, failed_count)
   return [r for r in results if r is not None]

@@ -73,21 +73,23 @@ def main(argv) -> int:
         f'{len(files)} file(s), batch {run.batch_size} on {run.mesh.size} device(s)',
         file=sys.stderr)
 
+  records = []      # only the top-k of each file: memory stays small for any folder
+
   def show(p):
+    records.append(inference.to_json(p, classes, top))
     if p.error is not None:
       print(f'error: {p.file}: {p.error}', file=sys.stderr)
     elif not to_stdout_json:
       print(inference.format_text(p, classes, top), flush=True)
 
-  results = inference.predict_files(run, files, on_result=show)
-  records = [inference.to_json(p, classes, top) for p in results]
+  inference.predict_files(run, files, on_result=show, keep=False)
   if to_stdout_json:
     json.dump(records, sys.stdout, indent=1)
     sys.stdout.write('\n')
   elif _JSON.value:
     with open(_JSON.value, 'w') as f:
       json.dump(records, f, indent=1)
-  failed = sum(p.error is not None for p in results) + len(missing)
+  failed = sum('error' in r for r in records) + len(missing)
   if failed:
     print(f'{failed} of {len(files) + len(missing)} file(s) failed', file=sys.stderr)
   return 1 if failed else 0

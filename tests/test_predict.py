@@ -213,7 +213,11 @@ def test_bad_files_are_reported_and_the_others_classified(run, val_files, tmp_pa
   paths = _bad_folder(str(tmp_path), val_files[0][0])
   files, missing = inference.list_images([str(tmp_path), str(tmp_path / 'nope.jpg')])
   assert sorted(files) == sorted(paths.values()) and missing == [str(tmp_path / 'nope.jpg')]
-  results = {r.file: r for r in inference.predict_files(run, files, progress=False)}
+  seen = []
+  results = {r.file: r for r in inference.predict_files(run, files, progress=False,
+                                                        on_result=seen.append)}
+  assert [r.file for r in seen] == files            # reported in the order given
+  assert inference.predict_files(run, files[:2], progress=False, keep=False) == []
   for kind in ('good', 'gray', 'cmyk', 'png'):
     p = results[paths[kind]].probabilities
     assert results[paths[kind]].error is None and p.sum() == pytest.approx(1, abs=1e-5), kind
@@ -265,6 +269,7 @@ def test_cli_json_exit_status_and_messages(run_dir, val_files, tmp_path):
                            timeout=300)
   assert out.returncode == 1, out.stderr[-3000:]
   records = json.loads(out.stdout)
+  assert [r['file'] for r in records] == sorted(r['file'] for r in records)   # folder order
   by_file = {r['file']: r for r in records}
   assert set(by_file) == set(paths.values())
   errors = collections.Counter('error' in r for r in records)
