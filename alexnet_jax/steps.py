@@ -123,23 +123,33 @@ def make_train_step(config: ml_collections.ConfigDict, spec: models.ModelSpec,
   return train_step
 
 
+def eval_logits(config: ml_collections.ConfigDict, spec: models.ModelSpec, params: Any,
+                images: jax.Array, mean: jax.Array) -> jax.Array:
+  """The evaluation's forward pass: uint8 host images [B, R, R, 3] -> logits [B, classes]
+  of the centre crop, or [B, 10, classes] with input.eval_crops=10 (the evaluation and
+  `inference`'s predictions both take theirs from here)."""
+  x = augment.device_preprocess(images, None, config=config, mean=mean, train=False)
+  if x.ndim == 5:
+    b, crops = x.shape[:2]
+    return models.apply(spec, params, x.reshape((b * crops,) + x.shape[2:])).reshape(
+        b, crops, -1)
+  return models.apply(spec, params, x)
+
+
 def make_eval_step(config: ml_collections.ConfigDict, spec: models.ModelSpec) -> Callable:
   """eval_step(params, batch, mean) -> sums over the real (unmasked) examples."""
 
   def eval_step(params: Any, batch: dict, mean: jax.Array):
-    images = augment.device_preprocess(batch['image'], None, config=config, mean=mean,
-                                       train=False)
+    logits = eval_logits(config, spec, params, batch['image'], mean)
     labels, mask = batch['label'], batch['mask'].astype(jnp.float32)
-    if images.ndim == 5:
+    if logits.ndim == 3:
       # The paper's 10 crops: softmax averaged over the crops of each image, ranked
       # as probabilities (a log of them would create ties where p underflows).
-      b, crops = images.shape[:2]
-      logits = models.apply(spec, params, images.reshape((b * crops,) + images.shape[2:]))
-      scores = ten_crop_scores(logits.reshape(b, crops, -1))
+      scores = ten_crop_scores(logits)
       p_true = jnp.take_along_axis(scores, labels[:, None], axis=1)[:, 0]
       loss = -jnp.log(jnp.maximum(p_true, jnp.finfo(jnp.float32).tiny))
     else:
-      scores = jax.nn.log_softmax(models.apply(spec, params, images))
+      scores = jax.nn.log_softmax(logits)
       loss = -jnp.take_along_axis(scores, labels[:, None], axis=1)[:, 0]
     rank = rank_of_label(scores, labels)
     return {'loss': jnp.sum(loss * mask), 'top1': jnp.sum((rank < 1) * mask),

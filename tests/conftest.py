@@ -61,3 +61,13 @@ def tiny_data_dir(tmp_path_factory):
                  train_size=config.dataset.shapes_train_size,
                  validation_size=config.dataset.shapes_validation_size).download_and_prepare()
   return data_dir
+
+
+@pytest.fixture(scope='session')
+def fresh_workdir(tiny_data_dir, tmp_path_factory) -> str:
+  """A run's workdir of freshly initialised parameters on the tiny dataset (config.json and
+  best/1; workdir_utils.make_workdir), made once per session: predict and figure tests."""
+  import workdir_utils
+  workdir = tmp_path_factory.mktemp('fresh_run')
+  workdir_utils.make_workdir(workdir, tiny_data_dir, seed=3)
+  return str(workdir)

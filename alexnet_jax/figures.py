@@ -1,0 +1,114 @@
+r"""The paper's figures from any run: conv1's kernels, fc7 neighbours, training-error curves.
+
+  python -m alexnet_jax.figures kernels --workdir=/tmp/alexnet --out=kernels.png
+  python -m alexnet_jax.figures neighbours --workdir=/tmp/alexnet --out=neighbours.png \
+      [--queries=5] [--max_train=N]
+  python -m alexnet_jax.figures curves --workdir=/tmp/relu --workdir=/tmp/tanh \
+      --out=curves.png [--target_error=0.25]
+  python -m alexnet_jax.figures curves --workdirs=SWEEP_ROOT --out=curves.png
+
+kernels (Figure 3): conv1's kernels, one block of rows per tower, each kernel
+contrast-normalised on its own; prints each tower's mean colour saturation (per kernel the
+mean over pixels of the std across R, G, B of the normalised kernel: 0 for grey kernels).
+neighbours (Figure 4): for --queries eval-split images (the first image of each of the
+first classes met), the 6 training images nearest in fc7 space (Euclidean, after the ReLU),
+searched in batches on the devices over the whole training split (or its first
+--max_train images). curves (Figure 1 style): training error against epochs for several
+runs (workdirs, or a sweep root of experiments/ablations.py: every run below it), each
+labelled by the config fields in which the runs differ, with the epoch each first reaches
+--target_error marked.
+
+Every figure also writes its numbers beside the PNG (FILE.json). Exit status: 0 written;
+2 usage error (no such workdir, no checkpoint or metrics); 5 no checkpoint restores.
+The library half is alexnet_jax.figures_lib.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+
+FIGURES = ('kernels', 'neighbours', 'curves')
+_WORKDIR = flags.DEFINE_multi_string('workdir', None, "A training run's workdir (curves: "
+                                     'repeat it, or give a sweep root).')
+_WORKDIRS = flags.DEFINE_list('workdirs', None, 'curves: comma-separated workdirs or sweep '
+                              'roots (added to --workdir).')
+_OUT = flags.DEFINE_string('out', None, 'The PNG to write (default: <figure>.png in the '
+                           'first workdir).')
+_WHICH = flags.DEFINE_enum('which', 'best', ['best', 'latest'], 'The checkpoint to use.')
+_QUERIES = flags.DEFINE_integer('queries', 5, 'neighbours: query images.', lower_bound=1)
+_MAX_TRAIN = flags.DEFINE_integer('max_train', None, 'neighbours: search only the first N '
+                                  'training images.', lower_bound=6)
+_BATCH = flags.DEFINE_integer('batch_size', None, 'neighbours: images per batch (default 64).')
+_TARGET = flags.DEFINE_float('target_error', 0.25, 'curves: the training error to mark.')
+_TITLE = flags.DEFINE_string('title', None, 'Figure title (default: the run).')
+
+
+def main(argv) -> int:
+  if len(argv) != 2 or argv[1] not in FIGURES:
+    raise app.UsageError(f'give one figure: {" | ".join(FIGURES)} (got {argv[1:]})',
+                         exitcode=2)
+  figure = argv[1]
+  workdirs = list(_WORKDIR.value or []) + list(_WORKDIRS.value or [])
+  if not workdirs:
+    raise app.UsageError('--workdir is required', exitcode=2)
+  if figure != 'curves' and len(workdirs) != 1:
+    raise app.UsageError(f'{figure} draws one run: give one --workdir', exitcode=2)
+  from alexnet_jax import logs
+  logs.setup()
+  from alexnet_jax import checkpoints, figures_lib  # after flags: keeps --help fast
+  out = _OUT.value or os.path.join(workdirs[0], f'{figure}.png')
+  data_path = os.path.splitext(out)[0] + '.json'
+  try:
+    if figure == 'curves':
+      data = figures_lib.curves_data(figures_lib.find_runs(workdirs), _TARGET.value)
+      figures_lib.plot_curves(data, out, title=_TITLE.value)
+      for r in data['runs']:
+        hit = r['first_epoch_at_target']
+        print(f'{r["label"]}: first at training error <= {_TARGET.value:g} at epoch '
+              f'{hit:.2f}' if hit is not None else
+              f'{r["label"]}: never at training error <= {_TARGET.value:g} '
+              f'(lowest {min(r["errors"]):.3f})')
+    else:
+      from alexnet_jax import inference
+      run = inference.load_run(workdirs[0], which=_WHICH.value, batch_size=_BATCH.value)
+      title = _TITLE.value or f'{os.path.basename(os.path.normpath(workdirs[0]))}, ' \
+                              f'{run.which} checkpoint (step {run.step})'
+      if figure == 'kernels':
+        data = figures_lib.plot_kernels(run.params, out, title=title)
+        for t, s in enumerate(data['saturation']):
+          print(f'tower {t}: mean colour saturation {s:.4f} '
+                f'({data["kernels_per_tower"]} kernels)')
+      else:
+        classes = inference.class_info(run.config)
+        images, labels, indices = figures_lib.pick_queries(run, _QUERIES.value)
+        nb = figures_lib.find_neighbours(run, images, labels, query_indices=indices,
+                                         max_train=_MAX_TRAIN.value)
+        figures_lib.plot_neighbours(nb, [c.name for c in classes], out, title=title)
+        data = {'train_images_searched': nb.train_images, 'queries': [
+            {'eval_index': int(indices[i]), 'label': int(labels[i]),
+             'neighbours': [{'train_index': int(nb.indices[i, j]),
+                             'label': int(nb.labels[i, j]),
+                             'distance': float(nb.distances[i, j])}
+                            for j in range(nb.labels.shape[1])]}
+            for i in range(len(labels))]}
+        same = sum(int(q['label'] == n['label']) for q in data['queries']
+                   for n in q['neighbours'])
+        total = sum(len(q['neighbours']) for q in data['queries'])
+        print(f'{len(labels)} queries, {nb.train_images} training images searched: '
+              f'{same} of {total} neighbours share the query\'s class')
+  except (FileNotFoundError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  except checkpoints.CheckpointError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 5
+  figures_lib.write_json(data_path, data)
+  print(f'written: {out} ({data_path})')
+  return 0
+
+
+if __name__ == '__main__':
+  app.run(main)
