@@ -38,8 +38,19 @@ from absl import logging
 PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__))
 
 
+# Library warnings that say nothing to act on, dropped like library INFO (substrings of
+# the message): Orbax says these whenever a checkpoint is only read (evaluate, predict,
+# figures, init_from), TFDS whenever a builder config is made in code (alexnet_shapes).
+KNOWN_NOISE = (
+    'CheckpointManagerOptions.read_only=True',
+    'Given directory is read only',
+    'Using custom data configuration',
+)
+
+
 class LibraryInfoFilter(std_logging.Filter):
-  """Keeps WARNING+ from anywhere and lower levels only from files under `keep_dirs`."""
+  """Keeps WARNING+ from anywhere (but the KNOWN_NOISE) and lower levels only from files
+  under `keep_dirs`."""
 
   def __init__(self, keep_dirs: Iterable[str]):
     super().__init__()
@@ -50,8 +61,13 @@ class LibraryInfoFilter(std_logging.Filter):
     return os.path.realpath(pathname).startswith(self.keep_dirs)
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    if record.levelno >= std_logging.WARNING or logging.level_debug():
+    if logging.level_debug():
       return True
+    if record.levelno >= std_logging.WARNING:
+      if record.levelno > std_logging.WARNING or self._is_ours(record.pathname or ''):
+        return True
+      message = str(record.msg)
+      return not any(noise in message for noise in KNOWN_NOISE)
     return self._is_ours(record.pathname or '')
 
 

@@ -31,6 +31,22 @@ def test_filter_keeps_our_lines_and_every_warning():
   assert not f.filter(record(logs.PACKAGE_DIR + '_other/x.py', std_logging.INFO))
 
 
+def test_known_library_noise_is_dropped_but_no_other_warning():
+  f = logs.LibraryInfoFilter([logs.PACKAGE_DIR])
+  noise = std_logging.makeLogRecord({
+      'name': 'absl', 'levelno': std_logging.WARNING, 'pathname': ORBAX_FILE,
+      'msg': 'CheckpointManagerOptions.read_only=True, setting save_interval_steps=0.'})
+  assert not f.filter(noise)
+  other = std_logging.makeLogRecord({
+      'name': 'absl', 'levelno': std_logging.WARNING, 'pathname': ORBAX_FILE,
+      'msg': 'Checkpoint 12 is corrupt'})
+  assert f.filter(other)
+  # The same words from this project, or as an error, are kept.
+  ours = std_logging.makeLogRecord({**noise.__dict__, 'pathname': OUR_FILE})
+  assert f.filter(ours)
+  assert f.filter(std_logging.makeLogRecord({**noise.__dict__, 'levelno': std_logging.ERROR}))
+
+
 @pytest.fixture
 def absl_handler():
   handler = logging.get_absl_handler()
