@@ -46,7 +46,7 @@ def _dataset_tag(config: ml_collections.ConfigDict) -> str:
     if d.shapes_variant != 'easy':   # the easy variant keeps its old cache names
       tag += f'_{d.shapes_variant}'
   else:
-    tag = d.name
+    tag = d.name.replace('/', '_')   # a TFDS build config: 'imagenette/320px-v2'
   split = d.train_split.replace('[', '_').replace(']', '').replace(':', '-').replace('%', 'pc')
   if split != 'train':
     tag += f'_{split}'
