@@ -6,6 +6,7 @@ Tests marked `slow` (more than ~10 s each on 2 cores) are left out by the fast l
 
 import glob
 import os
+import sys
 import tempfile
 
 import pytest
@@ -14,6 +15,11 @@ if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', '')
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# TensorFlow and Triton (which torchvision imports from torch's CUDA builds) each bring
+# their own LLVM, and loading both into one process crashes it (a segfault in
+# `import tensorflow; import torchvision`). The tests run torch eagerly on the CPU and
+# need no Triton: hide it, so test_weights can import torchvision after TF is loaded.
+sys.modules.setdefault('triton', None)
 # A persistent XLA compilation cache for this test session (fresh each run, shared with
 # the CLIs the tests start as subprocesses): XLA:CPU spends seconds on every threefry
 # random-number kernel, and many tests compile the same tiny step; identical programs
