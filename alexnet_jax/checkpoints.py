@@ -50,6 +50,11 @@ class CheckpointError(RuntimeError):
   """No checkpoint of a folder could be restored (the message says why, per step)."""
 
 
+# The faults a command's user fixes, with their exit statuses (for logs.user_fault):
+# no checkpoint restores, a bad value or a missing file. main adds its own before them.
+EXIT_STATUSES = ((CheckpointError, 5), ((ValueError, FileNotFoundError), 2))
+
+
 class CheckpointSaveError(CheckpointError):
   """A checkpoint could not be written (the message names the path and the cause)."""
 

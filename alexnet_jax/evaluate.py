@@ -12,7 +12,6 @@ The workdir may be local or on an object store (gs://...).
 from __future__ import annotations
 
 import json
-import sys
 
 from absl import app, flags
 from etils import epath
@@ -40,12 +39,8 @@ def main(argv) -> int:
   try:
     r = evaluation.evaluate_checkpoint(_WORKDIR.value, which=_CHECKPOINT.value, crops=crops,
                                        split=_SPLIT.value, batch_size=_BATCH.value)
-  except (FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  except checkpoints.CheckpointError as e:   # no checkpoint of the run restores
-    print(f'error: {e}', file=sys.stderr)
-    return 5
+  except Exception as e:
+    return logs.user_fault(e, checkpoints.EXIT_STATUSES)
   print(f'{r["checkpoint"]} checkpoint (step {r["step"]}), split {r["split"]}:')
   print(f'  {"crops":<8}{"top-1":>8}{"top-5":>8}{"error@1":>9}{"error@5":>9}{"images":>9}')
   for n in crops:

@@ -26,7 +26,6 @@ The library half is alexnet_jax.figures_lib.
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags
 
@@ -99,12 +98,8 @@ def main(argv) -> int:
         total = sum(len(q['neighbours']) for q in data['queries'])
         print(f'{len(labels)} queries, {nb.train_images} training images searched: '
               f'{same} of {total} neighbours share the query\'s class')
-  except (FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  except checkpoints.CheckpointError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 5
+  except Exception as e:
+    return logs.user_fault(e, checkpoints.EXIT_STATUSES)
   figures_lib.write_json(data_path, data)
   print(f'written: {out} ({data_path})')
   return 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from alexnet_jax import logs
@@ -68,17 +68,12 @@ def main(argv) -> int:
       return 2
   _initialize_distributed()
   # The faults a user fixes (no traceback), each with its exit status; the first match wins.
-  exit_codes = ((train.DivergedError, 3), (workdir_lock.WorkdirError, 4),
-                (checkpoints.CheckpointError, 5), ((ValueError, FileNotFoundError), 2))
+  exit_statuses = ((train.DivergedError, 3), (workdir_lock.WorkdirError, 4),
+                   *checkpoints.EXIT_STATUSES)
   try:
     train.train_and_evaluate(config, _WORKDIR.value)
   except Exception as e:
-    code = next((c for kinds, c in exit_codes if isinstance(e, kinds)), None)
-    if code is None:
-      raise
-    logging.error('%s', e)
-    print(f'error: {e}', file=sys.stderr)
-    return code
+    return logs.user_fault(e, exit_statuses, log=True)
   return 0
 
 

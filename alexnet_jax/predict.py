@@ -60,12 +60,8 @@ def main(argv) -> int:
   try:
     run = inference.load_run(_WORKDIR.value, which=_WHICH.value, batch_size=_BATCH.value,
                              crops=int(_CROPS.value))
-  except (FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  except checkpoints.CheckpointError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 5
+  except Exception as e:
+    return logs.user_fault(e, checkpoints.EXIT_STATUSES)
   classes = inference.class_info(run.config)
   top = min(_TOP.value, len(classes))
   to_stdout_json = _JSON.value == '-'

@@ -59,12 +59,8 @@ def main(argv) -> int:
                                                which=_CHECKPOINT.value):
         print(f'warning: {note}', file=sys.stderr)
       print(f'exported {_WORKDIR.value} ({_CHECKPOINT.value}) to {_DST.value}')
-  except (FileNotFoundError, ValueError) as e:      # WeightsError is a ValueError
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  except checkpoints.CheckpointError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 5
+  except Exception as e:      # WeightsError is a ValueError
+    return logs.user_fault(e, checkpoints.EXIT_STATUSES)
   return 0
 
 
