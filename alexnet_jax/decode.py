@@ -12,12 +12,7 @@ ops can be tested (and reused by `imagenet` to write the pre-resized copy) one a
 
 from __future__ import annotations
 
-import tensorflow as tf
-
-try:  # TensorFlow is the host's decoder only; it must never take GPU memory from JAX.
-  tf.config.set_visible_devices([], 'GPU')
-except RuntimeError:  # Devices already initialised elsewhere (with the same setting).
-  pass
+from alexnet_jax.lazy_tf import tf  # imported on first use (its GPUs hidden: lazy_tf)
 
 # torchvision's RandomResizedCrop ranges.
 RESIZED_CROP_SCALE = (0.08, 1.0)

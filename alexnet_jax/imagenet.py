@@ -19,11 +19,10 @@ from collections.abc import Callable
 
 import ml_collections
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 from etils import epath
 
 from alexnet_jax import decode, sources, statistics
+from alexnet_jax.lazy_tf import tf, tfds  # imported on first use
 
 # The two archives the TFDS `imagenet2012` builder reads from its manual_dir
 # (the test archive is optional and not used here).

@@ -31,11 +31,10 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 from absl import logging
 
 from alexnet_jax import decode, sources
+from alexnet_jax.lazy_tf import tf, tfds  # imported on first use
 
 # dataset.name='synthetic': the number of eval batches, and of distinct pre-made batches the
 # train iterator cycles through.

@@ -25,9 +25,9 @@ import zlib
 from typing import NamedTuple
 
 import ml_collections
-import tensorflow as tf
-import tensorflow_datasets as tfds
 from etils import epath
+
+from alexnet_jax.lazy_tf import tf, tfds  # imported on first use
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 # A folder without split sub-folders: this fraction of each class (chosen by a hash of the

@@ -41,7 +41,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from alexnet_jax import config_lib
+from alexnet_jax import config_lib, lazy_tf
 
 # torchvision.models.alexnet's ImageNet normalisation (inputs in [0, 1]).
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)
@@ -186,7 +186,7 @@ def read_torchvision(path: str) -> dict[str, np.ndarray]:
 
 def _torch():
   try:
-    import torch
+    torch = lazy_tf.import_torch()
   except ImportError:
     raise WeightsError('reading or writing .pth files needs PyTorch: pip install torch '
                        "(or pip install -e '.[torch]'); .safetensors files need no torch") from None

@@ -1,0 +1,99 @@
+"""TensorFlow is imported only by the input pipeline, and torch imports safely beside it."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from alexnet_jax import lazy_tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _python(code: str, *, blocked: tuple[str, ...] = (), tmp_path=None
+            ) -> subprocess.CompletedProcess:
+  """Run `code` in a fresh interpreter (no conftest: Triton not hidden), one CPU device.
+  Modules in `blocked` fail to import there, as on a machine without them."""
+  paths = [ROOT]
+  if blocked:
+    for name in blocked:
+      pkg = tmp_path / 'blocked' / name
+      pkg.mkdir(parents=True)
+      (pkg / '__init__.py').write_text(f'raise ImportError("{name} is blocked by the test")\n')
+    paths.insert(0, str(tmp_path / 'blocked'))
+  env = dict(os.environ, XLA_FLAGS='', PYTHONPATH=os.pathsep.join(paths))
+  return subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_a_missing_module_fails_on_first_use_and_says_how_to_install():
+  missing = lazy_tf.Deferred('alexnet_jax_no_such_module')
+  assert not missing.loaded and 'not imported yet' in repr(missing)
+  with pytest.raises(ImportError, match=r'alexnet_jax_no_such_module could not be imported'
+                     r'.*pip install -e \..*synthetic'):
+    missing.data  # noqa: B018  (the attribute read is the import)
+
+
+def test_requires_are_imported_first():
+  order = []
+  first = lazy_tf.Deferred('json', after_import=lambda m: order.append(m.__name__))
+  second = lazy_tf.Deferred('csv', requires=(first,),
+                            after_import=lambda m: order.append(m.__name__))
+  assert second.reader is sys.modules['csv'].reader
+  assert order == ['json', 'csv'] and first.loaded and second.loaded
+
+
+@pytest.mark.slow
+def test_model_steps_and_benchmark_import_without_tensorflow_or_clu(tmp_path):
+  """What an accelerator image without TensorFlow (and CLU) runs: the model, a jitted train
+  step on synthetic data, the step benchmark's library. The input pipeline then fails with
+  the install hint."""
+  p = _python("""
+      import sys
+      import numpy as np
+      from alexnet_jax import config_lib, evaluation, input_pipeline, models, steps
+      from benchmarks import step_lib
+      config = step_lib.model_config('one_tower', 'float32', 4, step_lib.parse_overrides(
+          'model.conv_widths=(8,16,16,16,16); model.fc_widths=(32,32); model.num_classes=10;'
+          'model.input_size=67; input.resize_size=72'))
+      case = step_lib.JaxCase(config)
+      case.first_calls(False)
+      assert np.isfinite(case.last_loss), case.last_loss
+      assert 'tensorflow' not in sys.modules or sys.modules['tensorflow'] is None
+      try:
+        input_pipeline.tf.data
+      except ImportError as e:
+        print('HINT:', e)
+      print('LOSS', case.last_loss)
+      """, blocked=('tensorflow', 'tensorflow_datasets', 'clu'), tmp_path=tmp_path)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert 'LOSS' in p.stdout
+  assert 'HINT: tensorflow could not be imported (tensorflow is blocked by the test)' in p.stdout
+  assert 'tensorflow-cpu on Linux x86-64' in p.stdout
+
+
+@pytest.mark.slow
+def test_torch_imports_after_tensorflow_without_crashing():
+  """torch's CUDA builds load Triton on first use of torch.optim; Triton's LLVM beside
+  TensorFlow's segfaults the process. import_torch hides Triton when TF is loaded."""
+  p = _python("""
+      import sys
+      from alexnet_jax import lazy_tf
+      assert not lazy_tf.tf.loaded
+      print('GPUS', lazy_tf.tf.config.get_visible_devices('GPU'))
+      torch = lazy_tf.import_torch()
+      w = torch.zeros(3, requires_grad=True)
+      opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+      (w - 1).square().sum().backward()
+      opt.step()
+      print('STEP', [round(float(v), 3) for v in w])
+      print('TRITON', sys.modules.get('triton', 'absent'))
+      """)
+  if 'No module named \'torch\'' in p.stderr:
+    pytest.skip('torch is not installed (the torch extra)')
+  assert p.returncode == 0, f'rc={p.returncode}\n{p.stderr[-3000:]}'
+  assert 'GPUS []' in p.stdout
+  assert 'STEP [0.2, 0.2, 0.2]' in p.stdout
+  assert 'TRITON None' in p.stdout
