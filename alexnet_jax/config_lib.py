@@ -33,6 +33,7 @@ def model_config() -> ml_collections.ConfigDict:
   m.conv_impl = 'auto'                           # 'split' (a conv per tower) | 'grouped'
   m.pool_grad = 'auto'                           # 'custom' backward | 'autodiff'
   m.lrn_impl = 'auto'                            # 'rsqrt' (beta=3/4) | 'pow'
+  m.conv_weight_grad = 'auto'                    # 'matmul' (a product per offset) | 'native'
   return m
 
 
@@ -153,6 +154,7 @@ ALLOWED = {
     'model.conv_impl': ('auto', 'split', 'grouped'),
     'model.pool_grad': ('auto', 'custom', 'autodiff'),
     'model.lrn_impl': ('auto', 'rsqrt', 'pow'),
+    'model.conv_weight_grad': ('auto', 'matmul', 'native'),
     'dataset.shapes_variant': ('easy', 'hard'),
     'input.resize_method': ('fast', 'area', 'bilinear'),
     'input.mean': ('image', 'channel', 'constant', 'none'),

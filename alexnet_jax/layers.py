@@ -22,14 +22,107 @@ LRN_FORMULAS = {
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int,
-           padding: int, *, groups: int = 1) -> jax.Array:
+           padding: int, *, groups: int = 1, weight_grad: str = 'native') -> jax.Array:
   """Convolution NHWC x HWIO with symmetric zero padding, plus bias; `groups` splits
-  the input and output channels into that many independent convolutions."""
-  y = lax.conv_general_dilated(
+  the input and output channels into that many independent convolutions.
+
+  weight_grad='native' leaves the backward to autodiff (XLA's transposed convolutions);
+  'matmul' computes the kernel's gradient as one matrix product per kernel offset
+  (`conv_weight_grad`), the input's as autodiff does. Same gradient; on XLA:CPU the
+  native weight-gradient convolution ran at 11-47 GFLOP/s against 70-85 for the
+  products (a 2-core Zen 3, experiments/step_benchmarks.md).
+  """
+  if weight_grad == 'matmul':
+    y = _conv_matmul_wgrad(x, kernel, stride, padding, groups)
+  elif weight_grad == 'native':
+    y = _conv(x, kernel, stride, padding, groups)
+  else:
+    raise ValueError(f"weight_grad={weight_grad!r}: use 'native' or 'matmul'")
+  return y + bias
+
+
+def _conv(x, kernel, stride, padding, groups):
+  return lax.conv_general_dilated(
       x, kernel, window_strides=(stride, stride),
       padding=((padding, padding), (padding, padding)),
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
-  return y + bias
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_matmul_wgrad(x, kernel, stride, padding, groups):
+  return _conv(x, kernel, stride, padding, groups)
+
+
+def _conv_matmul_wgrad_fwd(x, kernel, stride, padding, groups):
+  return _conv(x, kernel, stride, padding, groups), (x, kernel)
+
+
+def _conv_matmul_wgrad_bwd(stride, padding, groups, residuals, g):
+  x, kernel = residuals
+  # The input's gradient as autodiff computes it (XLA drops it when x needs none, as
+  # for the images into conv1).
+  _, input_vjp = jax.vjp(lambda x: _conv(x, kernel, stride, padding, groups), x)
+  (dx,) = input_vjp(g)
+  size = kernel.shape[0]
+  xs = jnp.split(x, groups, axis=-1) if groups > 1 else [x]
+  gs = jnp.split(g, groups, axis=-1) if groups > 1 else [g]
+  dk = [conv_weight_grad(xi, gi, size, stride, padding) for xi, gi in zip(xs, gs, strict=True)]
+  dk = jnp.concatenate(dk, axis=-1) if groups > 1 else dk[0]
+  # Inside shard_map the kernel is the same on every data shard while x and g differ:
+  # sum the shards' gradients, as autodiff does for a replicated input.
+  summed = tuple(sorted(_varying_axes(dk) - _varying_axes(kernel)))
+  if summed:
+    dk = lax.psum(dk, summed)
+  return dx, dk.astype(kernel.dtype)
+
+
+def _varying_axes(x: jax.Array) -> frozenset:
+  """The shard_map mesh axes x varies over (empty outside shard_map)."""
+  aval = jax.typeof(x)
+  mat = getattr(aval, 'manual_axis_type', None)          # jax 0.10
+  if mat is not None:
+    return frozenset(mat.varying)
+  return frozenset(getattr(aval, 'vma', ()))             # jax 0.6-0.9 spelling
+
+
+_conv_matmul_wgrad.defvjp(_conv_matmul_wgrad_fwd, _conv_matmul_wgrad_bwd)
+
+
+def conv_weight_grad(x: jax.Array, g: jax.Array, size: int, stride: int,
+                     padding: int) -> jax.Array:
+  """d(loss)/d(kernel) of a size x size convolution (NHWC x HWIO, symmetric zero padding)
+  with output gradient g, as matrix products: kernel[i, j] = x_ij^T g over every output
+  position, x_ij the input window at offset (i, j), for each of the size^2 offsets.
+
+  With a stride s > 1 the padded input is first cut into s x s blocks stacked on the
+  channel axis (space-to-depth): the convolution becomes a ceil(size/s)^2-offset one
+  with s^2 times the channels, so each product has s^2 C rows instead of C (3 for the
+  images into conv1) and there are about s^2 times fewer of them.
+  """
+  n, ho, wo, co = g.shape
+  h, w, c = x.shape[1:]
+  blocks = -(-size // stride)                       # ceil(size / stride)
+  # Rows/columns the (blocked) windows read: stride * (out + blocks - 1), from the top
+  # left of the padded input; pad or crop the far edge to exactly that.
+  need_h, need_w = stride * (ho + blocks - 1), stride * (wo + blocks - 1)
+  xp = jnp.pad(x, ((0, 0), (padding, max(0, need_h - h - padding)),
+                   (padding, max(0, need_w - w - padding)), (0, 0)))[:, :need_h, :need_w]
+  if stride > 1:
+    hb, wb = need_h // stride, need_w // stride
+    xp = xp.reshape(n, hb, stride, wb, stride, c).transpose(0, 1, 3, 2, 4, 5)
+    xp = xp.reshape(n, hb, wb, stride * stride * c)
+  cb = xp.shape[-1]
+  g2 = g.reshape(n * ho * wo, co)
+  rows = []
+  for i in range(blocks):
+    for j in range(blocks):
+      window = lax.slice(xp, (0, i, j, 0), (n, i + ho, j + wo, cb)).reshape(-1, cb)
+      rows.append(jnp.dot(window.T, g2))
+  dk = jnp.stack(rows).reshape(blocks, blocks, cb, co)
+  if stride > 1:   # (bi, bj, (si, sj, c), co) -> (bi si, bj sj, c, co), cut to size
+    dk = dk.reshape(blocks, blocks, stride, stride, c, co).transpose(0, 2, 1, 3, 4, 5)
+    dk = dk.reshape(blocks * stride, blocks * stride, c, co)[:size, :size]
+  return dk
 
 
 def max_pool(x: jax.Array, window: int, stride: int, *, grad: str = 'custom') -> jax.Array:

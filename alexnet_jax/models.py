@@ -89,6 +89,7 @@ class ModelSpec:
   conv_impl: str = 'auto'
   pool_grad: str = 'auto'
   lrn_impl: str = 'auto'
+  conv_weight_grad: str = 'auto'
 
   @classmethod
   def from_config(cls, model_config: Any) -> ModelSpec:
@@ -136,19 +137,22 @@ class ModelSpec:
       raise _bad('input_size', self.input_size,
                  'an input large enough to leave >= 1x1 after pool5 (e.g. >= 63)')
 
-  def kernels(self, backend: str) -> tuple[str, str, str]:
-    """(conv_impl, pool_grad, lrn_impl) with 'auto' resolved for `backend`.
+  def kernels(self, backend: str) -> tuple[str, str, str, str]:
+    """(conv_impl, pool_grad, lrn_impl, conv_weight_grad) with 'auto' resolved for
+    `backend`.
 
     Same results either way (tested); only speed differs. On XLA:CPU the split
-    convolutions, the hand-written pooling backward and the rsqrt-form LRN were
-    measured faster (experiments/cpu_study); on GPU/TPU 'auto' takes the native
-    forms: one grouped convolution, autodiff's select_and_scatter, a plain power.
+    convolutions, the hand-written pooling backward, the rsqrt-form LRN
+    (experiments/cpu_study) and the kernel gradients as matrix products
+    (experiments/step_benchmarks.md) were measured faster; on GPU/TPU 'auto' takes the
+    native forms: one grouped convolution, autodiff's select_and_scatter, a plain power,
+    autodiff's weight-gradient convolutions.
     """
     cpu = backend == 'cpu'
     pick = lambda value, on_cpu, native: value if value != 'auto' else (
         on_cpu if cpu else native)
     return (pick(self.conv_impl, 'split', 'grouped'), pick(self.pool_grad, 'custom', 'autodiff'),
-            pick(self.lrn_impl, 'rsqrt', 'pow'))
+            pick(self.lrn_impl, 'rsqrt', 'pow'), pick(self.conv_weight_grad, 'matmul', 'native'))
 
   # --- geometry -------------------------------------------------------------
 
@@ -327,6 +331,13 @@ def apply(spec: ModelSpec, params: dict, images: jax.Array, *, train: bool = Fal
     raise ValueError(f'model.towers={spec.towers} cannot be split over mesh.model='
                      f'{model_size}; use mesh.model=1 or a multiple-tower model')
   data_axes = tuple(a for a in mesh.axis_names if a != 'model')
+  if math.prod(mesh.shape.values()) == 1:
+    # One device: shard_map would add only an all-reduce of every gradient over that one
+    # device, which XLA does not elide (a copy of all the gradients each step, 66 ms of a
+    # one-tower step on a 2-core Zen 3). Same numbers: shard 0's dropout key, as there.
+    for _ in data_axes:
+      key = jax.random.fold_in(key, 0)
+    return _forward(spec, params, images, key, train=train, axis=None)
   fn = functools.partial(_forward, spec, train=train, axis='model',
                          data_axes=data_axes)
   return jax.shard_map(
@@ -341,7 +352,7 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
              capture: bool = False):
   """The per-device forward pass; `axis` names the mesh axis the towers are split on."""
   dtype = _DTYPES[spec.dtype]
-  conv_impl, pool_grad, lrn_impl = spec.kernels(jax.default_backend())
+  conv_impl, pool_grad, lrn_impl, weight_grad = spec.kernels(jax.default_backend())
   act = jax.nn.relu if spec.activation == 'relu' else jnp.tanh
   window, stride = spec.pool
   local = params['conv1']['kernel'].shape[0]        # towers on this device
@@ -376,7 +387,8 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
     with jax.named_scope(name):
       if conv_impl == 'split' or local == 1:
         return [act(layers.conv2d(xs_in if shared_input else xs_in[t], w(name, 'kernel', t),
-                                  w(name, 'bias', t), conv_stride, pad))
+                                  w(name, 'bias', t), conv_stride, pad,
+                                  weight_grad=weight_grad))
                 for t in range(local)]
       # 'grouped': the local towers as one convolution (Caffe's group: 2), their kernels
       # side by side on the output axis; a shared input is one group.
@@ -384,7 +396,7 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
       kernel = jnp.moveaxis(kernel, 0, 3).reshape(kernel.shape[1:4] + (-1,))
       x = xs_in if shared_input else jnp.concatenate(xs_in, axis=-1)
       y = act(layers.conv2d(x, kernel, w(name, 'bias').reshape(-1), conv_stride, pad,
-                            groups=1 if shared_input else local))
+                            groups=1 if shared_input else local, weight_grad=weight_grad))
       return jnp.split(y, local, axis=-1)
 
   def norm(name, xs):

@@ -53,11 +53,11 @@ from alexnet_jax import (
     config_lib,
     evaluation,
     input_pipeline,
+    lazy_tf,
     models,
     sharding,
     sources,
     steps,
-    train,
 )
 from alexnet_jax import statistics as dataset_statistics  # `statistics` is the stdlib's here
 from benchmarks import machine
@@ -281,7 +281,7 @@ def _load() -> list[float]:
 
 
 def _torch_device(jax_backend: str) -> str | None:
-  import torch
+  torch = lazy_tf.import_torch()
   if jax_backend == 'cpu':
     return 'cpu'
   if jax_backend == 'gpu' and torch.cuda.is_available():
@@ -312,7 +312,7 @@ def run_case(model: str, dtype: str, batch_size: int, *, runs: int, use_torch: b
     timed['jax_forward'] = _Timed(case.forward)
   torch_note = None
   if use_torch:
-    import torch
+    torch = lazy_tf.import_torch()
 
     from benchmarks import torch_alexnet
     device = _torch_device(jax.default_backend())
@@ -386,6 +386,9 @@ def ratios_vs_torch(r: dict) -> dict[str, float]:
 def measure_loop(config, case: JaxCase, *, runs: int, windows: int,
                  log: Callable[[str], None] = print) -> dict:
   """train.train_and_evaluate on synthetic data vs the bare step, same config and batch."""
+  # Here, not at the top: the training loop's metric writers (CLU) need TensorFlow, which
+  # the bare step does not (an accelerator image without TensorFlow runs everything else).
+  from alexnet_jax import train
   def bare() -> float:
     t = _Timed(case.step)
     for _ in range(runs):
@@ -457,16 +460,20 @@ def format_table(results: list[dict]) -> str:
   return '\n'.join(rows)
 
 
+KERNEL_FIELDS = ('model.conv_impl', 'model.pool_grad', 'model.lrn_impl',
+                 'model.conv_weight_grad')
+
+
 def kernel_overrides(variant: str) -> dict[str, str]:
-  """'auto' -> {}; 'CONV:POOL_GRAD:LRN' -> the three model.* overrides."""
+  """'auto' -> {}; 'CONV:POOL_GRAD:LRN[:WEIGHT_GRAD]' -> those model.* overrides (a
+  three-part variant leaves model.conv_weight_grad at its default)."""
   if variant == 'auto':
     return {}
   parts = variant.split(':')
-  if len(parts) != 3:
-    raise ValueError(f'config.kernels: {variant!r} is not auto or CONV:POOL_GRAD:LRN '
-                     '(e.g. grouped:autodiff:pow)')
-  return dict(zip(('model.conv_impl', 'model.pool_grad', 'model.lrn_impl'), parts,
-                  strict=True))
+  if len(parts) not in (3, 4):
+    raise ValueError(f'config.kernels: {variant!r} is not auto or '
+                     'CONV:POOL_GRAD:LRN[:WEIGHT_GRAD] (e.g. grouped:autodiff:pow:native)')
+  return dict(zip(KERNEL_FIELDS[:len(parts)], parts, strict=True))
 
 
 def check(config: ml_collections.ConfigDict) -> None:

@@ -12,10 +12,10 @@ all channels (Caffe's choice), ours stays inside each tower by default.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from alexnet_jax import layers, lazy_tf, models
 
-from alexnet_jax import layers, models
+torch = lazy_tf.import_torch()   # with Triton hidden if TensorFlow is loaded (see there)
+nn = torch.nn
 
 
 def build(spec: models.ModelSpec) -> nn.Module:
@@ -53,6 +53,10 @@ class Twin:
                weight_decay: float = 5e-4, seed: int = 0, device: str = 'cpu'):
     torch.manual_seed(seed)
     self.device = device
+    if device.startswith('cuda'):
+      # cuDNN picks the fastest algorithm per shape (the batch is fixed), as a tuned
+      # PyTorch training script does; XLA autotunes its GPU convolutions too.
+      torch.backends.cudnn.benchmark = True
     self.model = build(spec).to(device)
     x = torch.randn(batch_size, 3, spec.input_size, spec.input_size, device=device)
     if channels_last:

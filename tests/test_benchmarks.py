@@ -120,15 +120,21 @@ def test_ratios_are_computed_from_the_measured_times():
 @pytest.mark.slow
 def test_table_has_a_row_per_case(tiny_report):
   lines = step_lib.format_table(tiny_report['results']).splitlines()
-  assert len(lines) == 3 and lines[2].startswith('| paper | split:custom:rsqrt | float32 | 8 |')
+  assert len(lines) == 3
+  assert lines[2].startswith('| paper | split:custom:rsqrt:matmul | float32 | 8 |')
 
 
 def test_kernel_variants_are_overrides_and_bad_ones_are_refused():
   assert step_lib.kernel_overrides('auto') == {}
   assert step_lib.kernel_overrides('grouped:autodiff:pow') == {
       'model.conv_impl': 'grouped', 'model.pool_grad': 'autodiff', 'model.lrn_impl': 'pow'}
+  assert step_lib.kernel_overrides('split:custom:rsqrt:native') == {
+      'model.conv_impl': 'split', 'model.pool_grad': 'custom', 'model.lrn_impl': 'rsqrt',
+      'model.conv_weight_grad': 'native'}
   with pytest.raises(ValueError, match='config.kernels'):
     step_lib.kernel_overrides('grouped')
+  with pytest.raises(ValueError, match="model.conv_weight_grad='fft'"):
+    step_lib.check(step_config(kernels='split:custom:rsqrt:fft'))
   config = step_config(kernels='auto,grouped:custom:cubic')
   with pytest.raises(ValueError, match="model.lrn_impl='cubic'"):
     step_lib.check(config)
@@ -165,7 +171,7 @@ def test_step_cli(tmp_path):
   assert r['model'] == 'one_tower' and r['step']['images_per_sec'] > 0
   assert report['command'].startswith('python -m benchmarks.step --config=')
   assert report['machine']['cpu_model'] in p.stdout
-  assert '| one_tower | split:custom:rsqrt | float32 | 8 |' in p.stdout
+  assert '| one_tower | split:custom:rsqrt:matmul | float32 | 8 |' in p.stdout
 
 
 # ------------------------------------------------------------------------------ input

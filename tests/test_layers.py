@@ -1,4 +1,5 @@
-"""The hand-written pieces: max-pool's custom gradient and the LRN window."""
+"""The hand-written pieces: max-pool's custom gradient, the LRN window, the convolution's
+weight gradient as matrix products."""
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,56 @@ def test_max_pool_gradient_equals_autodiff(window, stride, size):
   np.testing.assert_allclose(ours[1](g)[0], ref[1](g)[0], rtol=1e-6, atol=1e-6)
   # Each window sends its gradient to exactly one element.
   np.testing.assert_allclose(float(ours[1](jnp.ones_like(g))[0].sum()), g.size)
+
+
+def _numpy_weight_grad(x, g, size, stride, padding):
+  """float64 loops: dk[i, j] = sum over outputs of x_pad[s y + i, s x + j] g[y, x]."""
+  x, g = np.asarray(x, np.float64), np.asarray(g, np.float64)
+  ho, wo = g.shape[1:3]
+  xp = np.pad(x, ((0, 0), (padding, padding + stride), (padding, padding + stride), (0, 0)))
+  dk = np.zeros((size, size, x.shape[-1], g.shape[-1]))
+  for i in range(size):
+    for j in range(size):
+      window = xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+      dk[i, j] = np.einsum('bhwc,bhwo->co', window, g)
+  return dk
+
+
+@pytest.mark.parametrize('size, stride, padding, height, groups', [
+    (11, 4, 2, 39, 1),    # conv1 on 224-style input (pad 2)
+    (11, 4, 0, 35, 1),    # conv1 on 227-style input (no padding; the blocks overhang)
+    (5, 1, 2, 9, 1),      # conv2
+    (3, 1, 1, 7, 2),      # conv4/5 as one grouped convolution
+    (3, 2, 1, 10, 1),     # a stride that does not divide the kernel
+])
+def test_matmul_weight_gradient_equals_autodiff_and_numpy(size, stride, padding, height, groups):
+  rng = np.random.default_rng(size + stride + height)
+  cin, cout = 3 * groups, 4 * groups
+  x = jnp.asarray(rng.normal(size=(2, height, height, cin)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(size, size, cin // groups, cout)), jnp.float32)
+  bias = jnp.asarray(rng.normal(size=cout), jnp.float32)
+
+  def loss(x, kernel, how):
+    y = layers.conv2d(x, kernel, bias, stride, padding, groups=groups, weight_grad=how)
+    return jnp.sum(jnp.sin(y)), y
+
+  (ref_dx, ref_dk), ref_y = jax.grad(loss, (0, 1), has_aux=True)(x, kernel, 'native')
+  (dx, dk), y = jax.grad(loss, (0, 1), has_aux=True)(x, kernel, 'matmul')
+  np.testing.assert_array_equal(y, ref_y)
+  np.testing.assert_array_equal(dx, ref_dx)
+  scale = float(jnp.abs(ref_dk).max())
+  np.testing.assert_allclose(dk / scale, ref_dk / scale, atol=1e-5)
+  # Against float64 loops (first group; the output gradient is cos(y)).
+  g = np.cos(np.asarray(y, np.float64))[..., :cout // groups]
+  want = _numpy_weight_grad(np.asarray(x)[..., :cin // groups], g, size, stride, padding)
+  np.testing.assert_allclose(np.asarray(dk)[..., :cout // groups] / scale, want / scale,
+                             atol=1e-5)
+
+
+def test_unknown_weight_grad_is_refused():
+  with pytest.raises(ValueError, match="weight_grad='fft'"):
+    layers.conv2d(jnp.ones((1, 5, 5, 1)), jnp.ones((3, 3, 1, 1)), jnp.zeros(1), 1, 1,
+                  weight_grad='fft')
 
 
 def test_channel_window_sum_matches_numpy():

@@ -300,10 +300,13 @@ def test_unknown_model_field_is_refused():
 
 def test_kernel_choices_resolve_per_backend():
   spec = models.ModelSpec()
-  assert spec.kernels('cpu') == ('split', 'custom', 'rsqrt')
-  assert spec.kernels('gpu') == spec.kernels('tpu') == ('grouped', 'autodiff', 'pow')
-  fixed = dataclasses.replace(spec, conv_impl='grouped', pool_grad='custom', lrn_impl='pow')
-  assert fixed.kernels('cpu') == fixed.kernels('gpu') == ('grouped', 'custom', 'pow')
+  assert spec.kernels('cpu') == ('split', 'custom', 'rsqrt', 'matmul')
+  assert spec.kernels('gpu') == spec.kernels('tpu') == ('grouped', 'autodiff', 'pow', 'native')
+  fixed = dataclasses.replace(spec, conv_impl='grouped', pool_grad='custom', lrn_impl='pow',
+                              conv_weight_grad='native')
+  assert fixed.kernels('cpu') == fixed.kernels('gpu') == ('grouped', 'custom', 'pow', 'native')
+  with pytest.raises(ValueError, match='conv_weight_grad'):
+    models.ModelSpec.from_config({'conv_weight_grad': 'fft'})
 
 
 def _loss_and_grads(spec, params, x, y):
@@ -323,17 +326,22 @@ def test_every_kernel_combination_gives_the_same_logits_and_gradients():
   y = jnp.arange(4) % 10
   fn = jax.jit(_loss_and_grads, static_argnums=0)
   ref_logits, ref_grads = fn(dataclasses.replace(base, conv_impl='split', pool_grad='custom',
-                                                 lrn_impl='rsqrt'), params, x, y)
-  for conv, pool, lrn in itertools.product(('split', 'grouped'), ('custom', 'autodiff'),
-                                           ('rsqrt', 'pow')):
-    spec = dataclasses.replace(base, conv_impl=conv, pool_grad=pool, lrn_impl=lrn)
+                                                 lrn_impl='rsqrt', conv_weight_grad='native'),
+                             params, x, y)
+  # All 8 (conv, pool, lrn) forms; the weight gradient's form set by their parity, so
+  # every pair of choices (matmul weight gradients with grouped convolutions too) is met.
+  for i, (conv, pool, lrn) in enumerate(itertools.product(
+      ('split', 'grouped'), ('custom', 'autodiff'), ('rsqrt', 'pow'))):
+    wgrad = ('native', 'matmul')[bin(i).count('1') % 2]
+    spec = dataclasses.replace(base, conv_impl=conv, pool_grad=pool, lrn_impl=lrn,
+                               conv_weight_grad=wgrad)
     logits, grads = fn(spec, params, x, y)
     np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5,
-                               err_msg=str((conv, pool, lrn)))
+                               err_msg=str((conv, pool, lrn, wgrad)))
     for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
       scale = float(jnp.abs(r).max())
       np.testing.assert_allclose(np.asarray(g) / scale, np.asarray(r) / scale, atol=2e-5,
-                                 err_msg=str((conv, pool, lrn)))
+                                 err_msg=str((conv, pool, lrn, wgrad)))
 
 
 @pytest.mark.slow

@@ -143,11 +143,14 @@ def test_start_up_log_names_backend_devices_and_mesh(mesh, caplog, monkeypatch):
 
 @pytest.mark.slow
 def test_native_kernels_on_the_mesh_equal_the_cpu_choices(mesh):
-  """One grouped conv per device, autodiff pooling, power-form LRN, on (data=4, model=2)
-  and on one device (towers=2 local: the grouped path proper), equal the CPU choices."""
+  """One grouped conv per device, autodiff pooling, power-form LRN, autodiff weight
+  gradients, on (data=4, model=2) and on one device (towers=2 local: the grouped path
+  proper), equal the CPU choices, which are also run on the mesh."""
   import dataclasses
-  native = dataclasses.replace(SPEC, conv_impl='grouped', pool_grad='autodiff', lrn_impl='pow')
-  cpu = dataclasses.replace(SPEC, conv_impl='split', pool_grad='custom', lrn_impl='rsqrt')
+  native = dataclasses.replace(SPEC, conv_impl='grouped', pool_grad='autodiff', lrn_impl='pow',
+                               conv_weight_grad='native')
+  cpu = dataclasses.replace(SPEC, conv_impl='split', pool_grad='custom', lrn_impl='rsqrt',
+                            conv_weight_grad='matmul')
   params = models.init_params(SPEC, seed=0)
   x = jax.random.normal(jax.random.key(1), (8, 67, 67, 3))
   y = jax.random.randint(jax.random.key(2), (8,), 0, 10)
@@ -158,9 +161,10 @@ def test_native_kernels_on_the_mesh_equal_the_cpu_choices(mesh):
   with jax.set_mesh(mesh):
     xs = jax.device_put(x, sharding.batch_sharding(mesh))
     mesh_grads, mesh_logits = grad_fn(native, sharded, xs, y)
-  for logits in (one_logits, mesh_logits):
+    cpu_mesh_grads, cpu_mesh_logits = grad_fn(cpu, sharded, xs, y)
+  for logits in (one_logits, mesh_logits, cpu_mesh_logits):
     np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), rtol=1e-5, atol=1e-5)
-  for grads in (one_grads, mesh_grads):
+  for grads in (one_grads, mesh_grads, cpu_mesh_grads):
     for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
       scale = float(jnp.abs(r).max())
       np.testing.assert_allclose(np.asarray(g) / scale, np.asarray(r) / scale, atol=2e-5)

@@ -21,8 +21,9 @@ def get_config():
   c.loop_windows = 2                       # loop: timed log windows of `runs` steps each
   c.peak_sizes = '2048,4096'               # square jnp.dot sizes for the matmul peak
   # How the layers are computed, one case each: 'auto' (the backend's default) or
-  # CONV:POOL_GRAD:LRN, e.g. 'auto,split:custom:rsqrt,grouped:autodiff:pow' to compare
-  # the CPU-tuned forms with the native ones (model.conv_impl / pool_grad / lrn_impl).
+  # CONV:POOL_GRAD:LRN[:WEIGHT_GRAD], e.g.
+  # 'auto,split:custom:rsqrt:matmul,grouped:autodiff:pow:native' to compare the CPU-tuned
+  # forms with the native ones (model.conv_impl / pool_grad / lrn_impl / conv_weight_grad).
   c.kernels = 'auto'
   # Applied to every model config, ';'-separated KEY=VALUE (VALUE a Python literal), e.g.
   # 'model.conv_widths=(8,16,16,16,16);model.fc_widths=(32,32)'.
