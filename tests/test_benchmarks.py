@@ -36,10 +36,19 @@ def test_machine_description():
 
 def test_cpu_flags_from_cpuinfo(tmp_path):
   x86 = tmp_path / 'x86'
-  x86.write_text('processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512f '
+  x86.write_text('processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n'
+                 'model name\t: Some CPU\nflags\t\t: fpu avx2 avx512f '
                  'amx_tile amx_bf16 avx512_bf16\n\nprocessor\t: 1\nmodel name\t: Other\n')
   assert machine.cpu_info(str(x86)) == {
-      'model': 'Some CPU', 'flags': ['avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16']}
+      'model': 'Some CPU', 'flags': ['avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16'],
+      'vendor': 'GenuineIntel', 'family': 6, 'model_number': 143,
+      'generation': 'Sapphire Rapids'}
+  # A KVM guest's bare "AMD EPYC": the generation comes from family/model.
+  assert machine.cpu_generation('AuthenticAMD', 25, 1) == 'Zen 3'
+  assert machine.cpu_generation('AuthenticAMD', 25, 0x11) == 'Zen 4'
+  assert machine.cpu_generation('AuthenticAMD', 26, 2) == 'Zen 5'
+  assert machine.cpu_generation('GenuineIntel', 6, 0x4e) == ''
+  assert machine.cpu_generation('', None, None) == ''
   arm = tmp_path / 'arm'
   arm.write_text('processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n')
   assert machine.cpu_info(str(arm))['flags'] == ['asimd', 'sve', 'bf16', 'i8mm']
