@@ -8,6 +8,10 @@
 #
 #   bash benchmarks/gpu_session.sh fetch   # here, with the package index: wheels -> .whl/
 #   bash benchmarks/gpu_session.sh         # on the GPU machine, from the repository root
+#                                          # (.whl/ copied there with the checkout)
+#
+# Budget: both parts end within about 9 minutes (timeouts 330 s + 180 s), so a 10-minute
+# command limit and a rerun fit in 15 minutes of device time.
 #
 # Nothing here needs TensorFlow or CLU (the step benchmark runs without them), so a GPU
 # image that has JAX (with its CUDA plugin), Flax, Optax, Orbax and PyTorch needs only the
