@@ -34,7 +34,9 @@ def main(argv) -> int:
   except (ValueError, KeyError) as e:   # a bad --config value: the user's to fix
     print(f'error: {e}', file=sys.stderr)
     return 2
-  report = step_lib.run(config, command=' '.join(['python -m benchmarks.step', *sys.argv[1:]]))
+  on_case = (lambda partial: step_lib.write_json(partial, config.json)) if config.json else None
+  report = step_lib.run(config, command=' '.join(['python -m benchmarks.step', *sys.argv[1:]]),
+                        on_case=on_case)
   print(step_lib.format_table(report['results']))
   print(step_lib.LEGEND)
   if config.json:

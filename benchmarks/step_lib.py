@@ -497,8 +497,14 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 
 def run(config: ml_collections.ConfigDict, *, command: str = '',
-        log: Callable[[str], None] = print) -> dict:
-  """Every case of the benchmark config (benchmarks/configs/step.py); the JSON report."""
+        log: Callable[[str], None] = print,
+        on_case: Callable[[dict], None] | None = None) -> dict:
+  """Every case of the benchmark config (benchmarks/configs/step.py); the JSON report.
+
+  `on_case(report)` is called after each case with the report so far (`complete`
+  False until the last case): the CLI writes it, so a run stopped by a time limit keeps
+  the cases it finished.
+  """
   check(config)
   m = machine.describe()
   log(machine.format_machine(m))
@@ -506,6 +512,14 @@ def run(config: ml_collections.ConfigDict, *, command: str = '',
   peak_sizes = tuple(split_list(config.peak_sizes, int))
   use_torch = torch_available() if config.torch is None else config.torch
   results = []
+
+  def report(complete: bool) -> dict:
+    return {'command': command, 'config': config.to_dict(), 'machine': m,
+            'jax_version': jax.__version__, 'devices': [str(d) for d in jax.devices()],
+            'cpu_count': os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+            'overrides': {k: repr(v) for k, v in overrides.items()},
+            'complete': complete, 'results': list(results)}
+
   for model in split_list(config.models):
     for dtype in split_list(config.dtypes):
       for b in batch_sizes(config):
@@ -518,10 +532,11 @@ def run(config: ml_collections.ConfigDict, *, command: str = '',
               model_config(model, dtype, b, {**overrides, **kernel_overrides(variant)}).model)
           result['kernels'] = ':'.join(spec.kernels(jax.default_backend()))
           results.append(result)
-  return {'command': command, 'config': config.to_dict(), 'machine': m,
-          'jax_version': jax.__version__, 'devices': [str(d) for d in jax.devices()],
-          'cpu_count': os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
-          'overrides': {k: repr(v) for k, v in overrides.items()}, 'results': results}
+          log(format_table([result]).splitlines()[-1])
+          if on_case is not None:
+            on_case(report(complete=False))
+
+  return report(complete=True)
 
 
 LEGEND = ('train = the jitted train step (device preprocess + fwd/bwd + paper SGD, state '

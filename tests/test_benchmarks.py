@@ -59,7 +59,12 @@ def test_cpu_flags_from_cpuinfo(tmp_path):
 # tiny model, so every test that runs the step is marked slow.
 @pytest.fixture(scope='module')
 def tiny_report():
-  return step_lib.run(step_config(), log=lambda m: None)
+  partial = []
+  report = step_lib.run(step_config(), log=lambda m: None, on_case=partial.append)
+  # After the one case: the report so far, not yet complete; then the complete one.
+  assert [(p['complete'], len(p['results'])) for p in partial] == [(False, 1)]
+  assert report['complete'] is True and report['results'] == partial[0]['results']
+  return report
 
 
 @pytest.mark.slow
@@ -178,6 +183,7 @@ def test_step_cli(tmp_path):
   report = json.loads(path.read_text())
   (r,) = report['results']
   assert r['model'] == 'one_tower' and r['step']['images_per_sec'] > 0
+  assert report['complete'] is True
   assert report['command'].startswith('python -m benchmarks.step --config=')
   assert report['machine']['cpu_model'] in p.stdout
   assert '| one_tower | split:custom:rsqrt:matmul | float32 | 8 |' in p.stdout
