@@ -110,7 +110,7 @@ def class_info(config: ml_collections.ConfigDict) -> tuple[ClassInfo, ...]:
       labels = shapes.CLASS_NAMES[:n]
     elif name != sources.SYNTHETIC:
       # The registered builder's static info: nothing is read, prepared or built.
-      import tensorflow_datasets as tfds
+      from alexnet_jax.lazy_tf import tfds
       labels = tfds.builder(name, data_dir=os.fspath(sources.data_dir(config))
                             ).info.features['label'].names
   except Exception as e:  # noqa: BLE001 - names are a nicety: never a reason to fail
@@ -222,9 +222,8 @@ def list_images(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _decode_one(config: ml_collections.ConfigDict):
-  import tensorflow as tf
-
   from alexnet_jax import decode
+  from alexnet_jax.lazy_tf import tf
   size = input_pipeline.host_image_size(config, train=False)
   method = config.input.resize_method
 
@@ -237,7 +236,7 @@ def _decode_one(config: ml_collections.ConfigDict):
 
 def decode_error(config: ml_collections.ConfigDict, path: str) -> str:
   """Why `path` does not decode (the decoder's own message), or '' when it does."""
-  import tensorflow as tf
+  from alexnet_jax.lazy_tf import tf
   if not os.path.isfile(path):
     return 'no such file'
   try:
@@ -265,7 +264,7 @@ def host_batches(config: ml_collections.ConfigDict, paths: Sequence[str],
   """The files decoded in parallel (tf.data, order kept), in batches of exactly
   `batch_size` rows (the last one zero-padded); undecodable files are left out of the
   batches and named in `failed`."""
-  import tensorflow as tf
+  from alexnet_jax.lazy_tf import tf
   size = input_pipeline.host_image_size(config, train=False)
   if not paths:
     return

@@ -10,10 +10,18 @@ it and how to install it.
 
 The first import of TensorFlow also hides every GPU from it: it decodes on the host and must
 never take accelerator memory from JAX.
+
+The import itself runs with Python's garbage collector flushed and then paused. TFDS
+imports its modules inside etils' `lazy_imports()`, which replaces `__import__` for the
+duration; a finalizer that the collector happened to run inside it (multiprocessing's
+semaphore clean-up, `from .resource_tracker import unregister`) failed there, "Relative
+import statements not supported". Importing lazily made that reachable: a Pool left for the
+collector before the first tf.data use.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import threading
 from collections.abc import Callable
@@ -43,11 +51,17 @@ class Deferred:
         if self._module is None:
           for other in self._requires:
             other.load()
+          gc.collect()               # pending finalizers run now, with the normal import
+          enabled = gc.isenabled()
+          gc.disable()               # and none inside the module's import (see above)
           try:
             module = importlib.import_module(self._name)
           except ImportError as e:
             raise ImportError(f'{self._name} could not be imported ({e}); {_INSTALL_HINT}'
                               ) from e
+          finally:
+            if enabled:
+              gc.enable()
           if self._after_import is not None:
             self._after_import(module)
           self._module = module

@@ -154,10 +154,9 @@ def _measure(results: Iterator, *, warmup_s: float, seconds: float, own_cpu: boo
 def _build_datasets(photos: Sequence[str], data_dir: str, resize_size: int,
                     log: Callable[[str], None]):
   """The photos as a TFDS dataset `imagenet_sample_bench` and its pre-resized copy."""
-  import tensorflow as tf
-  import tensorflow_datasets as tfds
+  from alexnet_jax import imagenet, lazy_tf, sources
 
-  from alexnet_jax import imagenet, sources
+  tf, tfds = lazy_tf.tf.load(), lazy_tf.tfds.load()
 
   wnids = sorted({os.path.basename(p).split('_', 1)[0] for p in photos})
   names = [os.path.basename(p) for p in photos]

@@ -45,6 +45,43 @@ def test_requires_are_imported_first():
   assert order == ['json', 'csv'] and first.loaded and second.loaded
 
 
+def test_the_import_runs_after_pending_finalizers_and_without_the_collector(
+    tmp_path, monkeypatch):
+  """TFDS's import replaces __import__ for its duration (etils lazy_imports): a finalizer
+  run inside it by the collector cannot import. Garbage waiting before the import is
+  collected first, and the collector is off during it (and on again after)."""
+  import gc
+  import weakref
+  (tmp_path / 'alexnet_probe_module.py').write_text(
+      'import gc\nfrom alexnet_probe_state import fired\n'
+      'SEEN = (gc.isenabled(), list(fired))\n')
+  (tmp_path / 'alexnet_probe_state.py').write_text('fired = []\n')
+  monkeypatch.syspath_prepend(str(tmp_path))
+  import alexnet_probe_state
+
+  class Cycle:
+    pass
+
+  garbage = Cycle()
+  garbage.me = garbage
+  weakref.finalize(garbage, alexnet_probe_state.fired.append, 'finalized')
+  gc.disable()          # keep it waiting until the import
+  try:
+    del garbage
+    module = lazy_tf.Deferred('alexnet_probe_module').load()
+    enabled_after = gc.isenabled()
+  finally:
+    gc.enable()
+  assert module.SEEN == (False, ['finalized'])
+  assert enabled_after is False    # it was off before the load, and the load left it so
+  assert lazy_tf.Deferred('alexnet_probe_module').load() is module
+  # With the collector on: off during the import, on again after.
+  (tmp_path / 'alexnet_probe_module2.py').write_text('import gc\nENABLED = gc.isenabled()\n')
+  assert gc.isenabled()
+  assert lazy_tf.Deferred('alexnet_probe_module2').load().ENABLED is False
+  assert gc.isenabled()
+
+
 @pytest.mark.slow
 def test_model_steps_and_benchmark_import_without_tensorflow_or_clu(tmp_path):
   """What an accelerator image without TensorFlow (and CLU) runs: the model, a jitted train
