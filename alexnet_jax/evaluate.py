@@ -16,7 +16,7 @@ import json
 from absl import app, flags
 from etils import epath
 
-from alexnet_jax import logs
+from alexnet_jax.common import logs
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A training run\'s workdir.')
 _CHECKPOINT = flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'],
@@ -35,7 +35,8 @@ def main(argv) -> int:
     raise app.UsageError(f'--crops={",".join(_CROPS.value)}: allowed values are 1 and 10')
   crops = tuple(int(c) for c in _CROPS.value)
   logs.setup()
-  from alexnet_jax import checkpoints, evaluation  # after flags: keeps --help fast
+  from alexnet_jax.run import checkpoints  # after flags: keeps --help fast
+  from alexnet_jax.run import evaluate as evaluation
   try:
     r = evaluation.evaluate_checkpoint(_WORKDIR.value, which=_CHECKPOINT.value, crops=crops,
                                        split=_SPLIT.value, batch_size=_BATCH.value)

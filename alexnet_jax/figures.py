@@ -20,7 +20,7 @@ labelled by the config fields in which the runs differ, with the epoch each firs
 
 Every figure also writes its numbers beside the PNG (FILE.json). Exit status: 0 written;
 2 usage error (no such workdir, no checkpoint or metrics); 5 no checkpoint restores.
-The library half is alexnet_jax.figures_lib.
+The library half is alexnet_jax.tools.figures.
 """
 
 from __future__ import annotations
@@ -55,9 +55,10 @@ def main(argv) -> int:
     raise app.UsageError('--workdir is required', exitcode=2)
   if figure != 'curves' and len(workdirs) != 1:
     raise app.UsageError(f'{figure} draws one run: give one --workdir', exitcode=2)
-  from alexnet_jax import logs
+  from alexnet_jax.common import logs
   logs.setup()
-  from alexnet_jax import checkpoints, figures_lib  # after flags: keeps --help fast
+  from alexnet_jax.run import checkpoints  # after flags: keeps --help fast
+  from alexnet_jax.tools import figures as figures_lib
   out = _OUT.value or os.path.join(workdirs[0], f'{figure}.png')
   data_path = os.path.splitext(out)[0] + '.json'
   try:
@@ -71,8 +72,9 @@ def main(argv) -> int:
               f'{r["label"]}: never at training error <= {_TARGET.value:g} '
               f'(lowest {min(r["errors"]):.3f})')
     else:
-      from alexnet_jax import inference
-      run = inference.load_run(workdirs[0], which=_WHICH.value, batch_size=_BATCH.value)
+      from alexnet_jax.data import classes as class_names
+      from alexnet_jax.tools import predict
+      run = predict.load_run(workdirs[0], which=_WHICH.value, batch_size=_BATCH.value)
       title = _TITLE.value or f'{os.path.basename(os.path.normpath(workdirs[0]))}, ' \
                               f'{run.which} checkpoint (step {run.step})'
       if figure == 'kernels':
@@ -81,7 +83,7 @@ def main(argv) -> int:
           print(f'tower {t}: mean colour saturation {s:.4f} '
                 f'({data["kernels_per_tower"]} kernels)')
       else:
-        classes = inference.class_info(run.config)
+        classes = class_names.class_info(run.config)
         images, labels, indices = figures_lib.pick_queries(run, _QUERIES.value)
         nb = figures_lib.find_neighbours(run, images, labels, query_indices=indices,
                                          max_train=_MAX_TRAIN.value)

@@ -21,7 +21,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from alexnet_jax import logs
+from alexnet_jax.common import logs
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, e.g. configs/default.py or configs/paper.py:towers=1. Any '
@@ -58,7 +58,8 @@ def main(argv) -> int:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   logs.setup()
   # after flags: keeps --help fast
-  from alexnet_jax import checkpoints, sources, train, workdir_lock
+  from alexnet_jax.data import sources
+  from alexnet_jax.run import checkpoints, lock, train
 
   config = _CONFIG.value
   if config.dataset.name == 'imagenet2012':
@@ -68,7 +69,7 @@ def main(argv) -> int:
       return 2
   _initialize_distributed()
   # The faults a user fixes (no traceback), each with its exit status; the first match wins.
-  exit_statuses = ((train.DivergedError, 3), (workdir_lock.WorkdirError, 4),
+  exit_statuses = ((train.DivergedError, 3), (lock.WorkdirError, 4),
                    *checkpoints.EXIT_STATUSES)
   try:
     train.train_and_evaluate(config, _WORKDIR.value)

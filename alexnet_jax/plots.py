@@ -7,7 +7,7 @@ r"""Training curves from one or more runs' metrics.jsonl, saved as a PNG.
 Four panels: loss and top-1 accuracy (columns) for the train split (the logged
 running means, solid) and the eval split (dashed, with markers) (rows), against the
 global step or the epoch; one colour per run. Prints the PNG's path. The library
-half is alexnet_jax.plotting.
+half is alexnet_jax.tools.curves.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def main(argv) -> int:
   if not _WORKDIRS.value:
     raise app.UsageError('--workdir is required, e.g. python -m alexnet_jax.plots '
                          '--workdir=/tmp/alexnet')
-  from alexnet_jax import logs, plotting
+  from alexnet_jax.common import logs
+  from alexnet_jax.tools import curves as plotting
   logs.setup()
   out = _OUT.value or os.path.join(_WORKDIRS.value[0], 'curves.png')
   try:

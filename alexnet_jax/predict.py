@@ -47,22 +47,24 @@ def main(argv) -> int:
     raise app.UsageError('--workdir is required: the workdir of a training run', exitcode=2)
   if not inputs:
     raise app.UsageError('no images given: pass image files and/or folders', exitcode=2)
-  from alexnet_jax import logs
+  from alexnet_jax.common import logs
   logs.setup()
-  from alexnet_jax import checkpoints, inference  # after flags: keeps --help fast
+  from alexnet_jax.data import classes as class_names
+  from alexnet_jax.run import checkpoints  # after flags: keeps --help fast
+  from alexnet_jax.tools import predict
 
-  files, missing = inference.list_images(inputs)
+  files, missing = predict.list_images(inputs)
   for m in missing:
     print(f'error: {m}: no such file or directory', file=sys.stderr)
   if not files:
     print(f'error: no image files found in {" ".join(inputs)}', file=sys.stderr)
     return 2
   try:
-    run = inference.load_run(_WORKDIR.value, which=_WHICH.value, batch_size=_BATCH.value,
+    run = predict.load_run(_WORKDIR.value, which=_WHICH.value, batch_size=_BATCH.value,
                              crops=int(_CROPS.value))
   except Exception as e:
     return logs.user_fault(e, checkpoints.EXIT_STATUSES)
-  classes = inference.class_info(run.config)
+  classes = class_names.class_info(run.config)
   top = min(_TOP.value, len(classes))
   to_stdout_json = _JSON.value == '-'
   print(f'{run.which} checkpoint (step {run.step}) of {run.workdir}, {_CROPS.value} crop(s), '
@@ -72,13 +74,13 @@ def main(argv) -> int:
   records = []      # only the top-k of each file: memory stays small for any folder
 
   def show(p):
-    records.append(inference.to_json(p, classes, top))
+    records.append(predict.to_json(p, classes, top))
     if p.error is not None:
       print(f'error: {p.file}: {p.error}', file=sys.stderr)
     elif not to_stdout_json:
-      print(inference.format_text(p, classes, top), flush=True)
+      print(predict.format_text(p, classes, top), flush=True)
 
-  inference.predict_files(run, files, on_result=show, keep=False)
+  predict.predict_files(run, files, on_result=show, keep=False)
   if to_stdout_json:
     json.dump(records, sys.stdout, indent=1)
     sys.stdout.write('\n')

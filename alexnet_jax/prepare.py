@@ -12,7 +12,7 @@ machine; TFDS shows a progress bar per split). Then the training-set mean image 
 computed and cached, and with --preresized the paper's 256x256 copy is written as
 the dataset <name>_resized256 (set --config.input.use_preresized=True to train on it).
 Every stage is skipped when its output is already there, so re-running resumes.
-The work is `imagenet.prepare`; this module is its command line only.
+The work is `prepare.prepare`; this module is its command line only.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ flags.mark_flag_as_required('config')
 def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  from alexnet_jax import imagenet  # after flags: keeps --help fast
+  from alexnet_jax.data import prepare  # after flags: keeps --help fast
 
   logging.set_verbosity(logging.ERROR)  # TFDS warns about every absent optional file
   try:
-    imagenet.prepare(_CONFIG.value, preresized=_PRERESIZED.value)
+    prepare.prepare(_CONFIG.value, preresized=_PRERESIZED.value)
   except FileNotFoundError as e:  # what is missing and what to run: no traceback
     print(e, file=sys.stderr)
     return 1

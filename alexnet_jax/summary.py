@@ -18,7 +18,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from alexnet_jax import logs, report
+from alexnet_jax.common import logs
+from alexnet_jax.model import summary
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (see configs/).',
                                           lock_config=True)
@@ -34,11 +35,11 @@ def main(argv) -> int:
     raise app.UsageError('--config is required, e.g. --config=configs/paper.py')
   logs.setup()
   try:
-    s = report.summarize(_CONFIG.value, _BATCH.value)
+    s = summary.summarize(_CONFIG.value, _BATCH.value)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  sys.stdout.write((json.dumps(s, indent=1) if _JSON.value else report.format_tables(s)) + '\n')
+  sys.stdout.write((json.dumps(s, indent=1) if _JSON.value else summary.format_tables(s)) + '\n')
   return 0
 
 

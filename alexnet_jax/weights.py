@@ -20,7 +20,7 @@ import sys
 
 from absl import app, flags
 
-from alexnet_jax import logs
+from alexnet_jax.common import logs
 
 _FROM = flags.DEFINE_enum('from', None, ['torchvision', 'caffe'], 'import: the file\'s kind.')
 _SRC = flags.DEFINE_string('src', None, 'import: the weights file (.pth, .pt, .safetensors, '
@@ -46,7 +46,8 @@ def main(argv) -> int:
   if argv[1] == 'export' and not _DST.value:
     raise app.UsageError('export needs --dst=FILE (.pth, .pt or .safetensors)')
   logs.setup()
-  from alexnet_jax import checkpoints, weight_io  # after flags: keeps --help fast
+  from alexnet_jax.run import checkpoints  # after flags: keeps --help fast
+  from alexnet_jax.tools import weights as weight_io
   try:
     if argv[1] == 'import':
       run = (weight_io.import_torchvision if _FROM.value == 'torchvision'

@@ -154,7 +154,9 @@ def _measure(results: Iterator, *, warmup_s: float, seconds: float, own_cpu: boo
 def _build_datasets(photos: Sequence[str], data_dir: str, resize_size: int,
                     log: Callable[[str], None]):
   """The photos as a TFDS dataset `imagenet_sample_bench` and its pre-resized copy."""
-  from alexnet_jax import imagenet, lazy_tf, sources
+  from alexnet_jax.common import lazy_tf
+  from alexnet_jax.data import prepare as imagenet
+  from alexnet_jax.data import sources
 
   tf, tfds = lazy_tf.tf.load(), lazy_tf.tfds.load()
 
@@ -179,7 +181,7 @@ def _build_datasets(photos: Sequence[str], data_dir: str, resize_size: int,
 
 
 def bench_config(data_dir: str, resize_size: int, resize_method: str = 'area'):
-  from alexnet_jax import config_lib
+  from alexnet_jax.common import config_lib
   c = config_lib.base()
   c.dataset.name = BENCH_DATASET
   c.dataset.data_dir = data_dir
@@ -190,7 +192,7 @@ def bench_config(data_dir: str, resize_size: int, resize_method: str = 'area'):
 
 def _bench_project(config, *, batch_size: int, warmup_s: float, seconds: float,
                    preresized: bool) -> dict:
-  from alexnet_jax import input_pipeline
+  from alexnet_jax.data import pipeline as input_pipeline
   config = config.copy_and_resolve_references()
   config.input.use_preresized = preresized
   it = input_pipeline.create_train_iterator(config, local_batch_size=batch_size)

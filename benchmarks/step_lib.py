@@ -8,7 +8,7 @@ jax.devices():
   dropout, cross-entropy, backward, optim.paper_sgd), the same jitted function
   `train.train_and_evaluate` runs (same mesh, shardings, state donated); fed one fixed
   synthetic uint8 batch already on the device.
-* forward: `models.apply(train=False)` on float32 model.input_size images.
+* forward: `nets.apply(train=False)` on float32 model.input_size images.
 * compile time (trace + lowering + XLA compile of the first call, from jax.monitoring),
   and recompiles = XLA compilations of each function after its first call (must be 0).
 * the matmul peak in the same run: jnp.dot of square matrices (config.peak_sizes) in the
@@ -49,17 +49,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from alexnet_jax import (
-    config_lib,
-    evaluation,
-    input_pipeline,
-    lazy_tf,
-    models,
-    sharding,
-    sources,
-    steps,
-)
-from alexnet_jax import statistics as dataset_statistics  # `statistics` is the stdlib's here
+from alexnet_jax.common import config_lib, lazy_tf
+from alexnet_jax.data import pipeline, sources
+from alexnet_jax.data import statistics as dataset_statistics  # `statistics` is the stdlib's here
+from alexnet_jax.model import nets, sharding, steps
+from alexnet_jax.run import evaluate
 from benchmarks import machine
 
 _COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
@@ -204,15 +198,15 @@ class JaxCase:
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
-    self.spec = models.ModelSpec.from_config(config.model)
+    self.spec = nets.ModelSpec.from_config(config.model)
     self.mesh = sharding.make_mesh(config.mesh)
     # The training loop's own steps (steps.build), not a copy of them.
     built = steps.build(config, config_lib.validate(config, mesh_shape=dict(self.mesh.shape)),
                         self.mesh)
     self.state = built.init_state(config.seed)
     shardings, data = built.state_shardings, built.batch
-    batch = input_pipeline.synthetic_batch(config, config.batch_size, 0)
-    self.batch = evaluation.to_global(batch, data)
+    batch = pipeline.synthetic_batch(config, config.batch_size, 0)
+    self.batch = evaluate.to_global(batch, data)
     self.mean = built.device_mean(None)
     # Timing only: ImageNet's published PCA (the values do not change the work).
     self.lighting = built.device_lighting(dataset_statistics.published_rgb_pca(config))
@@ -222,7 +216,7 @@ class JaxCase:
     self.step_fn = built.train
     with jax.set_mesh(self.mesh):
       self.forward_fn = jax.jit(
-          lambda params, x: models.apply(self.spec, params, x, train=False),
+          lambda params, x: nets.apply(self.spec, params, x, train=False),
           in_shardings=(shardings.params, data), out_shardings=data)
     self.compile_time = {}
     self.last_loss = float('nan')
@@ -341,7 +335,7 @@ def run_case(model: str, dtype: str, batch_size: int, *, runs: int, use_torch: b
       'model': model, 'dtype': dtype, 'batch_size': batch_size,
       'devices': [str(d) for d in jax.devices()], 'backend': jax.default_backend(),
       'cores': cores, 'load_before': load_before, 'load_after': load_after,
-      'params': models.count_params(case.state.params), 'macs_per_image': macs,
+      'params': nets.count_params(case.state.params), 'macs_per_image': macs,
       'train_step_kind': 'steps.build(...).train (uint8 resize_size input, device preprocess, '
                          'paper SGD, state donated)',
       'compile_time_s': case.compile_time, 'recompiles': recompiles,
@@ -388,7 +382,7 @@ def measure_loop(config, case: JaxCase, *, runs: int, windows: int,
   """train.train_and_evaluate on synthetic data vs the bare step, same config and batch."""
   # Here, not at the top: the training loop's metric writers (CLU) need TensorFlow, which
   # the bare step does not (an accelerator image without TensorFlow runs everything else).
-  from alexnet_jax import train
+  from alexnet_jax.run import train
   def bare() -> float:
     t = _Timed(case.step)
     for _ in range(runs):
@@ -480,7 +474,7 @@ def check(config: ml_collections.ConfigDict) -> None:
   """Refuses a bad benchmark config before anything runs; errors name the field."""
   for variant in split_list(config.kernels):
     chosen = kernel_overrides(variant)
-    models.ModelSpec.from_config({k.split('.')[1]: v for k, v in chosen.items()})
+    nets.ModelSpec.from_config({k.split('.')[1]: v for k, v in chosen.items()})
   if config.runs < 1:
     raise ValueError(f'config.runs={config.runs}: must be >= 1')
   if not split_list(config.peak_sizes, int):
@@ -490,7 +484,7 @@ def check(config: ml_collections.ConfigDict) -> None:
     for dtype in split_list(config.dtypes) or ['']:
       config_of_case = model_config(model, dtype, 8, overrides)
       try:
-        models.ModelSpec.from_config(config_of_case.model)
+        nets.ModelSpec.from_config(config_of_case.model)
       except ValueError as e:
         raise ValueError(f'case {model} {dtype} (from config.models, config.dtypes and '
                          f'config.overrides): {e}') from None
@@ -528,7 +522,7 @@ def run(config: ml_collections.ConfigDict, *, command: str = '',
                             forward=config.forward, peak_sizes=peak_sizes,
                             loop=config.loop, loop_windows=config.loop_windows,
                             overrides={**overrides, **kernel_overrides(variant)}, log=log)
-          spec = models.ModelSpec.from_config(
+          spec = nets.ModelSpec.from_config(
               model_config(model, dtype, b, {**overrides, **kernel_overrides(variant)}).model)
           result['kernels'] = ':'.join(spec.kernels(jax.default_backend()))
           results.append(result)

@@ -1,7 +1,7 @@
 """The same AlexNet in PyTorch, for speed comparisons only (`python -m benchmarks.step`).
 
 Imported only when torch is installed (the `bench` extra); nothing in the library
-needs torch. Built from a `models.ModelSpec`, so the paper and one-tower variants match
+needs torch. Built from a `nets.ModelSpec`, so the paper and one-tower variants match
 ours layer for layer: Conv2d(groups=towers) for the tower-local conv2/4/5, dense conv3 and
 FCs, LocalResponseNorm with PyTorch's alpha/size convention converted to the paper's
 formula (alpha * size, since PyTorch divides alpha by size), MaxPool2d, dropout after the
@@ -12,13 +12,14 @@ all channels (Caffe's choice), ours stays inside each tower by default.
 
 from __future__ import annotations
 
-from alexnet_jax import layers, lazy_tf, models
+from alexnet_jax.common import lazy_tf
+from alexnet_jax.model import layers, nets
 
 torch = lazy_tf.import_torch()   # with Triton hidden if TensorFlow is loaded (see there)
 nn = torch.nn
 
 
-def build(spec: models.ModelSpec) -> nn.Module:
+def build(spec: nets.ModelSpec) -> nn.Module:
   t = spec.towers
   c1, c2, c3, c4, c5 = spec.conv_widths
   f6, f7 = spec.fc_widths
@@ -48,7 +49,7 @@ def build(spec: models.ModelSpec) -> nn.Module:
 class Twin:
   """A PyTorch model + SGD, with `train_step()` and `forward()` on a fixed random batch."""
 
-  def __init__(self, spec: models.ModelSpec, batch_size: int, *, dtype: str = 'float32',
+  def __init__(self, spec: nets.ModelSpec, batch_size: int, *, dtype: str = 'float32',
                channels_last: bool = True, lr: float = 0.01, momentum: float = 0.9,
                weight_decay: float = 5e-4, seed: int = 0, device: str = 'cpu'):
     torch.manual_seed(seed)

@@ -2,7 +2,7 @@
 #   python -m alexnet_jax.main --config=configs/default.py --workdir=/tmp/alexnet_default
 """Same model code and recipe as the paper, scaled to a 64x64, 10-class offline dataset."""
 
-from alexnet_jax import config_lib
+from alexnet_jax.common import config_lib
 
 
 def get_config(arg: str | None = None):

@@ -41,7 +41,7 @@ to a constant scale (README, "The ablation base"); for the paper's own scale use
 320-pixel photos need no pre-resized copy.
 """
 
-from alexnet_jax import config_lib
+from alexnet_jax.common import config_lib
 
 TFDS_NAME = 'imagenette/320px-v2'
 # TFDS's imagenette_labels.txt (label i is line i): ImageNet synset, name.

@@ -4,7 +4,7 @@
 #   python -m alexnet_jax.main --config=configs/paper.py:towers=1 --workdir=/tmp/alexnet_1tower
 """Krizhevsky, Sutskever & Hinton (2012): model, recipe and preprocessing."""
 
-from alexnet_jax import config_lib
+from alexnet_jax.common import config_lib
 
 
 def get_config(arg: str | None = None):

@@ -46,9 +46,9 @@ def lrn_multiplier_quantiles(spec, params, images) -> dict[str, dict[str, float]
   import jax.numpy as jnp
   import numpy as np
 
-  from alexnet_jax import layers, models
+  from alexnet_jax.model import layers, nets
   formula = spec.lrn if spec.lrn != 'none' else 'paper'
-  acts = models.intermediates(spec, params, jnp.asarray(images))
+  acts = nets.intermediates(spec, params, jnp.asarray(images))
   out = {}
   for name in ('conv1', 'conv2'):
     a = acts[name]
@@ -70,10 +70,10 @@ def dropout_fractions(spec, params, images, seed: int = 0) -> dict[str, float]:
   import jax.numpy as jnp
   import numpy as np
 
-  from alexnet_jax import models
+  from alexnet_jax.model import nets
   if spec.dropout_rate == 0:
     return {'fc6': 0.0, 'fc7': 0.0}
-  acts = models.intermediates(spec, params, jnp.asarray(images), train=True,
+  acts = nets.intermediates(spec, params, jnp.asarray(images), train=True,
                               dropout_key=jax.random.key(seed))
   out = {}
   for name in ('fc6', 'fc7'):
@@ -89,7 +89,7 @@ def lighting_vs_input_std(config, inputs, *, samples: int = 20000, seed: int = 0
   N(0, input.pca_lighting)) and of the model's inputs (`inputs`, already preprocessed)."""
   import numpy as np
 
-  from alexnet_jax import augment
+  from alexnet_jax.data import augment
   sigma = float(config.input.pca_lighting)
   alpha = np.random.default_rng(seed).normal(0.0, sigma, size=(samples, 3)).astype(np.float32)
   shift = np.asarray(augment.lighting_shift(alpha)) * float(config.input.scale)
@@ -105,10 +105,10 @@ def real_batch(config, size: int):
   import jax.numpy as jnp
   import numpy as np
 
-  from alexnet_jax import augment, input_pipeline, statistics
+  from alexnet_jax.data import augment, pipeline, statistics
   config = config.copy_and_resolve_references()
   config.eval_batch_size = size
-  batch = next(iter(input_pipeline.create_eval_iterator(
+  batch = next(iter(pipeline.create_eval_iterator(
       config, config.dataset.eval_split, local_batch_size=size)))
   mean = statistics.load_or_compute_mean_image(config)
   x = augment.eval_preprocess(jnp.asarray(batch['image']), crop_size=config.model.input_size,
@@ -124,11 +124,13 @@ def report(config, config_arg: str, workdirs: list[str], batch: int) -> str:
   import jax
   import numpy as np
 
-  from alexnet_jax import checkpoints, config_lib, models
+  from alexnet_jax.common import config_lib
+  from alexnet_jax.model import nets
+  from alexnet_jax.run import checkpoints
   from experiments.ablations_lib import portable_path
   spec = config_lib.validate(config)
   images, _ = real_batch(config, batch)
-  init = models.init_params(spec, seed=config.seed)
+  init = nets.init_params(spec, seed=config.seed)
   states = [(f'init (seed {config.seed})', init)]
   for w in workdirs:
     params, step = checkpoints.load_params(w, init, which='latest')
@@ -167,7 +169,7 @@ def report(config, config_arg: str, workdirs: list[str], batch: int) -> str:
 def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  from alexnet_jax import logs
+  from alexnet_jax.common import logs
   from experiments import ablations_lib
   logs.setup()
   try:

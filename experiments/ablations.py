@@ -66,7 +66,7 @@ def main(argv) -> int:
   if _SWEEP.value is None and not _GRID.value:
     raise app.UsageError(f'--sweep or --grid is required; allowed names: '
                          f'{", ".join(lib.ABLATIONS)}')
-  from alexnet_jax import logs
+  from alexnet_jax.common import logs
   logs.setup()
   root, epochs = _ROOT.value, _EPOCHS.value
   runs_dir = _RUNS_DIR.value or os.path.join(root, lib.RUNS_SUBDIR)

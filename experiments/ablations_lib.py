@@ -444,7 +444,7 @@ def significance(p: float | None, comparisons: int, alpha: float = ALPHA) -> str
 
 def summarize(variant: Variant) -> dict:
   """Final/best eval metrics and wall time of a run's workdir (None where missing)."""
-  from alexnet_jax import plotting
+  from alexnet_jax.tools import curves as plotting
   out = {'seed': variant.seed, 'workdir': variant.workdir, 'final_top1': None,
          'final_top5': None, 'final_loss': None, 'best_top1': None, 'step': None,
          'count': None, 'epoch': None, 'wall_s': read_marker(variant.workdir).get('wall_s'),
@@ -560,7 +560,7 @@ def write_report(variants: Sequence[Variant], root: str, base_name: str,
   """Writes <root>/ablations.md, <root>/ablations.json and <root>/ablations.png (final
   top-1 per variant, mean ± std over seeds with the per-seed values, and eval curves);
   returns the paths of the Markdown and the plot (None before any run has evaluated)."""
-  from alexnet_jax import plotting
+  from alexnet_jax.tools import curves as plotting
   config_path = base_name
   base_name = portable_config_arg(base_name)
   report = results(variants, config_path, epochs)

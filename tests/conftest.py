@@ -60,7 +60,7 @@ def sample_photos(sample_dir) -> list[str]:
 def tiny_data_dir(tmp_path_factory):
   """A TFDS data_dir holding the built-in dataset at the sizes of data_utils.TINY_RUN,
   built once per session (training runs then also cache its mean image there)."""
-  from alexnet_jax.datasets import shapes
+  from alexnet_jax.data.datasets import shapes
   data_dir = tmp_path_factory.mktemp('tiny_tfds')
   config = data_utils.tiny_config(data_dir)
   shapes.builder(str(data_dir), image_size=config.dataset.shapes_image_size,

@@ -234,7 +234,7 @@ def make_class_folder(root, photos: Sequence[str], classes: int = 3):
 def folder_config(data_dir, folder, **input_fields):
   """A small config reading `folder` (R=40 host images, 32 crops, the 'area' filter the
   NumPy references model), with any input.* field overridden."""
-  from alexnet_jax import config_lib
+  from alexnet_jax.common import config_lib
   c = config_lib.base()
   c.seed = 0
   c.dataset.name = 'folder'

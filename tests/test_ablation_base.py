@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from alexnet_jax import config_lib, models
-from alexnet_jax.datasets import shapes
+from alexnet_jax.common import config_lib
+from alexnet_jax.data.datasets import shapes
+from alexnet_jax.model import nets
 from configs import ablation_base
 from experiments import ablation_base_check as check
 
@@ -57,13 +58,13 @@ def _tiny_spec(**kw):
   c.conv_widths, c.fc_widths = (8, 16, 16, 16, 16), (32, 32)
   for k, v in kw.items():
     c[k] = v
-  return models.ModelSpec.from_config(c)
+  return nets.ModelSpec.from_config(c)
 
 
 @pytest.mark.slow   # ~40 s: compiles three small forward passes
 def test_check_functions_on_a_tiny_model():
   spec = _tiny_spec(lrn_gain=1.0)
-  params = models.init_params(spec, seed=0)
+  params = nets.init_params(spec, seed=0)
   rng = np.random.default_rng(0)
   raw = rng.uniform(-128, 128, size=(4, 64, 64, 3)).astype(np.float32)
   q = check.lrn_multiplier_quantiles(spec, params, raw)

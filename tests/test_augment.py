@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_jax import augment, config_lib, decode
+from alexnet_jax.common import config_lib
+from alexnet_jax.data import augment, decode
 
 PHOTOS = data_utils.sample_jpegs()
 pytestmark = pytest.mark.skipif(not PHOTOS, reason='no sample photos')

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from alexnet_jax import decode
+from alexnet_jax.data import decode
 
 PHOTOS = data_utils.sample_jpegs()
 pytestmark = pytest.mark.skipif(not PHOTOS, reason='no sample photos')

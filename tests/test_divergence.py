@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoints
+from alexnet_jax.run import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config.model.conv_widths=(8,16,24,24,16)', '--config.model.fc_widths=(32,32)',
@@ -43,7 +43,8 @@ def test_divergence_guard_stops_the_run_and_saves_nothing_non_finite(tmp_path):
     root = workdir / ('checkpoints' if which == 'latest' else 'best')
     if not root.exists() or not os.listdir(root):
       continue
-    from alexnet_jax import config_lib, sharding, steps
+    from alexnet_jax.common import config_lib
+    from alexnet_jax.model import sharding, steps
     from configs import default
     config = default.get_config()
     config.model.conv_widths, config.model.fc_widths = (8, 16, 24, 24, 16), (32, 32)

@@ -24,7 +24,10 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoints, config_lib, sharding, sources, statistics, steps
+from alexnet_jax.common import config_lib
+from alexnet_jax.data import sources, statistics
+from alexnet_jax.model import sharding, steps
+from alexnet_jax.run import checkpoints
 
 pytestmark = pytest.mark.slow
 STEPS = 24

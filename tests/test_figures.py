@@ -8,7 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoints, figures_lib, inference
+from alexnet_jax.run import checkpoints
+from alexnet_jax.tools import figures as figures_lib
+from alexnet_jax.tools import predict
 
 
 def _synthetic_conv1(towers=2, n=20, seed=0):
@@ -58,7 +60,7 @@ def test_kernel_grid_puts_kernel_k_of_tower_t_where_the_layout_says():
 
 @pytest.fixture(scope='module')
 def run(fresh_workdir):
-  return inference.load_run(fresh_workdir, batch_size=32)
+  return predict.load_run(fresh_workdir, batch_size=32)
 
 
 @pytest.mark.slow

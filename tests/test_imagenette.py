@@ -9,7 +9,9 @@ import pytest
 import tensorflow_datasets as tfds
 from data_utils import run_cli
 
-from alexnet_jax import config_lib, models, sources
+from alexnet_jax.common import config_lib
+from alexnet_jax.data import sources
+from alexnet_jax.model import nets
 from configs import imagenette
 
 
@@ -50,11 +52,11 @@ def test_classes_and_label_count_are_the_tfds_builders(tmp_path):
 
 def test_model_shapes_without_computing_anything():
   spec = config_lib.validate(imagenette.get_config())
-  params = jax.eval_shape(lambda: models.init_params(spec, seed=0))
-  assert models.count_params(params) == 56_909_194   # the paper's 60,965,224 with fc8 4096 x 10
+  params = jax.eval_shape(lambda: nets.init_params(spec, seed=0))
+  assert nets.count_params(params) == 56_909_194   # the paper's 60,965,224 with fc8 4096 x 10
   assert params['fc8']['kernel'].shape == (2, 2048, 10)
   images = jax.ShapeDtypeStruct((4, 224, 224, 3), np.float32)
-  logits = jax.eval_shape(lambda p, x: models.apply(spec, p, x), params, images)
+  logits = jax.eval_shape(lambda p, x: nets.apply(spec, p, x), params, images)
   assert logits.shape == (4, 10)
 
 

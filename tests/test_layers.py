@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from alexnet_jax import layers
+from alexnet_jax.model import layers
 
 
 def autodiff_pool(x, window, stride):
@@ -121,6 +121,6 @@ def test_lrn_gain_is_the_published_lrn_on_activations_gain_times_larger(formula)
 
 
 def test_lrn_gain_must_be_positive():
-  from alexnet_jax import models
+  from alexnet_jax.model import nets
   with pytest.raises(ValueError, match='lrn_gain'):
-    models.ModelSpec(lrn_gain=0.0).validate()
+    nets.ModelSpec(lrn_gain=0.0).validate()

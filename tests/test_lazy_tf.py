@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from alexnet_jax import lazy_tf
+from alexnet_jax.common import lazy_tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,7 +90,10 @@ def test_model_steps_and_benchmark_import_without_tensorflow_or_clu(tmp_path):
   p = _python("""
       import sys
       import numpy as np
-      from alexnet_jax import config_lib, evaluation, input_pipeline, models, steps
+      from alexnet_jax.common import config_lib
+      from alexnet_jax.run import evaluate
+      from alexnet_jax.data import pipeline as input_pipeline
+      from alexnet_jax.model import nets, steps
       from benchmarks import step_lib
       config = step_lib.model_config('one_tower', 'float32', 4, step_lib.parse_overrides(
           'model.conv_widths=(8,16,16,16,16); model.fc_widths=(32,32); model.num_classes=10;'
@@ -117,7 +120,7 @@ def test_torch_imports_after_tensorflow_without_crashing():
   TensorFlow's segfaults the process. import_torch hides Triton when TF is loaded."""
   p = _python("""
       import sys
-      from alexnet_jax import lazy_tf
+      from alexnet_jax.common import lazy_tf
       assert not lazy_tf.tf.loaded
       print('GPUS', lazy_tf.tf.config.get_visible_devices('GPU'))
       torch = lazy_tf.import_torch()

@@ -1,4 +1,4 @@
-"""alexnet_jax.logs: the log of a run holds this project's lines and warnings, not the
+"""alexnet_jax.common.logs: the log of a run holds this project's lines and warnings, not the
 INFO chatter of Orbax, CLU, TFDS & co."""
 
 import logging as std_logging
@@ -9,7 +9,7 @@ import pytest
 from absl import logging
 from data_utils import TINY_RUN, override_flags, run_cli
 
-from alexnet_jax import logs
+from alexnet_jax.common import logs
 
 ORBAX_FILE = '/venv/lib/python3.11/site-packages/orbax/checkpoint/_src/path/atomicity.py'
 OUR_FILE = os.path.join(logs.PACKAGE_DIR, 'train.py')
@@ -134,7 +134,7 @@ def test_a_training_run_logs_only_what_a_user_reads(tiny_data_dir, tmp_path):
 
 
 def test_user_fault_prints_one_line_and_returns_its_status_and_reraises_a_bug(capsys):
-  from alexnet_jax import checkpoints
+  from alexnet_jax.run import checkpoints
   assert logs.user_fault(checkpoints.CheckpointError('none restores'),
                          checkpoints.EXIT_STATUSES) == 5
   assert logs.user_fault(FileNotFoundError('no such run'), checkpoints.EXIT_STATUSES) == 2

@@ -17,7 +17,7 @@ import time
 import pytest
 from data_utils import REPO, TINY_RUN, override_flags, tiny_config
 
-from alexnet_jax import sources, statistics
+from alexnet_jax.data import sources, statistics
 
 pytestmark = pytest.mark.slow
 # Seconds per launch of both processes. Measured: ~110 CPU-s for the whole test, most of

@@ -13,7 +13,11 @@ import pytest
 import workdir_utils
 from PIL import Image
 
-from alexnet_jax import evaluation, inference, input_pipeline, models, steps
+from alexnet_jax.data import classes as class_names
+from alexnet_jax.data import pipeline
+from alexnet_jax.model import nets, steps
+from alexnet_jax.run import evaluate as evaluation
+from alexnet_jax.tools import predict as inference
 
 BATCH = 8          # a multiple of the 4 'data' devices of the (data=4, model=2) test mesh
 
@@ -39,7 +43,7 @@ def val_files(run, tmp_path_factory):
 
 def test_imagenet_class_table():
   import tensorflow_datasets as tfds
-  classes = inference.imagenet_classes()
+  classes = class_names.imagenet_classes()
   assert len(classes) == 1000
   synsets = [c.label for c in classes]
   assert len(set(synsets)) == 1000 and synsets == sorted(synsets)
@@ -74,7 +78,7 @@ def test_the_class_table_ships_in_the_wheel(repo_root, tmp_path):
 
 def test_imagenet_names_match_the_sample_photos(sample_photos):
   """The sample photos are named <synset>_<class name>.JPEG by an independent source."""
-  by_synset = {c.label: c.name for c in inference.imagenet_classes()}
+  by_synset = {c.label: c.name for c in class_names.imagenet_classes()}
   checked = 0
   for path in sample_photos:
     synset, name = os.path.basename(path)[:-len('.JPEG')].split('_', 1)
@@ -84,30 +88,30 @@ def test_imagenet_names_match_the_sample_photos(sample_photos):
 
 
 def test_class_names_of_a_tfds_dataset_need_no_data(tmp_path):
-  from alexnet_jax import config_lib
+  from alexnet_jax.common import config_lib
   config = config_lib.base()
   config.dataset.name, config.dataset.data_dir = 'imagenette', str(tmp_path)   # empty
   config.model.num_classes = 10
-  classes = inference.class_info(config)
+  classes = class_names.class_info(config)
   assert (classes[0].label, classes[0].name) == ('n01440764', 'tench')   # synset -> name
   assert len(classes) == 10 and len({c.name for c in classes}) == 10
   assert not os.listdir(tmp_path)                                          # nothing built
 
 
 def test_class_names_of_the_builtin_dataset_and_a_folder(run, tmp_path):
-  from alexnet_jax import sources
+  from alexnet_jax.data import sources
   names = sources.builder(run.config).info.features['label'].names
-  classes = inference.class_info(run.config)
+  classes = class_names.class_info(run.config)
   assert [c.label for c in classes] == list(names) and len(classes) == 10
   for d in ('n01440764', 'my_cats'):
     (tmp_path / d).mkdir()
   config = run.config.copy_and_resolve_references()
   config.dataset.name, config.dataset.folder = 'folder', str(tmp_path)
   config.model.num_classes = 2
-  assert [(c.label, c.name) for c in inference.class_info(config)] == [
+  assert [(c.label, c.name) for c in class_names.class_info(config)] == [
       ('my_cats', 'my cats'), ('n01440764', 'tench')]
   config.model.num_classes = 3       # does not match: indices, with a warning
-  assert [c.name for c in inference.class_info(config)] == ['class 0', 'class 1', 'class 2']
+  assert [c.name for c in class_names.class_info(config)] == ['class 0', 'class 1', 'class 2']
 
 
 # ------------------------------------------------------------------------------ equality
@@ -120,7 +124,7 @@ def _eval_path_probabilities(run, crops: int = 1) -> np.ndarray:
   fn = jax.jit(lambda p, x, m: steps.eval_logits(config, run.spec, p, x, m))
   out = []
   with jax.set_mesh(run.mesh):
-    for batch in input_pipeline.create_eval_iterator(config, 'validation',
+    for batch in pipeline.create_eval_iterator(config, 'validation',
                                                      local_batch_size=BATCH):
       logits = np.asarray(fn(run.params, run.put(batch['image']), run.mean), np.float64)
       p = np.exp(logits - logits.max(-1, keepdims=True))
@@ -162,7 +166,7 @@ def test_ten_crops_are_the_mean_of_the_ten_softmaxes(run_dir, val_files, run):
   views += [v[:, :, ::-1] for v in views]
   softmaxes = []
   for v in views:
-    logits = np.asarray(models.apply(run.spec, run.params, v), np.float64)
+    logits = np.asarray(nets.apply(run.spec, run.params, v), np.float64)
     e = np.exp(logits - logits.max(-1, keepdims=True))
     softmaxes.append(e / e.sum(-1, keepdims=True))
   np.testing.assert_allclose(got, np.mean(softmaxes, axis=0), atol=2e-6)
@@ -234,7 +238,7 @@ def test_bad_files_are_reported_and_the_others_classified(run, val_files, tmp_pa
 
 
 def test_top_k_and_output_formats(run):
-  classes = inference.class_info(run.config)
+  classes = class_names.class_info(run.config)
   p = inference.Prediction('a.jpg', probabilities=np.array(
       [0.05, 0.4, 0.1, 0.4, 0.05] + [0.0] * 5, np.float32))
   assert [i for i, _ in p.top(3)] == [1, 3, 2]            # a tie: the lower index first

@@ -14,7 +14,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
-from alexnet_jax import decode, imagenet, sources, statistics
+from alexnet_jax.data import decode, sources, statistics
+from alexnet_jax.data import prepare as imagenet
 from configs import paper
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(data_utils.SAMPLE_DIR),

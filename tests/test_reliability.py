@@ -30,17 +30,11 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import (
-  checkpoints,
-  config_lib,
-  input_pipeline,
-  sharding,
-  sources,
-  statistics,
-  steps,
-  train,
-  workdir_lock,
-)
+from alexnet_jax.common import config_lib
+from alexnet_jax.data import pipeline, sources, statistics
+from alexnet_jax.model import sharding, steps
+from alexnet_jax.run import checkpoints, train
+from alexnet_jax.run import lock as workdir_lock
 
 PHOTOS = data_utils.sample_jpegs()
 needs_photos = pytest.mark.skipif(not PHOTOS, reason='no sample photos')
@@ -55,7 +49,7 @@ def _absl_records_reach_caplog(caplog):
 
 
 def _hold_lock_in_another_process(workdir):
-  code = ('import sys, time; from alexnet_jax import workdir_lock; '
+  code = ('import sys, time; from alexnet_jax.run import lock as workdir_lock; '
           f'workdir_lock.WorkdirLock({str(workdir)!r}).acquire(); print("locked", flush=True); '
           'time.sleep(600)')
   proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True,
@@ -441,22 +435,22 @@ def test_skipped_images_are_counted_per_epoch_named_and_refused(messy, caplog):
   n_train = sources.num_examples(config, 'train')
   assert n_train == 11
   bad_train = {str(root / 'train/class0/truncated.JPEG'), str(root / 'train/class1/garbage.JPEG')}
-  skips = input_pipeline.SkipReport()
-  before = input_pipeline.skipped_examples()
-  it = input_pipeline.create_train_iterator(config, local_batch_size=3, skips=skips)
+  skips = pipeline.SkipReport()
+  before = pipeline.skipped_examples()
+  it = pipeline.create_train_iterator(config, local_batch_size=3, skips=skips)
   batches = [next(it) for _ in range(8)]                 # 24 positions: 2 epochs and a bit
   assert all(b['image'].shape == (3, 40, 40, 3) and set(b) == {'image', 'label'}
              for b in batches)
   assert skips.counts[('train', 0)] == 2 and skips.counts[('train', 1)] == 2
   assert set(skips.names[('train', 0)]) == bad_train == set(skips.names[('train', 1)])
   assert skips.take_new('train') >= 4 and skips.take_new('train') == 0
-  assert input_pipeline.skipped_examples() - before >= 4
+  assert pipeline.skipped_examples() - before >= 4
   assert "epoch 0 of split 'train': 2 of 11 images could not be decoded" in caplog.text
   assert 'truncated.JPEG' in caplog.text and 'garbage.JPEG' in caplog.text
 
-  strict = input_pipeline.SkipReport(max_fraction=0.1)     # 1 of 4 is more than 10%
-  with pytest.raises(input_pipeline.UnreadableImagesError) as err:
-    list(input_pipeline.create_eval_iterator(config, 'validation', local_batch_size=2,
+  strict = pipeline.SkipReport(max_fraction=0.1)     # 1 of 4 is more than 10%
+  with pytest.raises(pipeline.UnreadableImagesError) as err:
+    list(pipeline.create_eval_iterator(config, 'validation', local_batch_size=2,
                                              skips=strict))
   assert strict.counts[('validation', None)] == 1
   assert strict.names[('validation', None)] == [str(root / 'validation/class0/empty.JPEG')]
@@ -466,9 +460,9 @@ def test_skipped_images_are_counted_per_epoch_named_and_refused(messy, caplog):
   assert 'input.max_skipped_fraction=0.1' in message and 'empty.JPEG' in message
   assert isinstance(err.value, ValueError)                 # main: exit 2, no traceback
   # Training stops as soon as an epoch crosses the line.
-  train_strict = input_pipeline.SkipReport(max_fraction=0.15)
+  train_strict = pipeline.SkipReport(max_fraction=0.15)
   train_strict.add('train', 0, 11, 1, ['a.JPEG'])
-  with pytest.raises(input_pipeline.UnreadableImagesError, match=r'2 of 11 .*a.JPEG, b.JPEG'):
+  with pytest.raises(pipeline.UnreadableImagesError, match=r'2 of 11 .*a.JPEG, b.JPEG'):
     train_strict.add('train', 0, 11, 1, ['b.JPEG'])
 
 

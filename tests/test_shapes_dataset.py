@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from alexnet_jax.datasets import shapes
+from alexnet_jax.data.datasets import shapes
 
 TINY = dict(image_size=32, train_size=500, validation_size=200)
 NUM_CLASSES = len(shapes.CLASS_NAMES)
@@ -203,7 +203,7 @@ def test_colour_baseline_detects_colour_leaks(tiny_arrays):
 def test_the_cnn_sees_what_colour_histograms_cannot(tmp_path):
   """Same images, same labels: the project's AlexNet (narrow, 6 short epochs) against both
   colour-histogram classifiers. The CNN must be far above them, and they near chance."""
-  from alexnet_jax import train
+  from alexnet_jax.run import train
   from configs import default
 
   c = default.get_config()

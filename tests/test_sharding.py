@@ -7,10 +7,11 @@ import numpy as np
 import optax
 import pytest
 
-from alexnet_jax import config_lib, models, report, sharding
+from alexnet_jax.common import config_lib
+from alexnet_jax.model import nets, sharding, summary
 from configs import default, paper
 
-SPEC = models.ModelSpec(conv_widths=(16, 32, 48, 48, 32), fc_widths=(64, 64), num_classes=10,
+SPEC = nets.ModelSpec(conv_widths=(16, 32, 48, 48, 32), fc_widths=(64, 64), num_classes=10,
                         input_size=67, init='he')
 
 
@@ -52,7 +53,7 @@ def test_one_tower_model_cannot_split_over_model_axis(mesh):
 
 @pytest.mark.slow
 def test_tower_a_lives_only_on_model_index_0(mesh):
-  params = models.init_params(SPEC, seed=0, mesh=mesh)
+  params = nets.init_params(SPEC, seed=0, mesh=mesh)
   position = {d.id: idx for idx, d in np.ndenumerate(mesh.devices)}
   for name in ('conv2', 'conv4', 'conv5'):
     kernel = params[name]['kernel']
@@ -66,27 +67,27 @@ def test_tower_a_lives_only_on_model_index_0(mesh):
 
 @pytest.mark.slow
 def test_sharded_init_equals_single_device_init(mesh):
-  a = models.init_params(SPEC, seed=3)
-  b = models.init_params(SPEC, seed=3, mesh=mesh)
+  a = nets.init_params(SPEC, seed=3)
+  b = nets.init_params(SPEC, seed=3, mesh=mesh)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
 
 
 def _loss(spec, params, x, y):
-  logits = models.apply(spec, params, x)
+  logits = nets.apply(spec, params, x)
   return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('lrn_across', [False, True])
 def test_sharded_logits_and_gradients_equal_single_device(mesh, lrn_across):
-  spec = models.ModelSpec(**{**SPEC.__dict__, 'lrn_across_towers': lrn_across})
-  params = models.init_params(spec, seed=0)
+  spec = nets.ModelSpec(**{**SPEC.__dict__, 'lrn_across_towers': lrn_across})
+  params = nets.init_params(spec, seed=0)
   x = jax.random.normal(jax.random.key(1), (8, 67, 67, 3))
   y = jax.random.randint(jax.random.key(2), (8,), 0, 10)
   grad_fn = jax.jit(jax.grad(_loss, argnums=1, has_aux=True), static_argnums=0)
   ref_grads, ref_logits = grad_fn(spec, params, x, y)
-  sharded = models.init_params(spec, seed=0, mesh=mesh)
+  sharded = nets.init_params(spec, seed=0, mesh=mesh)
   with jax.set_mesh(mesh):
     xs = jax.device_put(x, sharding.batch_sharding(mesh))
     grads, logits = grad_fn(spec, sharded, xs, y)
@@ -105,7 +106,7 @@ def test_communication_only_where_the_towers_meet():
   cfg = default.get_config()
   cfg.mesh.model = 2
   cfg.model.dtype = 'float32'
-  s = report.summarize(cfg, batch_size=16)
+  s = summary.summarize(cfg, batch_size=16)
   assert s['mesh'] == {'data': 4, 'model': 2}
   over_model = {r['layer'] for r in s['communication'] if 'model' in r['axes']}
   assert not over_model & {'conv1', 'conv2', 'conv4', 'conv5'}, s['communication']
@@ -115,18 +116,18 @@ def test_communication_only_where_the_towers_meet():
   # The gradient reduction carries each device's half of the parameters (float32).
   half = sum(p['count'] // (2 if p['sharding'] != 'P()' else 1) for p in s['parameters'])
   assert sum(r['bytes'] for r in grads) >= 4 * half
-  text = report.format_tables(s)
+  text = summary.format_tables(s)
   assert 'conv3' in text and f"{s['total_parameters']:,}" in text
 
 
 def test_replica_group_parsing():
   m = sharding.make_mesh(mesh_config())
   # iota form: 4 groups of 2 consecutive devices = the model axis.
-  assert report.axes_of_groups(report.replica_groups(
+  assert summary.axes_of_groups(summary.replica_groups(
       'x = f32[4] all-gather(y), replica_groups=[4,2]<=[8]'), m) == 'model'
-  assert report.axes_of_groups(report.replica_groups(
+  assert summary.axes_of_groups(summary.replica_groups(
       'x = f32[4] all-reduce(y), replica_groups=[2,4]<=[4,2]T(1,0)'), m) == 'data'
-  assert report.axes_of_groups(report.replica_groups(
+  assert summary.axes_of_groups(summary.replica_groups(
       'x = f32[4] all-reduce(y), replica_groups={{0,1,2,3,4,5,6,7}}'), m) == 'data+model'
 
 
@@ -151,13 +152,13 @@ def test_native_kernels_on_the_mesh_equal_the_cpu_choices(mesh):
                                conv_weight_grad='native')
   cpu = dataclasses.replace(SPEC, conv_impl='split', pool_grad='custom', lrn_impl='rsqrt',
                             conv_weight_grad='matmul')
-  params = models.init_params(SPEC, seed=0)
+  params = nets.init_params(SPEC, seed=0)
   x = jax.random.normal(jax.random.key(1), (8, 67, 67, 3))
   y = jax.random.randint(jax.random.key(2), (8,), 0, 10)
   grad_fn = jax.jit(jax.grad(_loss, argnums=1, has_aux=True), static_argnums=0)
   ref_grads, ref_logits = grad_fn(cpu, params, x, y)
   one_grads, one_logits = grad_fn(native, params, x, y)
-  sharded = models.init_params(SPEC, seed=0, mesh=mesh)
+  sharded = nets.init_params(SPEC, seed=0, mesh=mesh)
   with jax.set_mesh(mesh):
     xs = jax.device_put(x, sharding.batch_sharding(mesh))
     mesh_grads, mesh_logits = grad_fn(native, sharded, xs, y)
@@ -175,6 +176,6 @@ def test_replica_groups_in_the_mesh_spelling():
   line = ("x = (f32[], f32[]) all-reduce(a, b), channel_id=18, replica_groups=mesh['axis_0'=2,"
           "'axis_1'=1,'axis_2'=1,'axis_3'=4], device_ids=([4,2]T(1,0)) {'axis_0'}, "
           "use_global_device_ids=true")
-  groups = report.replica_groups(line)
+  groups = summary.replica_groups(line)
   assert sorted(map(sorted, groups)) == [[0, 1], [2, 3], [4, 5], [6, 7]]
-  assert report.axes_of_groups(groups, m) == 'model'
+  assert summary.axes_of_groups(groups, m) == 'model'

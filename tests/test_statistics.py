@@ -6,7 +6,8 @@ import data_utils
 import numpy as np
 import pytest
 
-from alexnet_jax import config_lib, input_pipeline, sources, statistics
+from alexnet_jax.common import config_lib
+from alexnet_jax.data import pipeline, sources, statistics
 
 PHOTOS = data_utils.sample_jpegs()
 
@@ -24,7 +25,7 @@ def test_mean_image_is_the_training_mean_and_cached(tmp_path, folder):
   mean = statistics.load_or_compute_mean_image(c)
   assert path.exists()  # written by the first call
   images = np.concatenate([b['image'][b['mask']] for b in
-                           input_pipeline.create_eval_iterator(c, 'train', local_batch_size=16)])
+                           pipeline.create_eval_iterator(c, 'train', local_batch_size=16)])
   assert images.shape[0] == sources.num_examples(c, 'train')
   assert mean.shape == (40, 40, 3) and mean.dtype == np.float32
   np.testing.assert_allclose(mean, images.astype(np.float64).mean(axis=0), rtol=1e-5)
@@ -57,7 +58,7 @@ def test_synthetic_has_no_mean_and_no_file(tmp_path):
 
 
 def _host_train_images(c):
-  return np.concatenate([b['image'][b['mask']] for b in input_pipeline.create_eval_iterator(
+  return np.concatenate([b['image'][b['mask']] for b in pipeline.create_eval_iterator(
       c, c.dataset.train_split, local_batch_size=16)])
 
 

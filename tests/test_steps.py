@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from alexnet_jax import steps
+from alexnet_jax.model import steps
 
 
 def test_rank_counts_ties_against_the_prediction():
@@ -72,7 +72,8 @@ def test_ten_crop_ranking_has_no_ties_where_log_probabilities_would():
 
 @pytest.mark.slow
 def test_built_state_lives_in_the_shardings_the_steps_expect():
-  from alexnet_jax import config_lib, models, sharding
+  from alexnet_jax.common import config_lib
+  from alexnet_jax.model import nets, sharding
   from configs import default
   config = default.get_config()
   config.model.conv_widths, config.model.fc_widths = (8, 16, 16, 16, 16), (32, 32)
@@ -82,7 +83,7 @@ def test_built_state_lives_in_the_shardings_the_steps_expect():
   state = built.init_state(0)
   for x, s in zip(jax.tree.leaves(state), jax.tree.leaves(built.state_shardings), strict=True):
     assert x.sharding.is_equivalent_to(s, x.ndim)
-  assert state.params['conv2']['kernel'].sharding.spec == models.param_specs(
+  assert state.params['conv2']['kernel'].sharding.spec == nets.param_specs(
       built.spec)['conv2']['kernel']
   abstract = built.abstract_state()
   for x, a in zip(jax.tree.leaves(state), jax.tree.leaves(abstract), strict=True):
@@ -92,7 +93,9 @@ def test_built_state_lives_in_the_shardings_the_steps_expect():
 def _losses_of_repeated_steps(**input_overrides):
   """Train-step losses on one fixed batch, learning rate 0, no dropout: only the
   augmentation can change from step to step."""
-  from alexnet_jax import config_lib, sharding, statistics
+  from alexnet_jax.common import config_lib
+  from alexnet_jax.data import statistics
+  from alexnet_jax.model import sharding
   from configs import default
   config = default.get_config()
   config.model.conv_widths, config.model.fc_widths = (8, 16, 16, 16, 16), (32, 32)
@@ -132,7 +135,10 @@ def test_augmentation_is_drawn_afresh_at_every_step():
 def test_train_step_takes_the_lighting_pca_as_an_input():
   """The step's lighting follows the eigen-decomposition passed in (one compilation for
   any): the published one, another dataset's, and none (zeros) give three different steps."""
-  from alexnet_jax import config_lib, evaluation, sharding, statistics
+  from alexnet_jax.common import config_lib
+  from alexnet_jax.data import statistics
+  from alexnet_jax.model import sharding
+  from alexnet_jax.run import evaluate
   from configs import default
   config = default.get_config()
   config.model.conv_widths, config.model.fc_widths = (8, 16, 16, 16, 16), (32, 32)
@@ -140,7 +146,7 @@ def test_train_step_takes_the_lighting_pca_as_an_input():
   mesh = sharding.make_mesh(config.mesh)
   built = steps.build(config, config_lib.validate(config, mesh_shape=dict(mesh.shape)), mesh)
   rng = np.random.default_rng(0)
-  batch = evaluation.to_global(
+  batch = evaluate.to_global(
       {'image': rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8),
        'label': rng.integers(0, 10, (16,), dtype=np.int32)}, built.batch)
   mean = built.device_mean(None)

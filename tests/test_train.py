@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from data_utils import run_cli, tiny_config
 
-from alexnet_jax import checkpoints, evaluation, train
+from alexnet_jax.run import checkpoints, evaluate, train
 
 
 @pytest.fixture(scope='module')
@@ -49,7 +49,7 @@ def test_run_logs_evaluates_every_example_once_and_never_recompiles(finished_run
 @pytest.mark.slow
 def test_evaluate_command_centre_and_ten_crops(finished_run):
   workdir, result = finished_run
-  r = evaluation.evaluate_checkpoint(workdir, which='best', crops=(1, 10))
+  r = evaluate.evaluate_checkpoint(workdir, which='best', crops=(1, 10))
   assert r['step'] == 8
   assert r['crops_1']['count'] == r['crops_10']['count'] == 101
   assert r['crops_1']['top1'] == pytest.approx(result.eval['top1'], abs=1e-6)

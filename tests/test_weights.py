@@ -22,18 +22,12 @@ import torch
 import torchvision
 from numpy.lib.stride_tricks import sliding_window_view
 
-from alexnet_jax import (
-  augment,
-  caffe_io,
-  checkpoints,
-  config_lib,
-  evaluation,
-  models,
-  sharding,
-  statistics,
-  steps,
-  weight_io,
-)
+from alexnet_jax.common import config_lib
+from alexnet_jax.data import augment, statistics
+from alexnet_jax.model import nets, sharding, steps
+from alexnet_jax.run import checkpoints, evaluate
+from alexnet_jax.tools import caffe as caffe_io
+from alexnet_jax.tools import weights as weight_io
 from configs import one_tower, paper
 
 N_PHOTOS = 8
@@ -56,7 +50,7 @@ def photos_256(sample_photos):
 def _project_logits(workdir, images, mesh_shape=None, which='best'):
   """Logits of the imported run: config.json, its checkpoint, the project's own eval
   preprocessing (device_preprocess) and forward, on one device or on a mesh."""
-  config = evaluation.load_run_config(workdir)
+  config = evaluate.load_run_config(workdir)
   mesh = _mesh(1, 1, 1) if mesh_shape is None else _mesh(*mesh_shape)
   spec = config_lib.validate(config, mesh_shape=dict(mesh.shape))
   built = steps.build(config, spec, mesh)
@@ -66,7 +60,7 @@ def _project_logits(workdir, images, mesh_shape=None, which='best'):
 
   def forward(p, x, m):
     x = augment.device_preprocess(x, None, config=config, mean=m, train=False)
-    return models.apply(spec, p, x)
+    return nets.apply(spec, p, x)
 
   with jax.set_mesh(mesh):
     x = jax.device_put(images, built.batch)
@@ -132,8 +126,8 @@ def test_torchvision_config_is_configs_one_tower_with_torchvision_inputs():
     assert tv.model[field] == ours.model[field], field
   spec = config_lib.validate(tv)
   assert spec.conv1_pad == 2 and spec.dropout_placement == 'torchvision'
-  abstract = jax.eval_shape(lambda: models.init_params(spec))
-  assert models.count_params(abstract) == 61_100_840
+  abstract = jax.eval_shape(lambda: nets.init_params(spec))
+  assert nets.count_params(abstract) == 61_100_840
   assert sum(int(np.prod(s)) for s in weight_io.torchvision_shapes(spec).values()) == 61_100_840
 
 
@@ -150,7 +144,7 @@ def test_torchvision_import_gives_torchvision_logits_one_device_and_8(
 @pytest.mark.slow
 def test_torchvision_safetensors_and_pth_import_the_same_and_export_to_the_bit(
     tv_model, tv_files, tv_workdir, tmp_path):
-  spec = models.ModelSpec.from_config(weight_io.torchvision_config().model)
+  spec = nets.ModelSpec.from_config(weight_io.torchvision_config().model)
   from_st = weight_io.torchvision_to_params(
       weight_io.read_torchvision(tv_files['safetensors']), spec)
   jax.tree.map(np.testing.assert_array_equal, weight_io.read_workdir_params(tv_workdir)[2],
@@ -181,7 +175,7 @@ def test_torchvision_safetensors_and_pth_import_the_same_and_export_to_the_bit(
 def test_imported_workdir_is_a_run_for_evaluate_and_init_from(tv_model, tv_workdir, photos_256):
   """load_run_config + validate (evaluate_checkpoint's path), the eval step on a batch,
   and load_params(latest) (init_from's path) all take the imported workdir."""
-  config = evaluation.load_run_config(tv_workdir)
+  config = evaluate.load_run_config(tv_workdir)
   assert config.input.mean == 'constant' and config.model.dropout_placement == 'torchvision'
   mesh = _mesh(1, 1, 1)
   spec = config_lib.validate(config, mesh_shape=dict(mesh.shape))
@@ -195,7 +189,7 @@ def test_imported_workdir_is_a_run_for_evaluate_and_init_from(tv_model, tv_workd
   labels = want.argmax(1).astype(np.int32)
   batch = {'image': photos_256, 'label': labels, 'mask': np.ones(len(labels), bool)}
   with jax.set_mesh(mesh):
-    out = jax.device_get(built.eval(best, evaluation.to_global(batch, built.batch),
+    out = jax.device_get(built.eval(best, evaluate.to_global(batch, built.batch),
                                     built.device_mean(
                                         statistics.load_or_compute_mean_image(config))))
   assert out['count'] == N_PHOTOS and out['top1'] == N_PHOTOS
@@ -210,7 +204,7 @@ def test_written_workdir_is_evaluated_and_refused_unless_overwrite(tmp_path, tin
   `evaluate_checkpoint` takes it whole; refused over a run, replaced with overwrite."""
   config = data_utils.tiny_config(tiny_data_dir)
   spec = config_lib.validate(config)
-  shapes = jax.eval_shape(lambda: models.init_params(spec))
+  shapes = jax.eval_shape(lambda: nets.init_params(spec))
   rng = np.random.default_rng(0)
   first, second = (jax.tree.map(lambda a: rng.standard_normal(a.shape, np.float32), shapes)
                    for _ in range(2))
@@ -220,7 +214,7 @@ def test_written_workdir_is_evaluated_and_refused_unless_overwrite(tmp_path, tin
   with pytest.raises(weight_io.WeightsError, match='already holds a run.*--overwrite'):
     weight_io.write_workdir(workdir, config, second, source={'from': 'test'})
   jax.tree.map(np.testing.assert_array_equal, weight_io.read_workdir_params(workdir)[2], first)
-  result = evaluation.evaluate_checkpoint(workdir, crops=(1,))
+  result = evaluate.evaluate_checkpoint(workdir, crops=(1,))
   assert result['step'] == 0 and result['crops_1']['count'] == 101
   assert 0.0 <= result['crops_1']['top1'] <= 1.0 and np.isfinite(result['crops_1']['loss'])
   weight_io.write_workdir(workdir, config, second, source={'from': 'test'}, overwrite=True)
@@ -238,7 +232,7 @@ def _resnet_like(path):
 
 
 def test_torchvision_refuses_other_architectures_and_truncated_files(tv_model, tmp_path):
-  spec = models.ModelSpec.from_config(weight_io.torchvision_config().model)
+  spec = nets.ModelSpec.from_config(weight_io.torchvision_config().model)
   resnet = str(tmp_path / 'resnet.safetensors')
   _resnet_like(resnet)
   with pytest.raises(weight_io.WeightsError) as e:
@@ -286,7 +280,7 @@ def test_cli_refusal_is_one_error_line_and_exit_2(tmp_path):
 
 def _caffe_blobs(seed=0, spec=None):
   """bvlc_alexnet's layers with random He-scaled weights (Caffe's shapes)."""
-  spec = spec or models.ModelSpec.from_config(weight_io.caffe_config().model)
+  spec = spec or nets.ModelSpec.from_config(weight_io.caffe_config().model)
   rng = np.random.default_rng(seed)
   out = {}
   for layer, (w_shape, b_shape) in weight_io.caffe_shapes(spec).items():
@@ -357,7 +351,7 @@ def _np_caffe_forward(blobs, bgr):
 
 
 def test_caffe_pooling_at_227_agrees_with_floor_rounding():
-  spec = models.ModelSpec.from_config(weight_io.caffe_config().model)
+  spec = nets.ModelSpec.from_config(weight_io.caffe_config().model)
   sizes = spec.spatial_sizes()
   assert (sizes['conv1'], sizes['pool1'], sizes['pool2'], sizes['pool5']) == (55, 27, 13, 6)
   for h in (55, 27, 13):
@@ -404,7 +398,7 @@ def test_caffe_import_gives_caffe_logits_one_device_and_4x2_mesh(
 
 @pytest.mark.slow
 def test_caffe_groups_land_on_the_towers(caffe_blobs):
-  spec = models.ModelSpec.from_config(weight_io.caffe_config().model)
+  spec = nets.ModelSpec.from_config(weight_io.caffe_config().model)
   params = weight_io.caffe_to_params(caffe_blobs, spec)
   w2 = caffe_blobs['conv2'][0]                   # (256, 48, 5, 5), group 2
   np.testing.assert_array_equal(params['conv2']['kernel'][0], w2[:128].transpose(2, 3, 1, 0))
@@ -417,8 +411,8 @@ def test_caffe_groups_land_on_the_towers(caffe_blobs):
 
 
 def test_caffe_refuses_other_layers_and_truncated_files(tmp_path):
-  spec = models.ModelSpec.from_config(weight_io.caffe_config().model)
-  small = models.ModelSpec.from_config(dict(spec.__dict__, conv_widths=(8, 16, 24, 24, 16),
+  spec = nets.ModelSpec.from_config(weight_io.caffe_config().model)
+  small = nets.ModelSpec.from_config(dict(spec.__dict__, conv_widths=(8, 16, 24, 24, 16),
                                             fc_widths=(32, 32), num_classes=10))
   blobs = _caffe_blobs(spec=small)
   blobs['conv6'] = [np.zeros((4, 16, 3, 3), np.float32), np.zeros(4, np.float32)]

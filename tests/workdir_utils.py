@@ -16,12 +16,14 @@ OVERRIDES = {'input.resize_size': 72}
 
 def make_workdir(workdir, data_dir, *, seed: int = 0, **overrides):
   """Writes `workdir`/config.json (data_utils.tiny_config + OVERRIDES + `overrides`) and
-  best/1 holding models.init_params(seed); returns (config, params)."""
-  from alexnet_jax import checkpoints, config_lib, models, sharding
+  best/1 holding nets.init_params(seed); returns (config, params)."""
+  from alexnet_jax.common import config_lib
+  from alexnet_jax.model import nets, sharding
+  from alexnet_jax.run import checkpoints
   config = data_utils.tiny_config(data_dir, **{**OVERRIDES, **overrides})
   mesh = sharding.make_mesh(config.mesh)
   spec = config_lib.validate(config, mesh_shape=dict(mesh.shape))
-  params = models.init_params(spec, seed=seed, mesh=mesh)
+  params = nets.init_params(spec, seed=seed, mesh=mesh)
   ckpt = checkpoints.Checkpointer(os.fspath(workdir))
   ckpt.save_best(1, params, {'top1': 0.0})
   ckpt.wait()
@@ -33,10 +35,10 @@ def make_workdir(workdir, data_dir, *, seed: int = 0, **overrides):
 def export_split(config, split: str, folder) -> tuple[list[str], list[int]]:
   """The encoded images of `split`, in the evaluation's order, as files folder/NNNN.jpg;
   returns (paths, labels)."""
-  from alexnet_jax import input_pipeline
+  from alexnet_jax.data import pipeline
   os.makedirs(folder, exist_ok=True)
   paths, labels = [], []
-  for i, (data, label) in enumerate(input_pipeline.shard(config, split).records
+  for i, (data, label) in enumerate(pipeline.shard(config, split).records
                                     .as_numpy_iterator()):
     path = os.path.join(folder, f'{i:04d}.jpg')
     with open(path, 'wb') as f:

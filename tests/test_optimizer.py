@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from alexnet_jax import optim
+from alexnet_jax.model import optimizer
 
 
 def _grad(w):
@@ -16,7 +16,7 @@ def _run(tx, w, steps, drop_at, new_lr):
   state = tx.init(w)
   for i in range(steps):
     if i == drop_at:
-      state = optim.set_learning_rate(state, new_lr)
+      state = optimizer.set_learning_rate(state, new_lr)
     updates, state = tx.update(_grad(w), state, w)
     w = optax.apply_updates(w, updates)
   return w
@@ -41,7 +41,7 @@ W0 = {'kernel': jnp.array([0.5, -1.0, 2.0]), 'bias': jnp.array([1.0, 0.0])}
 
 
 def test_paper_update_across_a_learning_rate_drop():
-  tx = optim.paper_sgd(0.1, momentum=0.9, weight_decay=5e-4)
+  tx = optimizer.paper_sgd(0.1, momentum=0.9, weight_decay=5e-4)
   got = _run(tx, W0, steps=12, drop_at=6, new_lr=0.01)
   want = _paper_formula(W0, 12, 6, 0.1, 0.01)
   for k in W0:
@@ -64,7 +64,7 @@ def test_optax_sgd_would_differ_after_the_drop():
 
 
 def test_caffe_no_decay_on_biases():
-  tx = optim.paper_sgd(0.1, weight_decay=0.05, decay_biases=False)
+  tx = optimizer.paper_sgd(0.1, weight_decay=0.05, decay_biases=False)
   got = _run(tx, W0, steps=5, drop_at=-1, new_lr=0.1)
   want = _paper_formula(W0, 5, -1, 0.1, 0.1, wd=0.05, decay_bias=False)
   for k in W0:
@@ -74,42 +74,42 @@ def test_caffe_no_decay_on_biases():
 
 
 def test_plateau_divides_by_ten_after_patience_at_most_k_times():
-  c = optim.LearningRateController(base_lr=0.01, name='plateau', patience=2, max_reductions=3)
+  c = optimizer.LearningRateController(base_lr=0.01, name='plateau', patience=2, max_reductions=3)
   lowered = [c.observe(t) for t in [0.1, 0.2, 0.2, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3,
                                     0.3, 0.3]]
   assert lowered == [False, False, False, True, False, False, True, False, True, False,
                      False, False, False]
   assert c.reductions == 3
   assert np.isclose(c.lr_for_step(0), 1e-5)
-  restored = optim.LearningRateController(base_lr=0.01)
+  restored = optimizer.LearningRateController(base_lr=0.01)
   restored.load_state_dict(c.state_dict())
   assert (restored.best, restored.reductions, restored.bad_evals) == (0.3, 3, c.bad_evals)
 
 
 def test_step_schedule():
-  c = optim.LearningRateController(base_lr=0.01, name='step', boundaries=(10, 20))
+  c = optimizer.LearningRateController(base_lr=0.01, name='step', boundaries=(10, 20))
   assert [c.lr_for_step(s) for s in (0, 9, 10, 19, 20, 99)] == pytest.approx(
       [0.01, 0.01, 1e-3, 1e-3, 1e-4, 1e-4], rel=1e-9)
   assert not c.observe(0.5)
 
 
 def test_linear_warmup_then_the_schedule():
-  c = optim.LearningRateController(base_lr=0.01, name='step', boundaries=(10,), warmup_steps=4)
+  c = optimizer.LearningRateController(base_lr=0.01, name='step', boundaries=(10,), warmup_steps=4)
   np.testing.assert_allclose([c.lr_for_step(s) for s in range(6)],
                              [0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
   assert c.lr_for_step(10) == pytest.approx(0.001)
   assert [c.warming_up(s) for s in (0, 1, 3, 4)] == [False, True, True, False]
-  none = optim.LearningRateController(base_lr=0.01)
+  none = optimizer.LearningRateController(base_lr=0.01)
   assert none.lr_for_step(0) == 0.01 and not none.warming_up(1)
 
 
 def test_warmup_epochs_from_the_config_and_refused_when_negative():
-  from alexnet_jax import config_lib
+  from alexnet_jax.common import config_lib
   from configs import paper
   cfg = paper.get_config()
   assert cfg.schedule.warmup_epochs == 0.0   # the paper has no warm-up
   cfg.schedule.warmup_epochs = 0.5
-  assert optim.LearningRateController.from_config(cfg, steps_per_epoch=100).warmup_steps == 50
+  assert optimizer.LearningRateController.from_config(cfg, steps_per_epoch=100).warmup_steps == 50
   cfg.schedule.warmup_epochs = -1.0
   with pytest.raises(ValueError, match='schedule.warmup_epochs=-1.0'):
     config_lib.validate(cfg)

@@ -34,10 +34,10 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
-from alexnet_jax import lazy_tf
+from alexnet_jax.common import lazy_tf
 
 # Its classes subclass TFDS's: the real module, imported the way every TFDS import here is
-# (alexnet_jax.lazy_tf).
+# (alexnet_jax.common.lazy_tf).
 tfds = lazy_tf.tfds.load()
 
 __all__ = ['CLASS_NAMES', 'SPLITS', 'VARIANTS', 'AlexnetShapes', 'ShapesConfig', 'builder',
@@ -408,5 +408,5 @@ def builder(data_dir: str | os.PathLike | None = None, *, image_size: int = 64,
     if all(getattr(cfg, k) == v for k, v in values.items()):
       return AlexnetShapes(data_dir=data_dir, config=cfg.name)
   cfg = ShapesConfig(name=config_name(**values),
-                     description='Created by alexnet_jax.datasets.shapes.builder().', **values)
+                     description='Created by alexnet_jax.data.datasets.shapes.builder().', **values)
   return AlexnetShapes(data_dir=data_dir, config=cfg)

@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 from absl import logging
 
-from alexnet_jax import decode, sources
-from alexnet_jax.lazy_tf import tf, tfds  # imported on first use
+from alexnet_jax.common.lazy_tf import tf, tfds  # imported on first use
+from alexnet_jax.data import decode, sources
 
 # dataset.name='synthetic': the number of eval batches, and of distinct pre-made batches the
 # train iterator cycles through.

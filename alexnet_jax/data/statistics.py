@@ -28,7 +28,8 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from alexnet_jax import config_lib, input_pipeline, sources
+from alexnet_jax.common import config_lib
+from alexnet_jax.data import pipeline, sources
 
 STATS_DIR = 'alexnet_jax_stats'
 
@@ -134,7 +135,7 @@ def _load_or_compute(path: epath.Path, compute: Callable[[], np.ndarray | dict]
 
 def _training_images(config: ml_collections.ConfigDict) -> Iterator[np.ndarray]:
   """uint8 [n, R, R, 3] chunks: every decodable image of the training split, once."""
-  for batch in input_pipeline.create_eval_iterator(config, config.dataset.train_split,
+  for batch in pipeline.create_eval_iterator(config, config.dataset.train_split,
                                                    local_batch_size=256):
     yield batch['image'][batch['mask']]
 
@@ -279,7 +280,7 @@ def compute_rgb_pca(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
 
 def published_rgb_pca(config: ml_collections.ConfigDict) -> RgbPca:
   """ImageNet's published constants (augment.PCA_EIGVAL / PCA_EIGVEC, fb.resnet.torch's)."""
-  from alexnet_jax import augment  # the constants live with the op; no jax for the rest here
+  from alexnet_jax.data import augment  # the constants live with the op; no jax for the rest here
   return RgbPca(eigval=augment.PCA_EIGVAL, eigvec=augment.PCA_EIGVEC, source='published',
                 dataset=config.dataset.name)
 

@@ -41,7 +41,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from alexnet_jax import config_lib, lazy_tf
+from alexnet_jax.common import config_lib, lazy_tf
 
 # torchvision.models.alexnet's ImageNet normalisation (inputs in [0, 1]).
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)
@@ -77,7 +77,7 @@ def torchvision_config() -> ml_collections.ConfigDict:
   c.model.conv_widths = (64, 192, 384, 256, 256)
   c.model.lrn = 'none'
   c.mesh.model = 1
-  c.model.input_size = 224                    # conv1 padding 2 (models.ModelSpec.conv1_pad)
+  c.model.input_size = 224                    # conv1 padding 2 (nets.ModelSpec.conv1_pad)
   c.model.dropout_placement = 'torchvision'
   c.model.dropout_scaling = 'inverted'
   c.input.mean = 'constant'
@@ -333,7 +333,8 @@ def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict,
   already holds a run unless `overwrite` (which removes that run's files first)."""
   import jax
 
-  from alexnet_jax import checkpoints, models, optim, sharding, steps
+  from alexnet_jax.model import nets, optimizer, sharding, steps
+  from alexnet_jax.run import checkpoints
   workdir = checkpoints.absolute(workdir)
   root = epath.Path(workdir)
   present = [name for name in RUN_ENTRIES if (root / name).exists()]
@@ -351,7 +352,7 @@ def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict,
   mesh = sharding.make_mesh(ml_collections.ConfigDict({'data': 1, 'model': 1}),
                             devices=jax.devices()[:1])
   spec = config_lib.validate(config, mesh_shape=dict(mesh.shape))
-  abstract = jax.eval_shape(lambda: models.init_params(spec))
+  abstract = jax.eval_shape(lambda: nets.init_params(spec))
   got = jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), params)
   want = jax.tree_util.tree_map(lambda a: tuple(a.shape), abstract)
   if got != want:
@@ -366,7 +367,7 @@ def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict,
       opt_state=opt_state,
       rng=jax.device_put(np.array([0, config.seed + 1], np.uint32), shardings.rng))
   checkpoints.write_config(workdir, config)
-  schedule = optim.LearningRateController.from_config(config, 1).state_dict()
+  schedule = optimizer.LearningRateController.from_config(config, 1).state_dict()
   ckpt = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints)
   try:
     ckpt.save(0, state, {'schedule': schedule, 'best_top1': -1.0, 'input_position': 0,
@@ -382,16 +383,18 @@ def read_workdir_params(workdir: str, *, which: str = 'best'):
   """(config, spec, params as NumPy, step) of a run's checkpoint (`which`: best | latest)."""
   import jax
 
-  from alexnet_jax import checkpoints, evaluation, models, sharding
+  from alexnet_jax.model import nets, sharding
+  from alexnet_jax.run import checkpoints
+  from alexnet_jax.run import evaluate as evaluation
   workdir = checkpoints.absolute(workdir)
   config = evaluation.load_run_config(workdir)
   mesh = sharding.make_mesh(ml_collections.ConfigDict({'data': 1, 'model': 1}),
                             devices=jax.devices()[:1])
   spec = config_lib.validate(config, mesh_shape=dict(mesh.shape))
-  shardings = models.param_shardings(spec, mesh)
+  shardings = nets.param_shardings(spec, mesh)
   abstract = jax.tree_util.tree_map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      jax.eval_shape(lambda: models.init_params(spec)), shardings)
+      jax.eval_shape(lambda: nets.init_params(spec)), shardings)
   params, step = checkpoints.load_params(workdir, abstract, which=which)
   return config, spec, jax.tree_util.tree_map(np.asarray, params), step
 
@@ -418,8 +421,8 @@ def torchvision_export_warnings(config: ml_collections.ConfigDict, spec) -> list
 
 def check_torchvision_export(spec) -> None:
   """Refuses a run whose architecture is not torchvision's alexnet."""
-  from alexnet_jax import models
-  tv = models.ModelSpec.from_config(torchvision_config().model)
+  from alexnet_jax.model import nets
+  tv = nets.ModelSpec.from_config(torchvision_config().model)
   problems = []
   if spec.towers != 1:
     problems.append(f'model.towers={spec.towers} (torchvision: 1)')
@@ -447,9 +450,9 @@ def _source(kind: str, path: str) -> dict[str, Any]:
 def import_torchvision(src: str, workdir: str, *, overwrite: bool = False) -> str:
   """torchvision's alexnet state dict (.pth or .safetensors) -> a workdir (see the module
   docstring); returns the workdir."""
-  from alexnet_jax import models
+  from alexnet_jax.model import nets
   config = torchvision_config()
-  spec = models.ModelSpec.from_config(config.model)
+  spec = nets.ModelSpec.from_config(config.model)
   params = torchvision_to_params(read_torchvision(src), spec, source=os.fspath(src))
   return write_workdir(workdir, config, params, source=_source('torchvision', src),
                        overwrite=overwrite)
@@ -457,9 +460,10 @@ def import_torchvision(src: str, workdir: str, *, overwrite: bool = False) -> st
 
 def import_caffe(src: str, workdir: str, *, overwrite: bool = False) -> str:
   """bvlc_alexnet.caffemodel -> a two-tower workdir (see the module docstring)."""
-  from alexnet_jax import caffe_io, models
+  from alexnet_jax.model import nets
+  from alexnet_jax.tools import caffe as caffe_io
   config = caffe_config()
-  spec = models.ModelSpec.from_config(config.model)
+  spec = nets.ModelSpec.from_config(config.model)
   try:
     layers = caffe_io.read_caffemodel(src)
   except caffe_io.CaffeModelError as e:

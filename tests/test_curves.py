@@ -1,4 +1,4 @@
-"""alexnet_jax.plotting (metrics.jsonl reading, PNG curves) and the plots command."""
+"""alexnet_jax.tools.curves (metrics.jsonl reading, PNG curves) and the plots command."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 from data_utils import run_cli, write_metrics
 from PIL import Image
 
-from alexnet_jax import plotting
+from alexnet_jax.tools import curves as plotting
 
 # --- read_metrics ------------------------------------------------------------------
 

@@ -19,7 +19,10 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding
 
-from alexnet_jax import checkpoints, config_lib, input_pipeline, sharding, statistics, steps
+from alexnet_jax.common import config_lib
+from alexnet_jax.data import pipeline, statistics
+from alexnet_jax.model import sharding, steps
+from alexnet_jax.run import checkpoints
 
 
 def to_global(batch: dict, batch_sharding: NamedSharding) -> dict:
@@ -42,11 +45,11 @@ def prefetch(iterator: Iterator[dict], batch_sharding: NamedSharding,
 
 def evaluate_split(built: steps.Steps, params: Any, config: ml_collections.ConfigDict,
                    mean: jax.Array, split: str,
-                   skips: input_pipeline.SkipReport | None = None) -> dict[str, float]:
+                   skips: pipeline.SkipReport | None = None) -> dict[str, float]:
   """Top-1/top-5/loss over the whole split: padded rows are masked, none dropped (images
   that cannot be decoded are skipped and reported to `skips`)."""
   local_batch = config.eval_batch_size // jax.process_count()
-  it = input_pipeline.create_eval_iterator(config, split, local_batch_size=local_batch,
+  it = pipeline.create_eval_iterator(config, split, local_batch_size=local_batch,
                                            process_index=jax.process_index(),
                                            process_count=jax.process_count(), skips=skips)
   sums = None

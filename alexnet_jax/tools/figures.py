@@ -13,7 +13,7 @@ across R, G, B of the normalised kernel; averaged over the tower's kernels. A gr
 the others at 0). The paper's observation (section 6.1) is that one tower's kernels are
 largely colour-agnostic and the other's colour-specific: a low and a high number.
 
-Neighbours. A query's fc7 vector (after the ReLU, `models.intermediates`) is compared with
+Neighbours. A query's fc7 vector (after the ReLU, `nets.intermediates`) is compared with
 every training image's by Euclidean distance; the 6 nearest (the paper's figure) are kept.
 The training split streams through one jitted function in batches sharded over the mesh's
 'data' axis; a running top-k per query (distances, indices, labels and the images
@@ -163,14 +163,15 @@ def plot_kernels(params: dict, out_path: str, *, title: str | None = None,
 def make_fc7_fn(run) -> Callable:
   """jit(params, images uint8 [B, R, R, 3], mean) -> fc7 after its ReLU, float32 [B, D]:
   the evaluation's centre-crop preprocessing, then the model's intermediates."""
-  from alexnet_jax import augment, models
+  from alexnet_jax.data import augment
+  from alexnet_jax.model import nets
   config, spec = run.config, run.spec
   if int(config.input.eval_crops) != 1:
     raise ValueError('fc7 features are of the centre crop: load the run with crops=1')
 
   def fc7(params, images, mean):
     x = augment.device_preprocess(images, None, config=config, mean=mean, train=False)
-    return models.intermediates(spec, params, x)['fc7'].astype(jnp.float32)
+    return nets.intermediates(spec, params, x)['fc7'].astype(jnp.float32)
 
   return jax.jit(fc7, in_shardings=(run.built.state_shardings.params, run.built.batch,
                                     run.built.replicated), out_shardings=run.built.batch)
@@ -229,9 +230,9 @@ class Neighbours:
 def pick_queries(run, count: int, *, distinct: bool = True) -> tuple[np.ndarray, ...]:
   """(images, labels, indices) of `count` eval-split images: the first image of each of
   the first `count` classes met (distinct=True), or simply the first `count` images."""
-  from alexnet_jax import input_pipeline
+  from alexnet_jax.data import pipeline
   config = run.config
-  it = input_pipeline.create_eval_iterator(config, config.dataset.eval_split,
+  it = pipeline.create_eval_iterator(config, config.dataset.eval_split,
                                            local_batch_size=run.batch_size)
   images, labels, indices, seen = [], [], [], set()
   position = 0
@@ -256,9 +257,9 @@ def pick_queries(run, count: int, *, distinct: bool = True) -> tuple[np.ndarray,
 def train_batches(run, max_train: int | None):
   """Batches of the training split in its stored order (no augmentation, each image once,
   the last batch padded and masked), cut to the first `max_train` images."""
-  from alexnet_jax import input_pipeline
+  from alexnet_jax.data import pipeline
   config = run.config
-  it = input_pipeline.create_eval_iterator(config, config.dataset.train_split,
+  it = pipeline.create_eval_iterator(config, config.dataset.train_split,
                                            local_batch_size=run.batch_size)
   seen = 0
   for batch in it:
@@ -416,7 +417,7 @@ def run_labels(configs: Sequence[dict], fallback: Sequence[str]) -> tuple[list[s
 def training_error(records: Sequence[dict]) -> tuple[list[float], list[float]]:
   """(epochs, errors) of the train records: epoch (their `epoch` field, else step / the
   run's steps per epoch) and 1 - top1, sorted by step (a replayed step: the later record)."""
-  from alexnet_jax import plotting
+  from alexnet_jax.tools import curves as plotting
   steps, top1 = plotting.split_series(records, 'train', 'top1')
   per_epoch = plotting.steps_per_epoch(records)
   if per_epoch is None:
@@ -454,7 +455,8 @@ def find_runs(paths: Sequence[str]) -> list[str]:
 def curves_data(workdirs: Sequence[str], target_error: float) -> dict:
   """What the curves figure shows: per run its label, epochs, training errors and the epoch
   it first reaches target_error."""
-  from alexnet_jax import checkpoints, plotting
+  from alexnet_jax.run import checkpoints
+  from alexnet_jax.tools import curves as plotting
   configs = []
   for w in workdirs:
     try:

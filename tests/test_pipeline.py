@@ -13,7 +13,8 @@ import tensorflow_datasets as tfds
 from data_utils import make_class_folder as _make_folder
 from PIL import Image
 
-from alexnet_jax import config_lib, decode, input_pipeline, sources, statistics
+from alexnet_jax.common import config_lib
+from alexnet_jax.data import decode, pipeline, sources, statistics
 from configs import paper
 
 PHOTOS = data_utils.sample_jpegs()
@@ -48,7 +49,7 @@ def _stream(batches):
 
 
 def _eval_digests(config, split, **kw):
-  batches = list(input_pipeline.create_eval_iterator(config, split, **kw))
+  batches = list(pipeline.create_eval_iterator(config, split, **kw))
   return batches, [_digest(im) for b in batches for im, m in zip(b['image'], b['mask'],
                                                                    strict=True) if m]
 
@@ -67,7 +68,7 @@ def test_folder_holdout_sizes_classes(tmp, folder):
 
 def test_train_batches_are_the_centre_square_with_labels(tmp, folder):
   c = _config(tmp, folder, resize_size=48)
-  b = next(input_pipeline.create_train_iterator(c, local_batch_size=8))
+  b = next(pipeline.create_train_iterator(c, local_batch_size=8))
   assert b['image'].shape == (8, 48, 48, 3) and b['image'].dtype == np.uint8
   assert b['label'].dtype == np.int32 and set(b) == {'image', 'label'}
   # Every yielded image is the host op applied to one of the files, with that file's label.
@@ -81,11 +82,11 @@ def test_train_batches_are_the_centre_square_with_labels(tmp, folder):
 
 def test_train_deterministic_and_seed_dependent(tmp, folder):
   c = _config(tmp, folder)
-  a = _stream(_take(input_pipeline.create_train_iterator(c, local_batch_size=8), 3))
-  b = _stream(_take(input_pipeline.create_train_iterator(c, local_batch_size=8), 3))
+  a = _stream(_take(pipeline.create_train_iterator(c, local_batch_size=8), 3))
+  b = _stream(_take(pipeline.create_train_iterator(c, local_batch_size=8), 3))
   assert a == b
   c.seed = 1
-  other = _stream(_take(input_pipeline.create_train_iterator(c, local_batch_size=8), 3))
+  other = _stream(_take(pipeline.create_train_iterator(c, local_batch_size=8), 3))
   assert other != a
 
 
@@ -93,7 +94,7 @@ def test_epochs_cover_the_split_once_and_are_reshuffled(tmp, folder):
   c = _config(tmp, folder)
   n = sources.num_examples(c, 'train')
   batch = 5
-  stream = _stream(_take(input_pipeline.create_train_iterator(c, local_batch_size=batch),
+  stream = _stream(_take(pipeline.create_train_iterator(c, local_batch_size=batch),
                          -(-3 * n // batch)))
   epochs = [stream[e * n:(e + 1) * n] for e in range(3)]
   assert all(len(set(e)) == n for e in epochs)
@@ -105,8 +106,8 @@ def test_epochs_cover_the_split_once_and_are_reshuffled(tmp, folder):
 @pytest.mark.parametrize('start_step', [3, 13, 20])
 def test_resume_gives_the_same_batches(tmp, folder, start_step):
   c = _config(tmp, folder)
-  full = _take(input_pipeline.create_train_iterator(c, local_batch_size=4), start_step + 3)
-  resumed = _take(input_pipeline.create_train_iterator(c, local_batch_size=4,
+  full = _take(pipeline.create_train_iterator(c, local_batch_size=4), start_step + 3)
+  resumed = _take(pipeline.create_train_iterator(c, local_batch_size=4,
                                                        start_step=start_step), 3)
   for x, y in zip(full[start_step:], resumed, strict=True):
     np.testing.assert_array_equal(x['image'], y['image'])
@@ -118,14 +119,14 @@ def test_eval_padding_odd_split_two_processes(tmp, folder):
   n = sources.num_examples(c, 'train')
   assert n % 7 and n % 6  # leaves partial batches (55 with the fixed hold-out)
   single, single_digests = _eval_digests(c, 'train', local_batch_size=7)
-  assert len(single) == input_pipeline.eval_steps(c, 'train', 7) == -(-n // 7)
+  assert len(single) == pipeline.eval_steps(c, 'train', 7) == -(-n // 7)
   assert sum(b['mask'].sum() for b in single) == n
   assert all(b['image'].shape[0] == 7 and b['mask'].dtype == bool for b in single)
   assert not single[-1]['image'][~single[-1]['mask']].any()  # padding is zeros
 
   parts = [_eval_digests(c, 'train', local_batch_size=3, process_index=p, process_count=2)
            for p in range(2)]
-  steps = input_pipeline.eval_steps(c, 'train', 3 * 2)
+  steps = pipeline.eval_steps(c, 'train', 3 * 2)
   assert [len(b) for b, _ in parts] == [steps, steps]
   assert not set(parts[0][1]) & set(parts[1][1])
   assert sorted(parts[0][1] + parts[1][1]) == sorted(single_digests)
@@ -135,10 +136,10 @@ def test_eval_pads_whole_batches_when_a_shard_is_shorter(tmp, tmp_path):
   folder = _make_folder(tmp_path / 'f', PHOTOS[:5], classes=2)
   c = _config(tmp, folder)
   n = sources.num_examples(c, 'train')
-  parts = [list(input_pipeline.create_eval_iterator(c, 'train', local_batch_size=2,
+  parts = [list(pipeline.create_eval_iterator(c, 'train', local_batch_size=2,
                                                     process_index=p, process_count=3))
            for p in range(3)]
-  steps = input_pipeline.eval_steps(c, 'train', 6)
+  steps = pipeline.eval_steps(c, 'train', 6)
   assert all(len(p) == steps for p in parts)
   assert sum(b['mask'].sum() for p in parts for b in p) == n
 
@@ -148,9 +149,9 @@ def test_train_shards_of_two_processes_are_disjoint(tmp, folder):
   n = sources.num_examples(c, 'train')
   seen = []
   for p in range(2):
-    it = input_pipeline.create_train_iterator(c, local_batch_size=1, process_index=p,
+    it = pipeline.create_train_iterator(c, local_batch_size=1, process_index=p,
                                               process_count=2)
-    local = input_pipeline.shard(c, 'train', p, 2).num_examples
+    local = pipeline.shard(c, 'train', p, 2).num_examples
     seen.append(set(_stream(_take(it, local))))
     assert len(seen[-1]) == local
   assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == n
@@ -180,36 +181,36 @@ def test_corrupt_files_are_skipped_and_counted(tmp, messy_folder):
   c = _config(tmp, messy_folder)
   n = sources.num_examples(c, 'train') + sources.num_examples(c, 'validation')
   assert n == 14
-  before = input_pipeline.skipped_examples()
+  before = pipeline.skipped_examples()
   masked = 0
   for split in ('train', 'validation'):
-    for b in input_pipeline.create_eval_iterator(c, split, local_batch_size=4):
+    for b in pipeline.create_eval_iterator(c, split, local_batch_size=4):
       masked += int(b['mask'].sum())
   assert masked == n - 2
-  assert input_pipeline.skipped_examples() - before == 2
+  assert pipeline.skipped_examples() - before == 2
 
   # Training: one epoch's worth of batches, positions of bad files refilled, resume exact.
   n_train = sources.num_examples(c, 'train')
   bad_in_train = sum(1 for p in sources.folder_listing(str(messy_folder), 'train').paths
                      if os.path.basename(p) in ('truncated.JPEG', 'garbage.JPEG'))
   assert bad_in_train == 2  # the hash hold-out keeps both in train
-  before = input_pipeline.skipped_examples()
-  full = _take(input_pipeline.create_train_iterator(c, local_batch_size=2), n_train // 2 + 2)
-  assert 2 <= input_pipeline.skipped_examples() - before <= 4  # epoch 0, maybe early epoch 1
+  before = pipeline.skipped_examples()
+  full = _take(pipeline.create_train_iterator(c, local_batch_size=2), n_train // 2 + 2)
+  assert 2 <= pipeline.skipped_examples() - before <= 4  # epoch 0, maybe early epoch 1
   assert all(b['image'].shape == (2, 40, 40, 3) for b in full)
-  resumed = _take(input_pipeline.create_train_iterator(c, local_batch_size=2, start_step=3), 3)
+  resumed = _take(pipeline.create_train_iterator(c, local_batch_size=2, start_step=3), 3)
   for x, y in zip(full[3:6], resumed, strict=True):
     np.testing.assert_array_equal(x['image'], y['image'])
 
 
 def test_random_resized_crop_on_host(tmp, folder):
   c = _config(tmp, folder, random_crop='resized')
-  a = _take(input_pipeline.create_train_iterator(c, local_batch_size=4), 4)
+  a = _take(pipeline.create_train_iterator(c, local_batch_size=4), 4)
   assert a[0]['image'].shape == (4, 32, 32, 3)
-  resumed = _take(input_pipeline.create_train_iterator(c, local_batch_size=4, start_step=2), 2)
+  resumed = _take(pipeline.create_train_iterator(c, local_batch_size=4, start_step=2), 2)
   for x, y in zip(a[2:], resumed, strict=True):
     np.testing.assert_array_equal(x['image'], y['image'])
-  ev = next(input_pipeline.create_eval_iterator(c, 'train', local_batch_size=4))
+  ev = next(pipeline.create_eval_iterator(c, 'train', local_batch_size=4))
   assert ev['image'].shape == (4, 40, 40, 3)  # eval stays centre resize_size
 
 
@@ -248,12 +249,12 @@ def test_preresized_tfds_copy_is_read(tmp_path):
   parts = [_eval_digests(c, 'train', local_batch_size=2, process_index=p, process_count=2)[1]
            for p in range(2)]
   assert len(parts[0]) == len(parts[1]) == 2 and not set(parts[0]) & set(parts[1])
-  b = next(input_pipeline.create_train_iterator(c, local_batch_size=3))
+  b = next(pipeline.create_train_iterator(c, local_batch_size=3))
   assert b['image'].shape == (3, 40, 40, 3)
 
 
 def test_builtin_shapes_dataset(tmp_path):
-  shapes = pytest.importorskip('alexnet_jax.datasets.shapes')
+  shapes = pytest.importorskip('alexnet_jax.data.datasets.shapes')
   del shapes
   c = config_lib.base()
   c.dataset.name = 'alexnet_shapes'
@@ -266,16 +267,16 @@ def test_builtin_shapes_dataset(tmp_path):
   assert sources.num_examples(c, 'train') == 40
   assert sources.num_examples(c, 'validation') == 10
   assert sources.num_classes(c) == 10
-  b = next(input_pipeline.create_train_iterator(c, local_batch_size=8))
+  b = next(pipeline.create_train_iterator(c, local_batch_size=8))
   assert b['image'].shape == (8, 32, 32, 3) and b['label'].max() < 10
-  ev = list(input_pipeline.create_eval_iterator(c, 'validation', local_batch_size=4))
+  ev = list(pipeline.create_eval_iterator(c, 'validation', local_batch_size=4))
   assert len(ev) == 3 and sum(e['mask'].sum() for e in ev) == 10
 
 
 def test_tfds_sharded_files_train_stream(tmp_path):
   """A TFDS split in 4 record files: per-epoch file order + buffer shuffle, each epoch covers
   the shard once, resume is exact, two processes read disjoint halves."""
-  shapes = pytest.importorskip('alexnet_jax.datasets.shapes')
+  shapes = pytest.importorskip('alexnet_jax.data.datasets.shapes')
   ddir = str(tmp_path / 'tfds')
   shapes.builder(ddir, image_size=16, train_size=48, validation_size=8).download_and_prepare(
       download_config=tfds.download.DownloadConfig(num_shards=4))
@@ -288,21 +289,21 @@ def test_tfds_sharded_files_train_stream(tmp_path):
   c.input.resize_size = 16
   c.model.input_size = 16
   c.input.shuffle_buffer = 4  # small: the epoch order then comes mostly from the file order
-  src = input_pipeline.shard(c, 'train', 0, 1)
+  src = pipeline.shard(c, 'train', 0, 1)
   assert src.file_shuffled is not None
   _, all_digests = _eval_digests(c, 'train', local_batch_size=16)
   assert len(set(all_digests)) == 48
-  stream = _stream(_take(input_pipeline.create_train_iterator(c, local_batch_size=8), 18))
+  stream = _stream(_take(pipeline.create_train_iterator(c, local_batch_size=8), 18))
   epochs = [stream[i * 48:(i + 1) * 48] for i in range(3)]
   assert all(sorted(e) == sorted(all_digests) for e in epochs)
   assert epochs[0] != epochs[1] != epochs[2]
   # Not just a local reshuffle: with a fixed file order, every epoch would start within
   # the same first 16 records (buffer 4).
   assert len(set().union(*(e[:12] for e in epochs))) > 16
-  resumed = _stream(_take(input_pipeline.create_train_iterator(c, local_batch_size=8,
+  resumed = _stream(_take(pipeline.create_train_iterator(c, local_batch_size=8,
                                                                start_step=7), 4))
   assert resumed == stream[7 * 8:11 * 8]
-  halves = [set(_stream(_take(input_pipeline.create_train_iterator(
+  halves = [set(_stream(_take(pipeline.create_train_iterator(
       c, local_batch_size=4, process_index=p, process_count=2), 6))) for p in range(2)]
   assert len(halves[0]) == len(halves[1]) == 24 and not halves[0] & halves[1]
 
@@ -316,17 +317,17 @@ def test_synthetic_source():
   assert sources.num_examples(config, 'train') == 1_281_167
   assert sources.num_examples(config, 'validation') == 50_000
   assert statistics.load_or_compute_mean_image(config) is None
-  it = input_pipeline.create_train_iterator(config, local_batch_size=4)
+  it = pipeline.create_train_iterator(config, local_batch_size=4)
   batches = [next(it) for _ in range(5)]
   b = batches[0]
   assert b['image'].shape == (4, 40, 40, 3) and b['image'].dtype == np.uint8
   assert b['label'].dtype == np.int32 and b['label'].min() >= 0 and b['label'].max() < 7
   # Deterministic, and a resumed iterator yields the same batch k.
-  resumed = next(input_pipeline.create_train_iterator(config, local_batch_size=4, start_step=3))
+  resumed = next(pipeline.create_train_iterator(config, local_batch_size=4, start_step=3))
   np.testing.assert_array_equal(resumed['image'], batches[3]['image'])
   assert not np.array_equal(batches[0]['image'], batches[1]['image'])
-  evals = list(input_pipeline.create_eval_iterator(config, 'validation', local_batch_size=4))
-  assert len(evals) == input_pipeline.SYNTHETIC_EVAL_BATCHES
+  evals = list(pipeline.create_eval_iterator(config, 'validation', local_batch_size=4))
+  assert len(evals) == pipeline.SYNTHETIC_EVAL_BATCHES
   assert evals[0]['mask'].all() and evals[-1]['mask'].sum() == 2
   with pytest.raises(ValueError, match='synthetic'):
     sources.num_examples(config, 'test')

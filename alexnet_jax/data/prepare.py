@@ -21,8 +21,8 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from alexnet_jax import decode, sources, statistics
-from alexnet_jax.lazy_tf import tf, tfds  # imported on first use
+from alexnet_jax.common.lazy_tf import tf, tfds  # imported on first use
+from alexnet_jax.data import decode, sources, statistics
 
 # The two archives the TFDS `imagenet2012` builder reads from its manual_dir
 # (the test archive is optional and not used here).

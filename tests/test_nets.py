@@ -10,21 +10,21 @@ import optax
 import pytest
 from flax import nnx
 
-from alexnet_jax import layers, models
+from alexnet_jax.model import layers, nets
 from configs import one_tower, paper
 
-SMALL = models.ModelSpec(conv_widths=(16, 32, 48, 48, 32), fc_widths=(64, 64), num_classes=10,
+SMALL = nets.ModelSpec(conv_widths=(16, 32, 48, 48, 32), fc_widths=(64, 64), num_classes=10,
                          input_size=67, init='he')
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _inter(spec, params, x):
-  return models.intermediates(spec, params, x)
+  return nets.intermediates(spec, params, x)
 
 
 @functools.partial(jax.jit, static_argnames=('spec', 'train'))
 def _apply(spec, params, x, train=False, key=None):
-  return models.apply(spec, params, x, train=train, dropout_key=key)
+  return nets.apply(spec, params, x, train=train, dropout_key=key)
 
 
 def inter(model, x):
@@ -36,16 +36,16 @@ def run(model, x, train=False, key=None):
 
 
 def abstract_model(model_config):
-  return nnx.eval_shape(lambda: models.create_model(model_config, rngs=nnx.Rngs(0)))
+  return nnx.eval_shape(lambda: nets.create_model(model_config, rngs=nnx.Rngs(0)))
 
 
 def test_paper_parameter_count_and_macs():
   model = abstract_model(paper.get_config().model)
-  assert models.count_params(model) == 60_965_224
+  assert nets.count_params(model) == 60_965_224
   macs = model.spec.macs_per_image()
   assert sum(macs.values()) == 724_406_816
-  per_layer = {name: models.count_params(nnx.state(getattr(model, name)))
-               for name in models.LAYERS}
+  per_layer = {name: nets.count_params(nnx.state(getattr(model, name)))
+               for name in nets.LAYERS}
   assert per_layer == {'conv1': 34_944, 'conv2': 307_456, 'conv3': 885_120,
                        'conv4': 663_936, 'conv5': 442_624, 'fc6': 37_752_832,
                        'fc7': 16_781_312, 'fc8': 4_097_000}
@@ -53,7 +53,7 @@ def test_paper_parameter_count_and_macs():
 
 def test_one_tower_torchvision_count_and_macs():
   model = abstract_model(one_tower.get_config().model)
-  assert models.count_params(model) == 61_100_840
+  assert nets.count_params(model) == 61_100_840
   assert sum(model.spec.macs_per_image().values()) == 714_188_480
 
 
@@ -69,12 +69,12 @@ def test_paper_one_tower_ablation_config():
 
 @pytest.mark.parametrize('size', [224, 227])
 def test_layer_output_shapes(size):
-  spec = models.ModelSpec.from_config(paper.get_config().model)
+  spec = nets.ModelSpec.from_config(paper.get_config().model)
   spec = dataclasses.replace(spec, input_size=size)
   model = abstract_model(spec)
   # Shapes only (no compute): build the model and run it inside eval_shape.
   shapes = jax.eval_shape(
-      lambda x: inter(models.create_model(spec, rngs=nnx.Rngs(0)), x),
+      lambda x: inter(nets.create_model(spec, rngs=nnx.Rngs(0)), x),
       jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32))
   got = {k: v.shape[1:] for k, v in shapes.items() if not k.endswith('_dropout')}
   assert shapes['fc6_dropout'].shape == shapes['fc6'].shape     # what fc7 receives
@@ -118,7 +118,7 @@ def test_lrn_comes_before_pooling_as_in_the_paper():
   """Section 3.4/3.5: conv1 -> ReLU -> LRN -> max-pool; on inputs where the LRN is not a
   constant scale, pooling first gives a different result."""
   spec = dataclasses.replace(SMALL, init='paper', towers=1, lrn='paper')
-  model = models.create_model(spec, rngs=nnx.Rngs(0))
+  model = nets.create_model(spec, rngs=nnx.Rngs(0))
   x = jax.random.uniform(jax.random.key(2), (2, 67, 67, 3)) * 255      # pixel scale
   got = inter(model, x)
   conv1 = got['conv1']
@@ -130,7 +130,7 @@ def test_lrn_comes_before_pooling_as_in_the_paper():
 
 
 def _conv1_tower_b_changed(spec):
-  model = models.create_model(spec, rngs=nnx.Rngs(0))
+  model = nets.create_model(spec, rngs=nnx.Rngs(0))
   x = jax.random.uniform(jax.random.key(0), (1, spec.input_size, spec.input_size, 3)) * 50
   before = inter(model, x)['pool1']
   model.conv1.kernel[...] = model.conv1.kernel[...].at[1].multiply(30.0)
@@ -149,7 +149,7 @@ def test_lrn_window_stays_inside_each_tower():
 
 def test_towers_meet_only_where_the_paper_says():
   """conv2's tower A output ignores tower B; conv3 mixes both."""
-  model = models.create_model(SMALL, rngs=nnx.Rngs(0))
+  model = nets.create_model(SMALL, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(1), (1, 67, 67, 3))
   before = inter(model, x)
   model.conv2.kernel[...] = model.conv2.kernel[...].at[1].multiply(-3.0)
@@ -160,8 +160,8 @@ def test_towers_meet_only_where_the_paper_says():
 
 
 def test_paper_init():
-  model = models.create_model(dataclasses.replace(SMALL, init='paper'), rngs=nnx.Rngs(0))
-  for name in models.LAYERS:
+  model = nets.create_model(dataclasses.replace(SMALL, init='paper'), rngs=nnx.Rngs(0))
+  for name in nets.LAYERS:
     bias = np.asarray(getattr(model, name).bias[...])
     want = 1.0 if name in ('conv2', 'conv4', 'conv5', 'fc6', 'fc7') else 0.0
     assert np.all(bias == want), name
@@ -170,7 +170,7 @@ def test_paper_init():
 
 
 def test_caffe_init():
-  model = models.create_model(dataclasses.replace(SMALL, init='caffe'), rngs=nnx.Rngs(0))
+  model = nets.create_model(dataclasses.replace(SMALL, init='caffe'), rngs=nnx.Rngs(0))
   assert np.all(np.asarray(model.conv2.bias[...]) == 0.1)
   assert abs(float(model.fc7.kernel[...].std()) - 0.005) < 0.0005
 
@@ -181,9 +181,9 @@ def test_caffe_init():
     {'lrn': 'caffe', 'lrn_across_towers': True}, {'towers': 1}, {'input_size': 64},
 ])
 def test_variants_run_and_differ(change):
-  base = models.create_model(SMALL, rngs=nnx.Rngs(0))
+  base = nets.create_model(SMALL, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(2), (2, 67, 67, 3))
-  variant = models.create_model(dataclasses.replace(SMALL, **change), rngs=nnx.Rngs(0))
+  variant = nets.create_model(dataclasses.replace(SMALL, **change), rngs=nnx.Rngs(0))
   size = variant.spec.input_size
   out = run(variant, x[:, :size, :size])
   assert out.shape == (2, 10) and bool(jnp.all(jnp.isfinite(out)))
@@ -192,20 +192,20 @@ def test_variants_run_and_differ(change):
 
 
 def test_non_overlapping_pooling_keeps_sizes():
-  spec = models.ModelSpec(pooling='non_overlapping')
-  assert spec.spatial_sizes() == models.ModelSpec().spatial_sizes()
-  assert spec.pool == (2, 2) and models.ModelSpec().pool == (3, 2)
+  spec = nets.ModelSpec(pooling='non_overlapping')
+  assert spec.spatial_sizes() == nets.ModelSpec().spatial_sizes()
+  assert spec.pool == (2, 2) and nets.ModelSpec().pool == (3, 2)
 
 
 @pytest.mark.slow
 def test_dropout_only_in_training():
-  model = models.create_model(SMALL, rngs=nnx.Rngs(0))
+  model = nets.create_model(SMALL, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(3), (4, 67, 67, 3))
   key = jax.random.key(4)
   train_a = run(model, x, train=True, key=key)
   assert not np.allclose(train_a, run(model, x))
   np.testing.assert_array_equal(train_a, run(model, x, train=True, key=key))
-  no_drop = models.create_model(dataclasses.replace(SMALL, dropout_rate=0.0), rngs=nnx.Rngs(0))
+  no_drop = nets.create_model(dataclasses.replace(SMALL, dropout_rate=0.0), rngs=nnx.Rngs(0))
   np.testing.assert_allclose(run(no_drop, x, train=True, key=key), run(no_drop, x), rtol=1e-6)
 
 
@@ -214,12 +214,12 @@ def test_dropout_only_in_training():
 def test_dropout_sits_after_fc6_and_fc7_at_the_configured_rate_and_scaling(scaling):
   spec = dataclasses.replace(SMALL, fc_widths=(512, 512), dropout_rate=0.4,
                              dropout_scaling=scaling)
-  model = models.create_model(spec, rngs=nnx.Rngs(0))
+  model = nets.create_model(spec, rngs=nnx.Rngs(0))
   params = model.params_tree()
   x = jax.random.normal(jax.random.key(3), (8, 67, 67, 3))
   key = jax.random.key(7)
-  ev = jax.jit(models.intermediates, static_argnums=0)(spec, params, x)
-  tr = jax.jit(lambda p, x, k: models.intermediates(spec, p, x, train=True, dropout_key=k))(
+  ev = jax.jit(nets.intermediates, static_argnums=0)(spec, params, x)
+  tr = jax.jit(lambda p, x, k: nets.intermediates(spec, p, x, train=True, dropout_key=k))(
       params, x, key)
   # Nothing before fc6's ReLU is touched by dropout.
   for name in ('conv1', 'pool1', 'conv2', 'pool2', 'conv3', 'conv4', 'conv5', 'pool5', 'fc6'):
@@ -249,7 +249,7 @@ def test_dropout_sits_after_fc6_and_fc7_at_the_configured_rate_and_scaling(scali
 @pytest.mark.slow
 def test_he_init_uses_the_full_fan_in_of_fc8():
   spec = dataclasses.replace(SMALL, init='he')          # two towers of 32 fc7 units each
-  kernel = np.asarray(models.create_model(spec, rngs=nnx.Rngs(0)).fc8.kernel[...])
+  kernel = np.asarray(nets.create_model(spec, rngs=nnx.Rngs(0)).fc8.kernel[...])
   assert kernel.shape == (2, 32, 10)
   # Each logit sums both towers' rows: fan-in 64, std sqrt(1/64) (fc8 has no ReLU after it).
   assert abs(kernel.std() - (1 / 64) ** 0.5) < 0.01
@@ -257,8 +257,8 @@ def test_he_init_uses_the_full_fan_in_of_fc8():
 
 @pytest.mark.slow
 def test_bfloat16_close_to_float32_and_params_stay_float32():
-  f32 = models.create_model(SMALL, rngs=nnx.Rngs(0))
-  bf16 = models.create_model(dataclasses.replace(SMALL, dtype='bfloat16'), rngs=nnx.Rngs(0))
+  f32 = nets.create_model(SMALL, rngs=nnx.Rngs(0))
+  bf16 = nets.create_model(dataclasses.replace(SMALL, dtype='bfloat16'), rngs=nnx.Rngs(0))
   assert bf16.conv1.kernel[...].dtype == jnp.float32
   x = jax.random.normal(jax.random.key(5), (8, 67, 67, 3))
   a, b = run(f32, x), run(bf16, x)
@@ -286,7 +286,7 @@ def test_invalid_model_config_is_refused_clearly(change, field, text):
   cfg = paper.get_config().model
   cfg.update(change)
   with pytest.raises(ValueError) as err:
-    models.create_model(cfg, rngs=nnx.Rngs(0))
+    nets.create_model(cfg, rngs=nnx.Rngs(0))
   message = str(err.value)
   assert field in message and text in message, message
 
@@ -295,23 +295,23 @@ def test_unknown_model_field_is_refused():
   cfg = paper.get_config().model.to_dict()
   cfg['tower'] = 2
   with pytest.raises(ValueError, match="unknown field.*'tower'"):
-    models.ModelSpec.from_config(cfg)
+    nets.ModelSpec.from_config(cfg)
 
 
 def test_kernel_choices_resolve_per_backend():
-  spec = models.ModelSpec()
+  spec = nets.ModelSpec()
   assert spec.kernels('cpu') == ('split', 'custom', 'rsqrt', 'matmul')
   assert spec.kernels('gpu') == spec.kernels('tpu') == ('grouped', 'autodiff', 'pow', 'native')
   fixed = dataclasses.replace(spec, conv_impl='grouped', pool_grad='custom', lrn_impl='pow',
                               conv_weight_grad='native')
   assert fixed.kernels('cpu') == fixed.kernels('gpu') == ('grouped', 'custom', 'pow', 'native')
   with pytest.raises(ValueError, match='conv_weight_grad'):
-    models.ModelSpec.from_config({'conv_weight_grad': 'fft'})
+    nets.ModelSpec.from_config({'conv_weight_grad': 'fft'})
 
 
 def _loss_and_grads(spec, params, x, y):
   def loss(p):
-    logits = models.apply(spec, p, x)
+    logits = nets.apply(spec, p, x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
   (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
   return logits, grads
@@ -321,7 +321,7 @@ def _loss_and_grads(spec, params, x, y):
 def test_every_kernel_combination_gives_the_same_logits_and_gradients():
   import itertools
   base = dataclasses.replace(SMALL, lrn_across_towers=False)
-  params = models.init_params(base, seed=0)
+  params = nets.init_params(base, seed=0)
   x = jax.random.normal(jax.random.key(1), (4, 67, 67, 3)) * 30
   y = jnp.arange(4) % 10
   fn = jax.jit(_loss_and_grads, static_argnums=0)
@@ -350,9 +350,9 @@ def test_torchvision_dropout_placement_sits_before_fc6_and_fc7():
   read), fc7's output reaches fc8 untouched."""
   spec = dataclasses.replace(SMALL, towers=1, fc_widths=(512, 512), dropout_rate=0.4,
                              dropout_scaling='inverted', dropout_placement='torchvision')
-  params = models.create_model(spec, rngs=nnx.Rngs(0)).params_tree()
+  params = nets.create_model(spec, rngs=nnx.Rngs(0)).params_tree()
   x = jax.random.normal(jax.random.key(3), (8, 67, 67, 3))
-  tr = jax.jit(lambda p, x, k: models.intermediates(spec, p, x, train=True, dropout_key=k))(
+  tr = jax.jit(lambda p, x, k: nets.intermediates(spec, p, x, train=True, dropout_key=k))(
       params, x, jax.random.key(7))
   assert 'fc7_dropout' not in tr and {'pool5_dropout', 'fc6_dropout'} <= set(tr)
   for name, nxt in (('pool5', 'fc6'), ('fc6', 'fc7')):

@@ -23,7 +23,6 @@ named from the same table.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import re
 import sys
@@ -35,94 +34,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 from jax.sharding import Mesh
 
-from alexnet_jax import (
-  checkpoints,
-  config_lib,
-  evaluation,
-  input_pipeline,
-  models,
-  sharding,
-  sources,
-  statistics,
-  steps,
-)
+from alexnet_jax.common import config_lib
+from alexnet_jax.data import pipeline, sources, statistics
+from alexnet_jax.data.classes import ClassInfo
+from alexnet_jax.model import nets, sharding, steps
+from alexnet_jax.run import checkpoints
+from alexnet_jax.run import evaluate as evaluation
 
-IMAGENET_CLASSES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data',
-                                     'imagenet_classes.tsv')
-IMAGENET_NAMES = ('imagenet2012', 'imagenet2012_subset', 'imagenet2012_real',
-                  'imagenet_v2', 'imagenet2012_corrupted')
 DEFAULT_BATCH = 64
 PROGRESS_EVERY_S = 10.0
-
-
-# ------------------------------------------------------------------------------ classes
-
-
-@dataclasses.dataclass(frozen=True)
-class ClassInfo:
-  label: str          # the dataset's own label: a WordNet synset for ImageNet, a folder name
-  name: str           # human-readable
-
-
-@functools.cache
-def imagenet_classes() -> tuple[ClassInfo, ...]:
-  """The 1000 ILSVRC-2012 classes in label order: (synset, name) from the shipped table."""
-  with open(IMAGENET_CLASSES_FILE, encoding='utf-8') as f:
-    rows = [line.rstrip('\n').split('\t') for line in f if line.strip()]
-  if rows and rows[0] == ['index', 'synset', 'name']:
-    rows = rows[1:]
-  out = []
-  for i, (index, synset, name) in enumerate(rows):
-    if int(index) != i:
-      raise ValueError(f'{IMAGENET_CLASSES_FILE}: row {i} has index {index}')
-    out.append(ClassInfo(synset, name))
-  return tuple(out)
-
-
-@functools.cache
-def _synset_names() -> dict[str, str]:
-  return {c.label: c.name for c in imagenet_classes()}
-
-
-def _named(labels: Sequence[str]) -> tuple[ClassInfo, ...]:
-  """Labels as ClassInfo: a WordNet synset gets its ImageNet name, anything else is its own
-  name (underscores read as spaces)."""
-  table = _synset_names()
-  return tuple(ClassInfo(str(x), table.get(str(x), str(x).replace('_', ' '))) for x in labels)
-
-
-def class_info(config: ml_collections.ConfigDict) -> tuple[ClassInfo, ...]:
-  """The run's classes, in label order (see the module doc); 'class <i>' where the dataset
-  says nothing (synthetic data, or a dataset that is not there to ask)."""
-  n = int(config.model.num_classes)
-  name = str(config.dataset.name)
-  labels: Sequence[str] | None = None
-  if name in IMAGENET_NAMES and n == 1000:
-    return imagenet_classes()
-  try:
-    if name == 'folder':
-      labels = sources.folder_listing(config.dataset.folder, config.dataset.train_split).classes
-    elif name == 'alexnet_shapes':
-      from alexnet_jax.datasets import shapes
-      labels = shapes.CLASS_NAMES[:n]
-    elif name != sources.SYNTHETIC:
-      # The registered builder's static info: nothing is read, prepared or built.
-      from alexnet_jax.lazy_tf import tfds
-      labels = tfds.builder(name, data_dir=os.fspath(sources.data_dir(config))
-                            ).info.features['label'].names
-  except Exception as e:  # noqa: BLE001 - names are a nicety: never a reason to fail
-    logging.warning('class names of dataset %r unavailable (%s): printing class indices',
-                    name, ' '.join(str(e).split())[:200])
-  if labels is not None and len(labels) != n:
-    logging.warning('dataset %r has %d label names, the model %d classes: printing class '
-                    'indices', name, len(labels), n)
-    labels = None
-  if labels is None:
-    return tuple(ClassInfo(str(i), f'class {i}') for i in range(n))
-  return _named(labels)
 
 
 # ------------------------------------------------------------------------------ the run
@@ -134,7 +56,7 @@ class Run:
   batch), model, mesh, parameters and the mean its preprocessing subtracts."""
   workdir: str
   config: ml_collections.ConfigDict
-  spec: models.ModelSpec
+  spec: nets.ModelSpec
   mesh: Mesh
   built: steps.Steps
   params: Any
@@ -222,9 +144,9 @@ def list_images(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _decode_one(config: ml_collections.ConfigDict):
-  from alexnet_jax import decode
-  from alexnet_jax.lazy_tf import tf
-  size = input_pipeline.host_image_size(config, train=False)
+  from alexnet_jax.common.lazy_tf import tf
+  from alexnet_jax.data import decode
+  size = pipeline.host_image_size(config, train=False)
   method = config.input.resize_method
 
   def decode_file(index, path):
@@ -236,7 +158,7 @@ def _decode_one(config: ml_collections.ConfigDict):
 
 def decode_error(config: ml_collections.ConfigDict, path: str) -> str:
   """Why `path` does not decode (the decoder's own message), or '' when it does."""
-  from alexnet_jax.lazy_tf import tf
+  from alexnet_jax.common.lazy_tf import tf
   if not os.path.isfile(path):
     return 'no such file'
   try:
@@ -264,8 +186,8 @@ def host_batches(config: ml_collections.ConfigDict, paths: Sequence[str],
   """The files decoded in parallel (tf.data, order kept), in batches of exactly
   `batch_size` rows (the last one zero-padded); undecodable files are left out of the
   batches and named in `failed`."""
-  from alexnet_jax.lazy_tf import tf
-  size = input_pipeline.host_image_size(config, train=False)
+  from alexnet_jax.common.lazy_tf import tf
+  size = pipeline.host_image_size(config, train=False)
   if not paths:
     return
   ds = tf.data.Dataset.from_tensor_slices(tf.constant(list(paths), tf.string)).enumerate()

@@ -32,7 +32,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import config_lib, layers
+from alexnet_jax.common import config_lib
+from alexnet_jax.model import layers
 
 CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 FC_LAYERS = ('fc6', 'fc7', 'fc8')

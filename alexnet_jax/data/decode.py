@@ -12,7 +12,7 @@ ops can be tested (and reused by `imagenet` to write the pre-resized copy) one a
 
 from __future__ import annotations
 
-from alexnet_jax.lazy_tf import tf  # imported on first use (its GPUs hidden: lazy_tf)
+from alexnet_jax.common.lazy_tf import tf  # imported on first use (its GPUs hidden: lazy_tf)
 
 # torchvision's RandomResizedCrop ranges.
 RESIZED_CROP_SCALE = (0.08, 1.0)

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import ml_collections
 from etils import epath
 
-from alexnet_jax.lazy_tf import tf, tfds  # imported on first use
+from alexnet_jax.common.lazy_tf import tf, tfds  # imported on first use
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 # A folder without split sub-folders: this fraction of each class (chosen by a hash of the
@@ -185,7 +185,7 @@ def _tfds_builder(name: str, ddir: epath.Path, manual: str | None,
                   shapes: tuple[int, int, int, str]):
   """The builder of the prepared dataset `name`; raises _NotPrepared (not cached)."""
   if name == 'alexnet_shapes':
-    from alexnet_jax.datasets import shapes as shapes_lib
+    from alexnet_jax.data.datasets import shapes as shapes_lib
     size, train, validation, variant = shapes
     builder = shapes_lib.builder(ddir, image_size=size, train_size=train,
                                  validation_size=validation, variant=variant)
@@ -305,7 +305,9 @@ def _not_prepared_message(config: ml_collections.ConfigDict) -> str:
   head = (f'TFDS dataset {name!r} is not prepared in data_dir {ddir} and is never downloaded '
           'at run time.' + _other_versions(name, ddir))
   if config.dataset.name == IMAGENET:
-    from alexnet_jax import imagenet  # the archive check is prepare's; imagenet imports us
+    from alexnet_jax.data import (
+      prepare as imagenet,  # the archive check is prepare's; imagenet imports us
+    )
     mdir = manual_dir(config)
     command = f'  {prepare_command(config)}'
     if config.input.use_preresized and is_prepared(without_preresized(config)):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from alexnet_jax import config_lib
+from alexnet_jax.common import config_lib
 
 # PCA of ImageNet RGB pixels in [0, 1] as published (fb.resnet.torch; ALEXNET.md): the
 # input.pca_source='published' fallback, ImageNet only. The default is the training set's own

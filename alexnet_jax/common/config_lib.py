@@ -141,7 +141,7 @@ def parse_arg(arg: str | None, **defaults):
 
 
 # Every field that takes one of a fixed set of values, and those values: the one
-# table the config is checked against (models.ModelSpec checks the model.* rows).
+# table the config is checked against (nets.ModelSpec checks the model.* rows).
 ALLOWED = {
     'model.towers': (1, 2),
     'model.lrn': ('none', 'paper', 'caffe'),
@@ -211,12 +211,12 @@ def validate(config, *, mesh_shape: dict[str, int] | None = None, process_count:
   """Refuses a bad config before anything is compiled; errors name the field.
 
   The one check at the boundary: the commands call it once and hand the
-  validated `models.ModelSpec` it returns to the code below them. mesh_shape
+  validated `nets.ModelSpec` it returns to the code below them. mesh_shape
   ({'data': d, 'model': m}) adds the checks that depend on the devices: the
   'data' axis must divide the batch sizes, the 'model' axis the towers.
   """
-  from alexnet_jax import models  # a config must not need jax to be read
-  spec = models.ModelSpec.from_config(config.model)
+  from alexnet_jax.model import nets  # a config must not need jax to be read
+  spec = nets.ModelSpec.from_config(config.model)
   for field in ALLOWED:
     if not field.startswith('model.'):
       check_choice(field, _get(config, field))

@@ -4,7 +4,7 @@
 `steps.build(...).train.lower(...).compile().as_text()`), finds every
 collective, the mesh axes its replica groups span, the bytes each device
 receives, and the layer it belongs to (from the named scopes the forward pass
-puts on its ops, `models.layer_of_scope`). `summarize` adds the parameter table
+puts on its ops, `nets.layer_of_scope`). `summarize` adds the parameter table
 and the cost; the `summary` command prints it, and the tests use it to check
 that the towers meet only where the paper says.
 """
@@ -20,7 +20,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from alexnet_jax import config_lib, models, sharding, steps
+from alexnet_jax.common import config_lib
+from alexnet_jax.model import nets, sharding, steps
 
 _COLLECTIVES = ('all-gather', 'all-reduce', 'reduce-scatter', 'collective-permute',
                 'all-to-all', 'collective-broadcast')
@@ -99,7 +100,7 @@ def _layer_of(line: str) -> str:
   for part in m.group(1).split('/'):
     if part == steps.GUARD_SCOPE:
       return part
-    layer = models.layer_of_scope(part)
+    layer = nets.layer_of_scope(part)
     if layer is not None:
       return layer
   return 'other'
@@ -135,7 +136,7 @@ def summarize_communication(rows: list[dict]) -> list[dict]:
     g = grouped[(r['layer'], r['op'], r['axes'])]
     g[0] += 1
     g[1] += r['bytes']
-  order = {name: i for i, name in enumerate(models.LAYERS + ('gradients', steps.GUARD_SCOPE,
+  order = {name: i for i, name in enumerate(nets.LAYERS + ('gradients', steps.GUARD_SCOPE,
                                                                      'other'))}
   return [{'layer': k[0], 'op': k[1], 'axes': k[2], 'count': v[0], 'bytes': v[1]}
           for k, v in sorted(grouped.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0]))]

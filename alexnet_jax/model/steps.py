@@ -21,7 +21,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from alexnet_jax import augment, input_pipeline, models, optim, sharding
+from alexnet_jax.data import augment, pipeline
+from alexnet_jax.model import nets, optimizer, sharding
 
 GUARD_SCOPE = 'divergence_guard'       # named scope of the finite check (report.py)
 
@@ -36,15 +37,15 @@ class TrainState:
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   o = config.optimizer
-  return optim.paper_sgd(o.learning_rate, o.momentum, o.weight_decay,
+  return optimizer.paper_sgd(o.learning_rate, o.momentum, o.weight_decay,
                          decay_biases=o.decay_biases, nesterov=o.nesterov)
 
 
-def _state_shardings(tx: optax.GradientTransformation, spec: models.ModelSpec,
+def _state_shardings(tx: optax.GradientTransformation, spec: nets.ModelSpec,
                      mesh: Mesh) -> TrainState:
-  """Parameters and their momentum as `models.param_specs` says; the rest replicated."""
-  params = models.param_shardings(spec, mesh)
-  abstract_params = jax.eval_shape(lambda: models.init_params(spec))
+  """Parameters and their momentum as `nets.param_specs` says; the rest replicated."""
+  params = nets.param_shardings(spec, mesh)
+  abstract_params = jax.eval_shape(lambda: nets.init_params(spec))
   opt_state = optax.tree_map_params(
       tx, lambda _, s: s, jax.eval_shape(tx.init, abstract_params), params,
       transform_non_params=lambda _: sharding.replicated(mesh))
@@ -52,11 +53,11 @@ def _state_shardings(tx: optax.GradientTransformation, spec: models.ModelSpec,
   return TrainState(step=replicated, params=params, opt_state=opt_state, rng=replicated)
 
 
-def create_train_state(seed: int, spec: models.ModelSpec, mesh: Mesh,
+def create_train_state(seed: int, spec: nets.ModelSpec, mesh: Mesh,
                        tx: optax.GradientTransformation) -> TrainState:
   """A fresh state, every array created directly in its sharding."""
   shardings = _state_shardings(tx, spec, mesh)
-  params = models.init_params(spec, seed=seed, mesh=mesh)
+  params = nets.init_params(spec, seed=seed, mesh=mesh)
   opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
   # Raw threefry key data (what jax.random.PRNGKey(seed) holds), saved in checkpoints.
   rng = jax.device_put(np.array([0, seed + 1], np.uint32), shardings.rng)
@@ -87,7 +88,7 @@ def ten_crop_scores(logits: jax.Array) -> jax.Array:
   return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).mean(axis=1)
 
 
-def make_train_step(config: ml_collections.ConfigDict, spec: models.ModelSpec,
+def make_train_step(config: ml_collections.ConfigDict, spec: nets.ModelSpec,
                     tx: optax.GradientTransformation) -> Callable:
   """train_step(state, batch, mean, lighting) -> (state, metrics); pure, for jax.jit.
 
@@ -103,7 +104,7 @@ def make_train_step(config: ml_collections.ConfigDict, spec: models.ModelSpec,
     labels = batch['label']
 
     def loss_fn(params):
-      logits = models.apply(spec, params, images, train=True, dropout_key=drop_key)
+      logits = nets.apply(spec, params, images, train=True, dropout_key=drop_key)
       return cross_entropy(logits, labels), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -116,14 +117,14 @@ def make_train_step(config: ml_collections.ConfigDict, spec: models.ModelSpec,
     with jax.named_scope(GUARD_SCOPE):
       finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
     metrics = {'loss': loss, 'top1': jnp.mean(rank < 1), 'top5': jnp.mean(rank < 5),
-               'learning_rate': optim.get_learning_rate(state.opt_state),
+               'learning_rate': optimizer.get_learning_rate(state.opt_state),
                'finite': finite.astype(jnp.float32)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
 
 
-def eval_logits(config: ml_collections.ConfigDict, spec: models.ModelSpec, params: Any,
+def eval_logits(config: ml_collections.ConfigDict, spec: nets.ModelSpec, params: Any,
                 images: jax.Array, mean: jax.Array) -> jax.Array:
   """The evaluation's forward pass: uint8 host images [B, R, R, 3] -> logits [B, classes]
   of the centre crop, or [B, 10, classes] with input.eval_crops=10 (the evaluation and
@@ -131,12 +132,12 @@ def eval_logits(config: ml_collections.ConfigDict, spec: models.ModelSpec, param
   x = augment.device_preprocess(images, None, config=config, mean=mean, train=False)
   if x.ndim == 5:
     b, crops = x.shape[:2]
-    return models.apply(spec, params, x.reshape((b * crops,) + x.shape[2:])).reshape(
+    return nets.apply(spec, params, x.reshape((b * crops,) + x.shape[2:])).reshape(
         b, crops, -1)
-  return models.apply(spec, params, x)
+  return nets.apply(spec, params, x)
 
 
-def make_eval_step(config: ml_collections.ConfigDict, spec: models.ModelSpec) -> Callable:
+def make_eval_step(config: ml_collections.ConfigDict, spec: nets.ModelSpec) -> Callable:
   """eval_step(params, batch, mean) -> sums over the real (unmasked) examples."""
 
   def eval_step(params: Any, batch: dict, mean: jax.Array):
@@ -168,7 +169,7 @@ class Steps:
   """
 
   mesh: Mesh
-  spec: models.ModelSpec
+  spec: nets.ModelSpec
   tx: optax.GradientTransformation
   train: Any
   eval: Any
@@ -189,7 +190,7 @@ class Steps:
                       ) -> tuple[dict, jax.ShapeDtypeStruct, dict]:
     """Shapes of a training batch, of the mean and of the lighting's PCA, to compile
     without data."""
-    r = input_pipeline.host_image_size(config, train=True)
+    r = pipeline.host_image_size(config, train=True)
     batch = {'image': jax.ShapeDtypeStruct((batch_size, r, r, 3), np.uint8, sharding=self.batch),
              'label': jax.ShapeDtypeStruct((batch_size,), np.int32, sharding=self.batch)}
     mean_shape = (r, r, 3) if config.input.mean == 'image' else (3,)
@@ -213,7 +214,7 @@ class Steps:
     return jax.device_put(value, self.replicated)
 
 
-def build(config: ml_collections.ConfigDict, spec: models.ModelSpec, mesh: Mesh) -> Steps:
+def build(config: ml_collections.ConfigDict, spec: nets.ModelSpec, mesh: Mesh) -> Steps:
   """Jits the train and eval steps of `config` over `mesh` (nothing is compiled yet).
 
   `spec` is the validated model (config_lib.validate returns it).

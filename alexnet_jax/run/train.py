@@ -9,7 +9,7 @@ Faults (README, "What survives what"): one run per workdir (`workdir_lock`); a d
 newest checkpoint is skipped for the newest good one and a failed save stops the run
 with `checkpoints.CheckpointSaveError` (`checkpoints`); undecodable images are counted
 per split and epoch into metrics.jsonl and refused beyond input.max_skipped_fraction
-(`input_pipeline.SkipReport`); rows of metrics.jsonl and best/ steps past the step a run
+(`pipeline.SkipReport`); rows of metrics.jsonl and best/ steps past the step a run
 resumes from (written by an interrupted run, about to be redone) are dropped.
 """
 
@@ -29,20 +29,12 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from alexnet_jax import (
-  augment,
-  checkpoints,
-  config_lib,
-  evaluation,
-  input_pipeline,
-  models,
-  optim,
-  sharding,
-  sources,
-  statistics,
-  steps,
-  workdir_lock,
-)
+from alexnet_jax.common import config_lib
+from alexnet_jax.data import augment, pipeline, sources, statistics
+from alexnet_jax.model import nets, optimizer, sharding, steps
+from alexnet_jax.run import checkpoints
+from alexnet_jax.run import evaluate as evaluation
+from alexnet_jax.run import lock as workdir_lock
 
 
 class _StopRequest:
@@ -133,7 +125,7 @@ class RunContext:
   workdir: str
   steps: steps.Steps
   checkpointer: checkpoints.Checkpointer
-  controller: optim.LearningRateController
+  controller: optimizer.LearningRateController
   mean: jax.Array                 # on every device
   lighting: dict                  # the PCA lighting's eigval/eigvec, on every device
   total_steps: int
@@ -247,7 +239,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh, s
 
   built = steps.build(config, spec, mesh)
   state = built.init_state(config.seed)
-  controller = optim.LearningRateController.from_config(config, steps_per_epoch)
+  controller = optimizer.LearningRateController.from_config(config, steps_per_epoch)
   ckpt = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints)
   best_top1 = -1.0
   if ckpt.latest_step() is not None:
@@ -262,14 +254,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh, s
     params, from_step = checkpoints.load_params(config.init_from, state.params)
     state = state.replace(params=params)
     logging.info('Initialised parameters from %s (step %d).', config.init_from, from_step)
-  state = state.replace(opt_state=optim.set_learning_rate(
+  state = state.replace(opt_state=optimizer.set_learning_rate(
       state.opt_state, controller.lr_for_step(int(state.step))))
   if controller.warming_up(int(state.step) + 1) and is_chief:
     logging.info('Learning rate warms up linearly over the first %d steps.',
                  controller.warmup_steps)
   if is_chief:
     logging.info('%s parameters; %s multiply-adds per image.',
-                 f'{models.count_params(state.params):,}',
+                 f'{nets.count_params(state.params):,}',
                  f'{sum(spec.macs_per_image().values()):,}')
 
   stats = statistics.load_or_compute_statistics(config)
@@ -321,8 +313,8 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
                                            every_secs=30)
   step = int(state.step)
   local_batch = config.batch_size // jax.process_count()
-  skips = input_pipeline.SkipReport(max_fraction=config.input.max_skipped_fraction)
-  train_iter = evaluation.prefetch(input_pipeline.create_train_iterator(
+  skips = pipeline.SkipReport(max_fraction=config.input.max_skipped_fraction)
+  train_iter = evaluation.prefetch(pipeline.create_train_iterator(
       config, local_batch_size=local_batch, start_step=step,
       process_index=jax.process_index(), process_count=jax.process_count(), skips=skips),
       run.steps.batch, config.input.prefetch)
@@ -342,7 +334,7 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
       new_lr = controller.lr_for_step(step)
       if new_lr != lr:
         lr = new_lr
-        state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, lr))
+        state = state.replace(opt_state=optimizer.set_learning_rate(state.opt_state, lr))
         if not controller.warming_up(step):   # one line when the warm-up ends, not per step
           logging.info('Step %d: learning rate -> %g', step, lr)
       with jax.profiler.StepTraceAnnotation('train', step_num=step):

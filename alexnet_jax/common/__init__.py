@@ -1,0 +1,1 @@
+"""Small utilities every floor uses: the config schema, logging, lazy TensorFlow."""

@@ -1,0 +1,2 @@
+"""The networks, their sharding over the (data, model) mesh, the jitted steps, the
+optimizer, the communication summary."""

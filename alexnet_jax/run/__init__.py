@@ -1,0 +1,1 @@
+"""A training run: the loop, evaluation, checkpoints, the workdir and its lock."""
