@@ -226,7 +226,7 @@ def test_input_report():
   report = input_lib.run(input_config(), log=lambda m: None)
   assert [r['name'] for r in report['rows']] == ['project', 'pytorch', 'preresized']
   assert report['cores'] == machine.host_cores() and 'machine' in report
-  assert 'goals' not in report          # goals live in experiments/input_benchmarks.md
+  assert 'goals' not in report          # goals live in benchmarks/logs/input.md
   for r in report['rows']:
     assert r['images'] >= 16 and r['wall_s'] > 0 and r['cpu_s'] > 0
     assert r['images_per_s'] == pytest.approx(r['images'] / r['wall_s'], rel=1e-2)

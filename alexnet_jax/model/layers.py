@@ -30,7 +30,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int,
   'matmul' computes the kernel's gradient as one matrix product per kernel offset
   (`conv_weight_grad`), the input's as autodiff does. Same gradient; on XLA:CPU the
   native weight-gradient convolution ran at 11-47 GFLOP/s against 70-85 for the
-  products (a 2-core Zen 3, experiments/step_benchmarks.md).
+  products (a 2-core Zen 3, benchmarks/logs/step.md).
   """
   if weight_grad == 'matmul':
     y = _conv_matmul_wgrad(x, kernel, stride, padding, groups)
