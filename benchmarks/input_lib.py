@@ -33,7 +33,7 @@ and still right on a machine shared with other jobs (the wall-clock img/s / core
 and the busy cores are reported next to it). (b) is flattered: its batches are not
 shipped back to the main process (DataLoader would, through shared memory).
 
-`run(config)` returns the JSON report (fields: README, "Benchmarks"); the goals these
+`run(config)` returns the JSON report (fields: docs/benchmarks.md); the goals these
 ratios are held to are in benchmarks/logs/input.md, not in the report.
 """
 

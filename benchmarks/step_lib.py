@@ -25,7 +25,7 @@ jax.devices():
   first, which holds the compile; no eval, no checkpoint inside the timed windows) against
   the bare step measured just before and after it.
 
-`run(config)` returns the JSON report (fields: README, "Benchmarks"); `format_table` prints it.
+`run(config)` returns the JSON report (fields: docs/benchmarks.md); `format_table` prints it.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def test_step_report_schema(tiny_report):
   assert tiny_report['config']['models'] == 'paper'
   (r,) = tiny_report['results']
   assert (r['model'], r['dtype'], r['batch_size']) == ('paper', 'float32', 8)
-  # The fields the README promises stay where they are.
+  # The fields docs/benchmarks.md promises stay where they are.
   assert r['step']['images_per_sec'] > 0 and 0 < r['step']['mfu'] <= 1
   json.dumps(tiny_report)
 

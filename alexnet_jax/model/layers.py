@@ -222,7 +222,7 @@ def dropout(x: jax.Array, rate: float, key: jax.Array, *, inverted: bool) -> jax
   test time every output is multiplied by 1 - rate (`dropout_test_scale`).
   inverted=True scales kept units by 1/(1-rate) instead, so test time needs no
   rescale. Both give the next layer the same expected input, but under the same
-  init and learning rate they train differently (README, "Deviations").
+  init and learning rate they train differently (docs/deviations.md).
   """
   if rate <= 0.0:
     return x
