@@ -24,8 +24,8 @@ _HEADINGS = {
 
 
 def _p(p: float) -> str:
-  """Two significant digits, as the README has always quoted them (0.074, 0.27)."""
-  return f'{p:.2g}'
+  """Two significant digits, trailing zero kept (0.074, 0.27, 0.30)."""
+  return f'{p:#.2g}'
 
 
 def ablations_table(report: dict) -> str:
