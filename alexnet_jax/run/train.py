@@ -5,7 +5,7 @@ The hot loop is one jitted `train_step(state, batch, mean, lighting)` over the
 stay on the device and are fetched only at log steps; checkpoints are written
 asynchronously. Re-running the same command on the same workdir resumes.
 
-Faults (README, "What survives what"): one run per workdir (`workdir_lock`); a damaged
+Faults (docs/faults.md): one run per workdir (`workdir_lock`); a damaged
 newest checkpoint is skipped for the newest good one and a failed save stops the run
 with `checkpoints.CheckpointSaveError` (`checkpoints`); undecodable images are counted
 per split and epoch into metrics.jsonl and refused beyond input.max_skipped_fraction
