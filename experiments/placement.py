@@ -107,5 +107,5 @@ def describe(slot_envs: list[dict[str, str]], accelerators: Accelerators) -> str
   key = 'CUDA_VISIBLE_DEVICES' if accelerators.platform == 'gpu' else 'TPU_VISIBLE_CHIPS'
   given = [env[key] for env in slot_envs]
   idle = len(accelerators.ids) - sum(len(g.split(',')) for g in given)
-  return (f'{len(slot_envs)} runs at a time, each on its own {key}: {", ".join(given)}'
+  return (f'{len(slot_envs)} runs at a time, each on its own {key}: {" / ".join(given)}'
           + (f' ({idle} {accelerators.platform.upper()}(s) left idle)' if idle else ''))

@@ -24,7 +24,7 @@ def test_gpus_are_shared_out_equally():
   three = placement.slots(3, gpus)
   assert three == [{'CUDA_VISIBLE_DEVICES': str(i)} for i in range(3)]
   assert placement.describe(three, gpus) == (
-      '3 runs at a time, each on its own CUDA_VISIBLE_DEVICES: 0, 1, 2 (1 GPU(s) left idle)')
+      '3 runs at a time, each on its own CUDA_VISIBLE_DEVICES: 0 / 1 / 2 (1 GPU(s) left idle)')
 
 
 @pytest.mark.parametrize('count', [1, 2])
