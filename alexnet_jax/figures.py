@@ -55,10 +55,12 @@ def main(argv) -> int:
     raise app.UsageError('--workdir is required', exitcode=2)
   if figure != 'curves' and len(workdirs) != 1:
     raise app.UsageError(f'{figure} draws one run: give one --workdir', exitcode=2)
-  from alexnet_jax.common import logs
+  from alexnet_jax.common import jsonio, logs  # after flags: keeps --help fast
   logs.setup()
-  from alexnet_jax.run import checkpoints  # after flags: keeps --help fast
+  from alexnet_jax.data import classes as class_names
+  from alexnet_jax.run import checkpoints
   from alexnet_jax.tools import figures as figures_lib
+  from alexnet_jax.tools import predict
   out = _OUT.value or os.path.join(workdirs[0], f'{figure}.png')
   data_path = os.path.splitext(out)[0] + '.json'
   try:
@@ -72,8 +74,6 @@ def main(argv) -> int:
               f'{r["label"]}: never at training error <= {_TARGET.value:g} '
               f'(lowest {min(r["errors"]):.3f})')
     else:
-      from alexnet_jax.data import classes as class_names
-      from alexnet_jax.tools import predict
       run = predict.load_run(workdirs[0], which=_WHICH.value, batch_size=_BATCH.value)
       title = _TITLE.value or f'{os.path.basename(os.path.normpath(workdirs[0]))}, ' \
                               f'{run.which} checkpoint (step {run.step})'
@@ -102,7 +102,7 @@ def main(argv) -> int:
               f'{same} of {total} neighbours share the query\'s class')
   except Exception as e:
     return logs.user_fault(e, checkpoints.EXIT_STATUSES)
-  figures_lib.write_json(data_path, data)
+  jsonio.write_json(data_path, data)
   print(f'written: {out} ({data_path})')
   return 0
 

@@ -39,7 +39,7 @@ _DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Call jax.distributed.ini
 
 
 def _initialize_distributed() -> None:
-  import jax
+  import jax  # after flags: keeps --help fast
   if _COORDINATOR.value:
     # Gloo for cross-process collectives on CPU (it only affects the CPU backend). Not
     # guarded by jax.default_backend(): that would start the backend, and initialize()

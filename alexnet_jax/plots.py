@@ -32,7 +32,7 @@ def main(argv) -> int:
   if not _WORKDIRS.value:
     raise app.UsageError('--workdir is required, e.g. python -m alexnet_jax.plots '
                          '--workdir=/tmp/alexnet')
-  from alexnet_jax.common import logs
+  from alexnet_jax.common import logs  # after flags: keeps --help fast
   from alexnet_jax.tools import curves as plotting
   logs.setup()
   out = _OUT.value or os.path.join(_WORKDIRS.value[0], 'curves.png')

@@ -56,8 +56,8 @@ def main(argv) -> int:
       print(f'imported {_SRC.value} ({_FROM.value}) into {workdir}: config.json, '
             'checkpoints/0, best/0')
     else:
-      for note in weight_io.export_torchvision(_WORKDIR.value, _DST.value,
-                                               which=_CHECKPOINT.value):
+      export = {'torchvision': weight_io.export_torchvision}[_TO.value]
+      for note in export(_WORKDIR.value, _DST.value, which=_CHECKPOINT.value):
         print(f'warning: {note}', file=sys.stderr)
       print(f'exported {_WORKDIR.value} ({_CHECKPOINT.value}) to {_DST.value}')
   except Exception as e:      # WeightsError is a ValueError

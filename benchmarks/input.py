@@ -15,6 +15,8 @@ import sys
 from absl import app
 from ml_collections import config_flags
 
+from alexnet_jax.common import jsonio
+
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'benchmarks/configs/input.py',
     'Benchmark settings; any field can be overridden: --config.seconds=5', lock_config=True)
@@ -35,7 +37,7 @@ def main(argv) -> int:
     return 2
   print(input_lib.format_table(report))
   if config.json:
-    input_lib.write_json(report, config.json)
+    jsonio.write_json(config.json, report, indent=2)
     print(f'wrote {config.json}')
   return 0
 

@@ -39,7 +39,6 @@ ratios are held to are in benchmarks/logs/input.md, not in the report.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import random
@@ -303,7 +302,3 @@ def format_table(report: dict) -> str:
   return '\n'.join(lines)
 
 
-def write_json(report: dict, path: str) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(report, f, indent=2)

@@ -16,6 +16,8 @@ import sys
 from absl import app
 from ml_collections import config_flags
 
+from alexnet_jax.common import jsonio
+
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'benchmarks/configs/step.py',
     'Benchmark cases; any field can be overridden: --config.models=paper --config.runs=3',
@@ -34,13 +36,13 @@ def main(argv) -> int:
   except (ValueError, KeyError) as e:   # a bad --config value: the user's to fix
     print(f'error: {e}', file=sys.stderr)
     return 2
-  on_case = (lambda partial: step_lib.write_json(partial, config.json)) if config.json else None
+  on_case = (lambda partial: jsonio.write_json(config.json, partial)) if config.json else None
   report = step_lib.run(config, command=' '.join(['python -m benchmarks.step', *sys.argv[1:]]),
                         on_case=on_case)
   print(step_lib.format_table(report['results']))
   print(step_lib.LEGEND)
   if config.json:
-    step_lib.write_json(report, config.json)
+    jsonio.write_json(config.json, report)
     print(f'wrote {config.json}')
   return 0
 

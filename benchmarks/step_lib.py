@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from alexnet_jax.common import config_lib, lazy_tf
+from alexnet_jax.common import config_lib, fields, lazy_tf
 from alexnet_jax.data import pipeline, sources
 from alexnet_jax.data import statistics as dataset_statistics  # `statistics` is the stdlib's here
 from alexnet_jax.model import nets, sharding, steps
@@ -109,13 +109,7 @@ def model_config(model: str, dtype: str, batch_size: int,
   config.model.dtype = dtype
   config.batch_size = batch_size
   config.eval_batch_size = batch_size
-  for key, value in (overrides or {}).items():
-    *parents, leaf = key.split('.')
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return fields.set_fields(config, overrides or {})
 
 
 @contextlib.contextmanager
@@ -538,7 +532,3 @@ LEGEND = ('train = the jitted train step (device preprocess + fwd/bwd + paper SG
           '(best wall, CPU-seconds)')
 
 
-def write_json(report: dict, path: str) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(report, f, indent=1)

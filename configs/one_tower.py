@@ -7,9 +7,4 @@ from alexnet_jax.common import config_lib
 
 def get_config(arg: str | None = None):
   del arg
-  c = config_lib.base()
-  c.model.towers = 1
-  c.model.conv_widths = (64, 192, 384, 256, 256)
-  c.model.lrn = 'none'
-  c.mesh.model = 1
-  return c
+  return config_lib.one_tower()

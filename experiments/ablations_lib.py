@@ -44,6 +44,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from alexnet_jax.common import fields
+
 BASELINE = 'baseline'
 RUNS_SUBDIR = 'runs'
 MARKER = 'ablation_run.json'
@@ -160,7 +162,7 @@ def parse_grid(texts: str | Sequence[str], base_config=None) -> list[GridVariant
           raise ValueError(f'grid override {item!r}: expected KEY=VALUE (e.g. model.lrn=none)')
         if base_config is not None:
           try:
-            _get_field(base_config, key)
+            fields.get_field(base_config, key)
           except (KeyError, AttributeError):
             raise ValueError(f'grid override {item!r}: the base config has no field {key!r}'
                              ) from None
@@ -185,13 +187,6 @@ def parse_grid(texts: str | Sequence[str], base_config=None) -> list[GridVariant
   if dupes:
     raise ValueError(f'grid variant names repeat: {", ".join(dupes)}; name them with name:')
   return variants
-
-
-def _get_field(config, dotted: str):
-  value = config
-  for part in dotted.split('.'):
-    value = value[part]
-  return value
 
 
 def seed_list(base_seed: int, seeds: int | None) -> list[int | None]:

@@ -3,8 +3,8 @@
 Importable from any test as `import data_utils` (setup.cfg puts tests/ on pytest's
 pythonpath); the fixtures built on them are in conftest.py.
 
-* `set_fields` / `get_field` / `override_flags`: dotted config fields ('model.lrn'), in
-  a ConfigDict or as `--config.model.lrn=none` flags for a subprocess.
+* `override_flags`: dotted config fields ('model.lrn') as `--config.model.lrn=none` flags
+  for a subprocess (in a ConfigDict: alexnet_jax.common.fields).
 * `TINY_RUN` / `tiny_config`: the few-second training run of the training tests (a
   narrow model on 256 + 101 images of the built-in dataset, 8 steps).
 * `make_ilsvrc2012_manual_dir` writes `ILSVRC2012_img_train.tar` and
@@ -33,6 +33,8 @@ import sys
 import tarfile
 from collections.abc import Sequence
 
+from alexnet_jax.common.fields import set_fields
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The real ImageNet sample photos: shared/ lies beside the repository (here and in CI).
 SAMPLE_DIR = os.environ.get('ALEXNET_IMAGENET_SAMPLE', os.path.normpath(
@@ -54,22 +56,6 @@ TINY_RUN = {
     'checkpoint_every_steps': 4,
     'mesh.model': 2,
 }
-
-
-def get_field(config, key: str):
-  """config['a']['b'] for key 'a.b'."""
-  for part in key.split('.'):
-    config = config[part]
-  return config
-
-
-def set_fields(config, overrides: dict):
-  """Sets each dotted field of `overrides` ('model.lrn': 'none') in `config`; returns it."""
-  for key, value in overrides.items():
-    *path, last = key.split('.')
-    section = get_field(config, '.'.join(path)) if path else config
-    section[last] = value
-  return config
 
 
 def override_flags(overrides: dict) -> list[str]:

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+from alexnet_jax.common import fields
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The tiny run of tests/test_divergence.py, as main flags.
@@ -37,13 +39,7 @@ def tiny_config(data_dir, **overrides):
   c.log_every_steps = 2
   c.eval_every_steps = 8
   c.checkpoint_every_steps = 2
-  for key, value in overrides.items():
-    section = c
-    *path, last = key.split('.')
-    for p in path:
-      section = section[p]
-    section[last] = value
-  return c
+  return fields.set_fields(c, overrides)
 
 
 def main_env(devices: int, cache_dir: str | None = None, **extra) -> dict:

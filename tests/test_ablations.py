@@ -5,9 +5,10 @@ import shlex
 
 import pytest
 from absl import flags
-from data_utils import REPO, get_field, run_cli, write_metrics
+from data_utils import REPO, run_cli, write_metrics
 from ml_collections import config_flags
 
+from alexnet_jax.common import fields
 from experiments import ablations_lib as ablations
 
 DEFAULT = 'configs/default.py'     # as a user passes it, from the repository root
@@ -60,7 +61,7 @@ def test_overrides_and_command(name, default_config, tmp_path):
   config = flag_values.config
   assert config.num_epochs == 3.0
   for key, value in EXPECTED[name].items():
-    got = get_field(config, key)
+    got = fields.get_field(config, key)
     if isinstance(value, tuple):
       got, value = tuple(got), tuple(value)
       assert all(type(g) is int for g in got), key

@@ -60,12 +60,12 @@ def _read(name, data_dir, split):
 def test_missing_files_named(tmp_path):
   config = _config(str(tmp_path))
   mdir = config.dataset.manual_dir
-  assert imagenet.check_manual_files(mdir) == [
+  assert sources.check_manual_files(mdir) == [
       epath.Path(mdir, 'ILSVRC2012_img_train.tar'),
       epath.Path(mdir, 'ILSVRC2012_img_val.tar')]
   data_utils.make_ilsvrc2012_manual_dir(mdir, write_val=False)
   missing = epath.Path(mdir, 'ILSVRC2012_img_val.tar')
-  assert imagenet.check_manual_files(mdir) == [missing]
+  assert sources.check_manual_files(mdir) == [missing]
   # prepare refuses before writing anything, with the one message (tests/test_sources.py).
   with pytest.raises(FileNotFoundError) as raised:
     imagenet.prepare(config, log=lambda m: None)
@@ -87,7 +87,7 @@ def test_cli_refuses_without_archives(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 1
   assert 'Traceback' not in proc.stderr
-  for f in imagenet.MANUAL_FILES:
+  for f in sources.MANUAL_FILES:
     assert f'missing: {os.path.join(config.dataset.manual_dir, f)}' in proc.stderr
 
 

@@ -33,7 +33,7 @@ from jax.sharding import PartitionSpec as P
 from alexnet_jax.common import config_lib
 from alexnet_jax.data import pipeline, sources, statistics
 from alexnet_jax.model import sharding, steps
-from alexnet_jax.run import checkpoints, train
+from alexnet_jax.run import checkpoints, integrity, train
 from alexnet_jax.run import lock as workdir_lock
 
 PHOTOS = data_utils.sample_jpegs()
@@ -178,20 +178,20 @@ def _equal(a, b):
 
 def test_fingerprints_see_every_element_and_ignore_the_sharding():
   state = _state(_mesh(8))
-  fp = checkpoints.fingerprints(state)
+  fp = integrity.fingerprints(state)
   assert set(fp) == {'step', 'params/conv/kernel', 'params/conv/bias', 'rng'}
   host = jax.tree.map(np.asarray, state)
-  assert checkpoints.fingerprints(host) == fp
-  assert checkpoints.fingerprints(jax.device_put(host, jax.devices()[0])) == fp
+  assert integrity.fingerprints(host) == fp
+  assert integrity.fingerprints(jax.device_put(host, jax.devices()[0])) == fp
   kernel = host['params']['conv']['kernel'].copy()
   kernel.view(np.uint32)[1, 3, 5] ^= 1                     # one bit of one element
-  changed = checkpoints.fingerprints({**host, 'params': {'conv': {
+  changed = integrity.fingerprints({**host, 'params': {'conv': {
       'kernel': kernel, 'bias': host['params']['conv']['bias']}}})
   assert changed['params/conv/kernel'] != fp['params/conv/kernel']
   swapped = kernel.copy()
   swapped[0, 0, :2] = swapped[0, 0, 1::-1]                  # same values, other places
-  assert (checkpoints.fingerprints(swapped) !=
-          checkpoints.fingerprints(host['params']['conv']['kernel']))
+  assert (integrity.fingerprints(swapped) !=
+          integrity.fingerprints(host['params']['conv']['kernel']))
 
 
 def test_fingerprints_on_the_host_and_on_the_devices_agree():
@@ -204,8 +204,8 @@ def test_fingerprints_on_the_host_and_on_the_devices_agree():
           'bf16': jnp.asarray(rng.normal(size=(5, 7)), jnp.bfloat16),
           'flags': jnp.asarray(rng.integers(0, 2, size=(9,)).astype(bool)),
           'bytes': jnp.asarray(rng.integers(0, 256, size=(3, 4, 5)).astype(np.uint8))}
-  assert (checkpoints.fingerprints(tree, on_device=True) ==
-          checkpoints.fingerprints(tree, on_device=False))
+  assert (integrity.fingerprints(tree, on_device=True) ==
+          integrity.fingerprints(tree, on_device=False))
 
 
 def _silently_wrong_copy(src_step, dst_root, abstract):
@@ -297,7 +297,7 @@ def test_no_restorable_checkpoint_is_a_clear_error_and_changes_nothing(tmp_path)
     fault_utils.damage_step(str(workdir / 'checkpoints' / str(s)), 'truncate')
   (workdir / 'checkpoints' / '2' / 'meta' / 'metadata').write_text('{"schedule": ')
   # Without its file list (a step written by an older version), Orbax's read error says it.
-  os.remove(workdir / 'checkpoints' / '1' / checkpoints.MANIFEST)
+  os.remove(workdir / 'checkpoints' / '1' / integrity.MANIFEST)
   with pytest.raises(checkpoints.CheckpointError) as err:
     checkpoints.Checkpointer(str(workdir)).restore(_abstract(states[2]))
   message = str(err.value)
@@ -436,7 +436,6 @@ def test_skipped_images_are_counted_per_epoch_named_and_refused(messy, caplog):
   assert n_train == 11
   bad_train = {str(root / 'train/class0/truncated.JPEG'), str(root / 'train/class1/garbage.JPEG')}
   skips = pipeline.SkipReport()
-  before = pipeline.skipped_examples()
   it = pipeline.create_train_iterator(config, local_batch_size=3, skips=skips)
   batches = [next(it) for _ in range(8)]                 # 24 positions: 2 epochs and a bit
   assert all(b['image'].shape == (3, 40, 40, 3) and set(b) == {'image', 'label'}
@@ -444,7 +443,6 @@ def test_skipped_images_are_counted_per_epoch_named_and_refused(messy, caplog):
   assert skips.counts[('train', 0)] == 2 and skips.counts[('train', 1)] == 2
   assert set(skips.names[('train', 0)]) == bad_train == set(skips.names[('train', 1)])
   assert skips.take_new('train') >= 4 and skips.take_new('train') == 0
-  assert pipeline.skipped_examples() - before >= 4
   assert "epoch 0 of split 'train': 2 of 11 images could not be decoded" in caplog.text
   assert 'truncated.JPEG' in caplog.text and 'garbage.JPEG' in caplog.text
 

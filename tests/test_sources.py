@@ -12,7 +12,7 @@ from data_utils import make_class_folder as _make_folder
 from etils import epath
 
 from alexnet_jax.common import config_lib
-from alexnet_jax.data import prepare, sources
+from alexnet_jax.data import sources
 
 PHOTOS = data_utils.sample_jpegs()
 needs_photos = pytest.mark.skipif(not PHOTOS, reason='no sample photos')
@@ -137,7 +137,7 @@ def test_imagenet_missing_message_names_the_missing_archives(tmp_path):
   mdir = sources.manual_dir(c)
   data_utils.make_ilsvrc2012_manual_dir(os.fspath(mdir), write_val=False)
   missing = mdir / 'ILSVRC2012_img_val.tar'
-  assert prepare.check_manual_files(mdir) == [missing]
+  assert sources.check_manual_files(mdir) == [missing]
   message = sources.missing_message(c)
   assert f'missing: {missing}' in message
   assert 'ILSVRC2012_img_train.tar' not in message

@@ -22,7 +22,7 @@ import torch
 import torchvision
 from numpy.lib.stride_tricks import sliding_window_view
 
-from alexnet_jax.common import config_lib
+from alexnet_jax.common import config_lib, fields
 from alexnet_jax.data import augment, statistics
 from alexnet_jax.model import nets, sharding, steps
 from alexnet_jax.run import checkpoints, evaluate
@@ -473,6 +473,6 @@ def test_constant_mean_and_std_rgb_in_the_pipeline():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   for field, value in (('input.std_rgb', (1.0, 0.0, 1.0)), ('input.mean_rgb', (1.0, 2.0))):
     bad = weight_io.torchvision_config()
-    data_utils.set_fields(bad, {field: value})
+    fields.set_fields(bad, {field: value})
     with pytest.raises(ValueError, match=field):
       config_lib.validate(bad)

@@ -5,36 +5,19 @@ few fields, so that a field overridden on the command line
 (`--config.model.lrn=none`) always exists and has a known type.
 """
 
+import dataclasses
+
 import ml_collections
+
+from alexnet_jax.common import fields
+from alexnet_jax.common.fields import refuse
+from alexnet_jax.common.model_spec import CHOICES, ModelSpec
 
 
 def model_config() -> ml_collections.ConfigDict:
-  """The paper's AlexNet (section 3); every ablation is one field."""
-  m = ml_collections.ConfigDict()
-  m.towers = 2                                  # 1 or 2 (the paper's two GPUs)
-  m.conv_widths = (96, 256, 384, 384, 256)       # total over the towers
-  m.fc_widths = (4096, 4096)                     # fc6, fc7 (total over the towers)
-  m.num_classes = 1000
-  m.input_size = 224                             # 224 (edge padded) or 227
-  m.conv1_padding = -1                           # -1: auto (0 for 227, 2 for 224)
-  m.lrn = 'paper'                                # 'none' | 'paper' | 'caffe'
-  m.lrn_across_towers = False                    # Caffe's window spans both towers
-  m.lrn_gain = 1.0                               # LRN sees activations x gain (1: paper)
-  m.pooling = 'overlapping'                      # 'overlapping' (3/2) | 'non_overlapping' (2/2)
-  m.activation = 'relu'                          # 'relu' | 'tanh'
-  m.dropout_rate = 0.5
-  m.dropout_scaling = 'test'                     # 'test' (paper: x0.5 at test) | 'inverted'
-  # 'paper': after the ReLU of fc6 and fc7 | 'torchvision': before fc6 and fc7
-  m.dropout_placement = 'paper'
-  m.dtype = 'float32'                            # compute dtype; params stay float32
-  m.init = 'paper'                               # 'paper' | 'caffe' | 'he'
-  # How the layers are computed (same results, different speed per backend); 'auto'
-  # takes what was measured faster on XLA:CPU and the native forms on GPU/TPU.
-  m.conv_impl = 'auto'                           # 'split' (a conv per tower) | 'grouped'
-  m.pool_grad = 'auto'                           # 'custom' backward | 'autodiff'
-  m.lrn_impl = 'auto'                            # 'rsqrt' (beta=3/4) | 'pow'
-  m.conv_weight_grad = 'auto'                    # 'matmul' (a product per offset) | 'native'
-  return m
+  """The paper's AlexNet (section 3); every ablation is one field. The fields and their
+  values are `ModelSpec`'s, so the config and the model it builds cannot disagree."""
+  return ml_collections.ConfigDict(dataclasses.asdict(ModelSpec()))
 
 
 def base() -> ml_collections.ConfigDict:
@@ -117,6 +100,18 @@ def base() -> ml_collections.ConfigDict:
   return c
 
 
+def one_tower() -> ml_collections.ConfigDict:
+  """torchvision's one-tower AlexNet ("one weird trick" widths 64-192-384-256-256, no LRN)
+  with the paper's recipe: configs/one_tower.py, and the architecture `weights` maps
+  torchvision's state dict onto (configs/ is not installed with the package)."""
+  c = base()
+  c.model.towers = 1
+  c.model.conv_widths = (64, 192, 384, 256, 256)
+  c.model.lrn = 'none'
+  c.mesh.model = 1
+  return c
+
+
 def parse_arg(arg: str | None, **defaults):
   """Parses a big_vision-style config argument `key=value,key2=value2`.
 
@@ -141,20 +136,9 @@ def parse_arg(arg: str | None, **defaults):
 
 
 # Every field that takes one of a fixed set of values, and those values: the one
-# table the config is checked against (nets.ModelSpec checks the model.* rows).
+# table the config is checked against (the model.* rows are ModelSpec's, which checks them).
 ALLOWED = {
-    'model.towers': (1, 2),
-    'model.lrn': ('none', 'paper', 'caffe'),
-    'model.pooling': ('overlapping', 'non_overlapping'),
-    'model.activation': ('relu', 'tanh'),
-    'model.dtype': ('float32', 'bfloat16'),
-    'model.init': ('paper', 'caffe', 'he'),
-    'model.dropout_scaling': ('test', 'inverted'),
-    'model.dropout_placement': ('paper', 'torchvision'),
-    'model.conv_impl': ('auto', 'split', 'grouped'),
-    'model.pool_grad': ('auto', 'custom', 'autodiff'),
-    'model.lrn_impl': ('auto', 'rsqrt', 'pow'),
-    'model.conv_weight_grad': ('auto', 'matmul', 'native'),
+    **{f'model.{field}': allowed for field, allowed in CHOICES.items()},
     'dataset.shapes_variant': ('easy', 'hard'),
     'input.resize_method': ('fast', 'area', 'bilinear'),
     'input.mean': ('image', 'channel', 'constant', 'none'),
@@ -187,45 +171,26 @@ def check_pca_source(config) -> None:
         f'--config.input.pca_lighting=0')
 
 
-def _get(config, dotted: str):
-  value = config
-  for part in dotted.split('.'):
-    value = value[part]
-  return value
-
-
-def refuse(field: str, value, allowed: str) -> ValueError:
-  """The error for a bad value: the field, the value, what is allowed, how to set it."""
-  return ValueError(f'{field}={value!r} is invalid; allowed: {allowed}. '
-                    f'Override it with --config.{field}=...')
-
-
 def check_choice(field: str, value) -> None:
   """Refuses `value` unless ALLOWED[field] lists it (True is not 1 here)."""
-  allowed = ALLOWED[field]
-  if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
-    raise refuse(field, value, ', '.join(map(repr, allowed)))
+  fields.check_choice(field, value, ALLOWED[field])
 
 
 def validate(config, *, mesh_shape: dict[str, int] | None = None, process_count: int = 1):
   """Refuses a bad config before anything is compiled; errors name the field.
 
   The one check at the boundary: the commands call it once and hand the
-  validated `nets.ModelSpec` it returns to the code below them. mesh_shape
+  validated `ModelSpec` it returns to the code below them. mesh_shape
   ({'data': d, 'model': m}) adds the checks that depend on the devices: the
   'data' axis must divide the batch sizes, the 'model' axis the towers.
   """
-  from alexnet_jax.model import nets  # a config must not need jax to be read
-  spec = nets.ModelSpec.from_config(config.model)
+  spec = ModelSpec.from_config(config.model)
   for field in ALLOWED:
     if not field.startswith('model.'):
-      check_choice(field, _get(config, field))
+      check_choice(field, fields.get_field(config, field))
   mesh_shape = mesh_shape or {'data': 1, 'model': 1}
   data_parallel = mesh_shape['data']
-  if spec.towers % mesh_shape['model']:
-    raise ValueError(
-        f'model.towers={spec.towers} cannot be split over mesh.model={mesh_shape["model"]}; '
-        'set --config.mesh.model=1 (or use towers=2)')
+  spec.check_model_axis(mesh_shape['model'])
   for field in ('batch_size', 'eval_batch_size'):
     value = config[field]
     if not isinstance(value, int) or value < 1:
@@ -236,12 +201,12 @@ def validate(config, *, mesh_shape: dict[str, int] | None = None, process_count:
         raise refuse(field, value, f'a multiple of {what}')
   for field, lo in (('optimizer.learning_rate', 0.0), ('optimizer.momentum', 0.0),
                     ('optimizer.weight_decay', 0.0), ('input.pca_lighting', 0.0)):
-    value = _get(config, field)
+    value = fields.get_field(config, field)
     if not isinstance(value, int | float) or value < lo:
       raise refuse(field, value, f'a number >= {lo}')
   check_pca_source(config)
   for field, positive in (('input.mean_rgb', False), ('input.std_rgb', True)):
-    value = _get(config, field)
+    value = fields.get_field(config, field)
     if (not isinstance(value, tuple | list) or len(value) != 3
         or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
         or (positive and not all(v > 0 for v in value))):

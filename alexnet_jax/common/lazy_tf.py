@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import sys
 import threading
 from collections.abc import Callable
 from types import ModuleType
@@ -101,8 +102,7 @@ def import_torch() -> ModuleType:
   and Triton is not, Triton is hidden first: eager torch does not need it, and only
   torch.compile would. Raises ImportError when torch is not installed.
   """
-  import sys
   if 'tensorflow' in sys.modules and 'triton' not in sys.modules:
     sys.modules['triton'] = None  # type: ignore[assignment]
-  import torch
+  import torch  # here, not at the top: torch stays optional
   return torch

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import ml_collections
 from absl import logging
 
+from alexnet_jax.common.lazy_tf import tfds  # imported on first use
 from alexnet_jax.data import sources
 
 IMAGENET_CLASSES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -66,11 +67,10 @@ def class_info(config: ml_collections.ConfigDict) -> tuple[ClassInfo, ...]:
     if name == 'folder':
       labels = sources.folder_listing(config.dataset.folder, config.dataset.train_split).classes
     elif name == 'alexnet_shapes':
-      from alexnet_jax.data.datasets import shapes
+      from alexnet_jax.data.datasets import shapes  # imports TensorFlow: only when used
       labels = shapes.CLASS_NAMES[:n]
     elif name != sources.SYNTHETIC:
       # The registered builder's static info: nothing is read, prepared or built.
-      from alexnet_jax.common.lazy_tf import tfds
       labels = tfds.builder(name, data_dir=os.fspath(sources.data_dir(config))
                             ).info.features['label'].names
   except Exception as e:  # noqa: BLE001 - names are a nicety: never a reason to fail

@@ -15,7 +15,7 @@ with the next good example, so the batch boundaries of a resumed run stay those 
 uninterrupted one. Skips are never silent: a `SkipReport` counts them per split and epoch,
 logs them (with the file names, for a folder source), and refuses a split of which more
 than input.max_skipped_fraction is unreadable (`UnreadableImagesError`); the training loop
-puts the counts in metrics.jsonl. `skipped_examples()` is this process's running total.
+puts the counts in metrics.jsonl.
 
 dataset.name='synthetic' (no files, no decode) yields pre-made deterministic random uint8
 images of input.resize_size with labels in range(model.num_classes); it measures the
@@ -40,22 +40,6 @@ from alexnet_jax.data import decode, sources
 # train iterator cycles through.
 SYNTHETIC_EVAL_BATCHES = 2
 _SYNTHETIC_DISTINCT_BATCHES = 4
-
-_skipped = 0
-_skipped_lock = threading.Lock()
-
-
-def skipped_examples() -> int:
-  """Examples dropped so far in this process because their image failed to decode."""
-  return _skipped
-
-
-def _add_skipped(n: int) -> None:
-  global _skipped
-  if n:
-    with _skipped_lock:
-      _skipped += int(n)
-
 
 class UnreadableImagesError(ValueError):
   """More of a split failed to decode than input.max_skipped_fraction allows."""
@@ -91,7 +75,6 @@ class SkipReport:
       self._new[split] += count
       self.names[key].extend(names)
       so_far = self.counts[key]
-    _add_skipped(count)
     where = f'epoch {epoch}' if epoch is not None else 'evaluation pass'
     logging.warning('%d image(s) of split %r (%s) could not be decoded and were skipped '
                     '(%d of %d so far)%s', count, split, where, so_far, total,
@@ -438,5 +421,5 @@ def _eval_numpy(ds: tf.data.Dataset, src: Shard, split: str,
 
 
 __all__ = ['Shard', 'SkipReport', 'UnreadableImagesError', 'create_eval_iterator',
-           'create_train_iterator', 'eval_steps', 'host_image_size', 'shard', 'skipped_examples',
+           'create_train_iterator', 'eval_steps', 'host_image_size', 'shard',
            'synthetic_batch', 'train_dataset']

@@ -19,22 +19,12 @@ from collections.abc import Callable
 
 import ml_collections
 import numpy as np
-from etils import epath
 
 from alexnet_jax.common.lazy_tf import tf, tfds  # imported on first use
 from alexnet_jax.data import decode, sources, statistics
 
-# The two archives the TFDS `imagenet2012` builder reads from its manual_dir
-# (the test archive is optional and not used here).
-MANUAL_FILES = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
 PRERESIZED_VERSION = '1.0.0'
 JPEG_QUALITY = 90
-
-
-def check_manual_files(manual_dir: str | epath.PathLike) -> list[epath.Path]:
-  """The ILSVRC-2012 archives missing from `manual_dir` (full paths; empty: all there)."""
-  manual_dir = epath.Path(manual_dir)
-  return [manual_dir / f for f in MANUAL_FILES if not (manual_dir / f).exists()]
 
 
 def preresize_method(config: ml_collections.ConfigDict) -> str:
@@ -119,7 +109,7 @@ def prepare(config: ml_collections.ConfigDict, *, preresized: bool = False,
   original = sources.without_preresized(config)
   name, ddir, mdir = config.dataset.name, sources.data_dir(config), sources.manual_dir(config)
   if (name == sources.IMAGENET and not sources.is_prepared(original)
-      and check_manual_files(mdir)):
+      and sources.check_manual_files(mdir)):
     shown = original.copy_and_resolve_references()
     shown.input.use_preresized = preresized  # the command then has --preresized
     raise FileNotFoundError(sources.missing_message(shown))
@@ -134,7 +124,7 @@ def prepare(config: ml_collections.ConfigDict, *, preresized: bool = False,
     download_config = None
     if name == sources.IMAGENET:
       download_config = tfds.download.DownloadConfig(manual_dir=mdir)
-      log(f'{elapsed()} reading {", ".join(MANUAL_FILES)} from {mdir}; this takes '
+      log(f'{elapsed()} reading {", ".join(sources.MANUAL_FILES)} from {mdir}; this takes '
           'hours for the full dataset (TFDS progress bars below)')
     b.download_and_prepare(download_config=download_config)
   log(f'{elapsed()} splits: ' + ', '.join(

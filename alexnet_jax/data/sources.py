@@ -73,6 +73,17 @@ def manual_dir(config: ml_collections.ConfigDict) -> epath.Path:
   return data_dir(config) / 'downloads' / 'manual'
 
 
+# The two archives the TFDS `imagenet2012` builder reads from its manual_dir
+# (the test archive is optional and not used here).
+MANUAL_FILES = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
+
+
+def check_manual_files(manual_dir: str | epath.PathLike) -> list[epath.Path]:
+  """The ILSVRC-2012 archives missing from `manual_dir` (full paths; empty: all there)."""
+  manual_dir = epath.Path(manual_dir)
+  return [manual_dir / f for f in MANUAL_FILES if not (manual_dir / f).exists()]
+
+
 # ------------------------------------------------------------------------------ folders
 
 
@@ -185,7 +196,7 @@ def _tfds_builder(name: str, ddir: epath.Path, manual: str | None,
                   shapes: tuple[int, int, int, str]):
   """The builder of the prepared dataset `name`; raises _NotPrepared (not cached)."""
   if name == 'alexnet_shapes':
-    from alexnet_jax.data.datasets import shapes as shapes_lib
+    from alexnet_jax.data.datasets import shapes as shapes_lib  # imports TensorFlow: when used
     size, train, validation, variant = shapes
     builder = shapes_lib.builder(ddir, image_size=size, train_size=train,
                                  validation_size=validation, variant=variant)
@@ -305,19 +316,16 @@ def _not_prepared_message(config: ml_collections.ConfigDict) -> str:
   head = (f'TFDS dataset {name!r} is not prepared in data_dir {ddir} and is never downloaded '
           'at run time.' + _other_versions(name, ddir))
   if config.dataset.name == IMAGENET:
-    from alexnet_jax.data import (
-      prepare as imagenet,  # the archive check is prepare's; imagenet imports us
-    )
     mdir = manual_dir(config)
     command = f'  {prepare_command(config)}'
     if config.input.use_preresized and is_prepared(without_preresized(config)):
       return f'{head} {IMAGENET!r} is prepared; write its pre-resized copy with:\n{command}'
-    missing = imagenet.check_manual_files(mdir)
+    missing = check_manual_files(mdir)
     if not missing:
       return f'{head} The archives are in {mdir}. Run:\n{command}'
     return '\n'.join([
         head,
-        f'{len(missing)} of the {len(imagenet.MANUAL_FILES)} ILSVRC-2012 archives TFDS '
+        f'{len(missing)} of the {len(MANUAL_FILES)} ILSVRC-2012 archives TFDS '
         'builds it from are missing:',
         *[f'  missing: {p}' for p in missing],
         'Download them from https://image-net.org/download-images (registration needed),',

@@ -29,7 +29,7 @@ from absl import logging
 from etils import epath
 
 from alexnet_jax.common import config_lib
-from alexnet_jax.data import pipeline, sources
+from alexnet_jax.data import augment, pipeline, sources
 
 STATS_DIR = 'alexnet_jax_stats'
 
@@ -280,7 +280,6 @@ def compute_rgb_pca(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
 
 def published_rgb_pca(config: ml_collections.ConfigDict) -> RgbPca:
   """ImageNet's published constants (augment.PCA_EIGVAL / PCA_EIGVEC, fb.resnet.torch's)."""
-  from alexnet_jax.data import augment  # the constants live with the op; no jax for the rest here
   return RgbPca(eigval=augment.PCA_EIGVAL, eigvec=augment.PCA_EIGVEC, source='published',
                 dataset=config.dataset.name)
 

@@ -20,10 +20,8 @@ construction; without a mesh the same function runs with all towers local.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -32,18 +30,12 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax.common import config_lib
+from alexnet_jax.common.model_spec import CONV_GEOMETRY, LAYERS, ModelSpec
 from alexnet_jax.model import layers
 
-CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
-FC_LAYERS = ('fc6', 'fc7', 'fc8')
-LAYERS = CONV_LAYERS + FC_LAYERS
-# (kernel size, stride, padding) of conv2..conv5; conv1's padding depends on the input.
-_CONV_GEOMETRY = {'conv1': (11, 4, None), 'conv2': (5, 1, 2), 'conv3': (3, 1, 1),
-                  'conv4': (3, 1, 1), 'conv5': (3, 1, 1)}
 # Every op of the forward pass runs in a jax.named_scope: the layer's name, or
 # '<layer>_<part>' for the LRN, pooling and dropout that follow it. The compiled
-# program keeps these names, which is how report.py attributes a collective to
+# program keeps these names, which is how model/summary.py attributes a collective to
 # a layer (`layer_of_scope`).
 SCOPE_PARTS = ('lrn', 'pool', 'dropout')
 
@@ -61,160 +53,6 @@ def layer_of_scope(name: str) -> str | None:
 
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-
-
-def _bad(field: str, value: Any, allowed: str) -> ValueError:
-  return config_lib.refuse(f'model.{field}', value, allowed)
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-  """A validated, hashable copy of a config's `model` section."""
-
-  towers: int = 2
-  conv_widths: tuple[int, ...] = (96, 256, 384, 384, 256)
-  fc_widths: tuple[int, ...] = (4096, 4096)
-  num_classes: int = 1000
-  input_size: int = 224
-  conv1_padding: int = -1
-  lrn: str = 'paper'
-  lrn_across_towers: bool = False
-  lrn_gain: float = 1.0
-  pooling: str = 'overlapping'
-  activation: str = 'relu'
-  dropout_rate: float = 0.5
-  dropout_scaling: str = 'test'
-  dropout_placement: str = 'paper'
-  dtype: str = 'float32'
-  init: str = 'paper'
-  conv_impl: str = 'auto'
-  pool_grad: str = 'auto'
-  lrn_impl: str = 'auto'
-  conv_weight_grad: str = 'auto'
-
-  @classmethod
-  def from_config(cls, model_config: Any) -> ModelSpec:
-    """Builds and validates a spec from a ConfigDict (or mapping) `model` section."""
-    items = dict(model_config.items()) if hasattr(model_config, 'items') else dict(model_config)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(items) - names)
-    if unknown:
-      raise ValueError(f'model config has unknown field(s) {unknown}; known: {sorted(names)}')
-    for key in ('conv_widths', 'fc_widths'):
-      if key in items:
-        value = items[key]
-        if isinstance(value, int | str) or not isinstance(value, Sequence):
-          raise _bad(key, value, 'a sequence of positive ints')
-        items[key] = tuple(value)
-    spec = cls(**items)
-    spec.validate()
-    return spec
-
-  def validate(self) -> None:
-    """Raises ValueError naming the field, its value and what is allowed."""
-    for field in config_lib.ALLOWED:
-      if field.startswith('model.'):
-        config_lib.check_choice(field, getattr(self, field[len('model.'):]))
-    if len(self.conv_widths) != 5 or not all(
-        isinstance(w, int) and w > 0 for w in self.conv_widths):
-      raise _bad('conv_widths', self.conv_widths, '5 positive ints (conv1..conv5)')
-    if len(self.fc_widths) != 2 or not all(
-        isinstance(w, int) and w > 0 for w in self.fc_widths):
-      raise _bad('fc_widths', self.fc_widths, '2 positive ints (fc6, fc7)')
-    for field in ('conv_widths', 'fc_widths'):
-      widths = getattr(self, field)
-      if any(w % self.towers for w in widths):
-        raise _bad(field, widths, f'widths divisible by towers={self.towers}')
-    if not isinstance(self.num_classes, int) or self.num_classes < 1:
-      raise _bad('num_classes', self.num_classes, 'a positive int')
-    if not (isinstance(self.lrn_gain, int | float) and self.lrn_gain > 0):
-      raise _bad('lrn_gain', self.lrn_gain, 'a number > 0 (1 = the paper)')
-    if not 0.0 <= self.dropout_rate < 1.0:
-      raise _bad('dropout_rate', self.dropout_rate, '0 <= rate < 1')
-    if self.conv1_padding < -1:
-      raise _bad('conv1_padding', self.conv1_padding, '-1 (auto) or >= 0')
-    sizes = self.spatial_sizes() if self.input_size >= 11 else {'pool5': 0}
-    if sizes['pool5'] < 1:
-      raise _bad('input_size', self.input_size,
-                 'an input large enough to leave >= 1x1 after pool5 (e.g. >= 63)')
-
-  def kernels(self, backend: str) -> tuple[str, str, str, str]:
-    """(conv_impl, pool_grad, lrn_impl, conv_weight_grad) with 'auto' resolved for
-    `backend`.
-
-    Same results either way (tested); only speed differs. On XLA:CPU the split
-    convolutions, the hand-written pooling backward, the rsqrt-form LRN
-    (experiments/cpu_study) and the kernel gradients as matrix products
-    (benchmarks/logs/step.md) were measured faster; on GPU/TPU 'auto' takes the
-    native forms: one grouped convolution, autodiff's select_and_scatter, a plain power,
-    autodiff's weight-gradient convolutions.
-    """
-    cpu = backend == 'cpu'
-    pick = lambda value, on_cpu, native: value if value != 'auto' else (
-        on_cpu if cpu else native)
-    return (pick(self.conv_impl, 'split', 'grouped'), pick(self.pool_grad, 'custom', 'autodiff'),
-            pick(self.lrn_impl, 'rsqrt', 'pow'), pick(self.conv_weight_grad, 'matmul', 'native'))
-
-  # --- geometry -------------------------------------------------------------
-
-  @property
-  def conv1_pad(self) -> int:
-    """conv1's padding per side: 0 if the input tiles exactly (227), else 2 (224)."""
-    if self.conv1_padding >= 0:
-      return self.conv1_padding
-    return 0 if (self.input_size - 11) % 4 == 0 else 2
-
-  @property
-  def pool(self) -> tuple[int, int]:
-    return (3, 2) if self.pooling == 'overlapping' else (2, 2)
-
-  def spatial_sizes(self) -> dict[str, int]:
-    """Output height (= width) of each conv layer and pooling."""
-    window, stride = self.pool
-    pooled = lambda s: (s - window) // stride + 1
-    s1 = (self.input_size + 2 * self.conv1_pad - 11) // 4 + 1
-    s2 = pooled(s1)
-    s3 = pooled(s2)
-    return {'conv1': s1, 'pool1': s2, 'conv2': s2, 'pool2': s3, 'conv3': s3,
-            'conv4': s3, 'conv5': s3, 'pool5': pooled(s3)}
-
-  def kernel_shapes(self) -> dict[str, tuple[int, ...]]:
-    """Per-layer kernel shape with the leading tower axis."""
-    t = self.towers
-    w1, w2, w3, w4, w5 = (w // t for w in self.conv_widths)
-    f6, f7 = (w // t for w in self.fc_widths)
-    s5 = self.spatial_sizes()['pool5']
-    return {
-        'conv1': (t, 11, 11, 3, w1),
-        'conv2': (t, 5, 5, w1, w2),
-        'conv3': (t, 3, 3, t * w2, w3),          # sees both towers
-        'conv4': (t, 3, 3, w3, w4),
-        'conv5': (t, 3, 3, w4, w5),
-        'fc6': (t, s5 * s5 * t * w5, f6),        # sees both towers
-        'fc7': (t, t * f6, f7),                  # sees both towers
-        'fc8': (t, f7, self.num_classes),        # rows of its own tower's fc7 units
-    }
-
-  def layer_output_shapes(self) -> dict[str, tuple[int, ...]]:
-    """Per-image output shape after each layer (after ReLU) and each pooling."""
-    s = self.spatial_sizes()
-    c = self.conv_widths
-    out = {name: (s[name], s[name], c[i]) for i, name in enumerate(CONV_LAYERS)}
-    out.update({'pool1': (s['pool1'], s['pool1'], c[0]), 'pool2': (s['pool2'], s['pool2'], c[1]),
-                'pool5': (s['pool5'], s['pool5'], c[4]), 'fc6': (self.fc_widths[0],),
-                'fc7': (self.fc_widths[1],), 'fc8': (self.num_classes,)})
-    return out
-
-  def macs_per_image(self) -> dict[str, int]:
-    """Multiply-adds of each conv/fc layer for one image (biases, LRN, pooling excluded)."""
-    s = self.spatial_sizes()
-    out = {}
-    for name, shape in self.kernel_shapes().items():
-      per_tower = math.prod(shape[1:])
-      if name in CONV_LAYERS:
-        per_tower *= s[name] * s[name]
-      out[name] = per_tower * self.towers
-    return out
 
 
 # --- initialisation ----------------------------------------------------------
@@ -267,14 +105,20 @@ class AlexNet(nnx.Module):
     return apply(self.spec, self.params_tree(), images, train=train, dropout_key=dropout_key)
 
 
+def _check_dropout_key(spec: ModelSpec, train: bool, dropout_key: jax.Array | None) -> None:
+  """Training with dropout draws its masks from `dropout_key`: refuse to train without one
+  rather than drop the same units at every step."""
+  if train and spec.dropout_rate > 0 and dropout_key is None:
+    raise ValueError('train=True with dropout needs a dropout_key')
+
+
 def intermediates(spec: ModelSpec, params: dict, images: jax.Array, *, train: bool = False,
                   dropout_key: jax.Array | None = None) -> dict[str, jax.Array]:
   """Every layer's output after its ReLU and after each pooling (no mesh); with
   dropout active (rate > 0, or test-time scaling) also what the next layer
   receives from each dropped-out layer: 'fc6_dropout', 'fc7_dropout' (the paper's
   placement), 'pool5_dropout', 'fc6_dropout' (model.dropout_placement='torchvision')."""
-  if train and spec.dropout_rate > 0 and dropout_key is None:
-    raise ValueError('train=True with dropout needs a dropout_key')
+  _check_dropout_key(spec, train, dropout_key)
   return _forward(spec, params, images, dropout_key, train=train, axis=None, capture=True)
 
 
@@ -321,16 +165,12 @@ def _mesh_model_axis() -> Any | None:
 def apply(spec: ModelSpec, params: dict, images: jax.Array, *, train: bool = False,
           dropout_key: jax.Array | None = None) -> jax.Array:
   """Forward pass; under a mesh with ('data', 'model') axes, one tower per model index."""
-  if train and spec.dropout_rate > 0 and dropout_key is None:
-    raise ValueError('train=True with dropout needs a dropout_key')
+  _check_dropout_key(spec, train, dropout_key)
   key = dropout_key if dropout_key is not None else jax.random.key(0)
   mesh = _mesh_model_axis()
   if mesh is None:
     return _forward(spec, params, images, key, train=train, axis=None)
-  model_size = mesh.shape['model']
-  if spec.towers % model_size:
-    raise ValueError(f'model.towers={spec.towers} cannot be split over mesh.model='
-                     f'{model_size}; use mesh.model=1 or a multiple-tower model')
+  spec.check_model_axis(mesh.shape['model'])
   data_axes = tuple(a for a in mesh.axis_names if a != 'model')
   if math.prod(mesh.shape.values()) == 1:
     # One device: shard_map would add only an all-reduce of every gradient over that one
@@ -383,7 +223,7 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
     return xs
 
   def conv(name, xs_in, shared_input=False):
-    size, conv_stride, pad = _CONV_GEOMETRY[name]
+    size, conv_stride, pad = CONV_GEOMETRY[name]
     pad = spec.conv1_pad if pad is None else pad
     with jax.named_scope(name):
       if conv_impl == 'split' or local == 1:

@@ -57,7 +57,13 @@ def create_train_state(seed: int, spec: nets.ModelSpec, mesh: Mesh,
                        tx: optax.GradientTransformation) -> TrainState:
   """A fresh state, every array created directly in its sharding."""
   shardings = _state_shardings(tx, spec, mesh)
-  params = nets.init_params(spec, seed=seed, mesh=mesh)
+  return _state_at_step_0(nets.init_params(spec, seed=seed, mesh=mesh), seed, tx, shardings)
+
+
+def _state_at_step_0(params: Any, seed: int, tx: optax.GradientTransformation,
+                     shardings: TrainState) -> TrainState:
+  """`params` (already in their shardings) at step 0: fresh optimizer state (zero momentum)
+  and the seed's key, so a fresh run and an imported one start the same way."""
   opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
   # Raw threefry key data (what jax.random.PRNGKey(seed) holds), saved in checkpoints.
   rng = jax.device_put(np.array([0, seed + 1], np.uint32), shardings.rng)
@@ -179,6 +185,12 @@ class Steps:
 
   def init_state(self, seed: int) -> TrainState:
     return create_train_state(seed, self.spec, self.mesh, self.tx)
+
+  def state_from_params(self, params: Any, seed: int) -> TrainState:
+    """A state at step 0 around given parameters (host arrays are placed in the model's
+    shardings): what an imported run (`tools/weights`) starts from."""
+    params = jax.device_put(params, self.state_shardings.params)
+    return _state_at_step_0(params, seed, self.tx, self.state_shardings)
 
   def abstract_state(self) -> TrainState:
     """ShapeDtypeStructs of the train state with their shardings: nothing allocated."""

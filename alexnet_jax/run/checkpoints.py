@@ -15,17 +15,14 @@ What is promised, and how:
   object store error) surfaces at the next save or at the end of the run as
   `CheckpointSaveError`, which names the path, the cause and the newest complete step.
   "checkpoint step N written" is logged only once step N is complete on disk.
-- What is read is verified: each save puts a fingerprint of every array (two
-  position-weighted sums of its bits, independent of the sharding) in the step's JSON
-  meta, and a restore compares the arrays it read against it, because damage after the
-  save (a bit-flipped file) can otherwise load silently as garbage. Once a step is
-  complete, the size of each of its files goes into <step>/alexnet_jax_files.json; a
-  step with a missing or truncated file is refused before Orbax reads it (a failing read
-  leaves TensorStore callbacks that print tracebacks). A step that does not restore
-  cleanly is skipped with a warning saying why, and the newest one that does is used; on
-  resume the skipped steps are moved to damaged_checkpoints/ (kept, not deleted) so that
-  training can write those steps again. If none restores, `CheckpointError` names the
-  folder and each step's reason, and nothing is moved.
+- What is read is verified (`integrity`): each save fingerprints every array into the
+  step's JSON meta, and once a step is complete the size of each of its files goes into
+  <step>/alexnet_jax_files.json; a restore checks the files before Orbax reads them and
+  the arrays after. A step that does not restore cleanly is skipped with a warning
+  saying why, and the newest one that does is used; on resume the skipped steps are moved
+  to damaged_checkpoints/ (kept, not deleted) so that training can write those steps
+  again. If none restores, `CheckpointError` names the folder and each step's reason, and
+  nothing is moved.
 """
 
 from __future__ import annotations
@@ -41,9 +38,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
-FINGERPRINT_VERSION = 1
-MANIFEST = 'alexnet_jax_files.json'      # in each complete step folder: {file: size}
+from alexnet_jax.run import integrity
 
 
 class CheckpointError(RuntimeError):
@@ -59,166 +56,14 @@ class CheckpointSaveError(CheckpointError):
   """A checkpoint could not be written (the message names the path and the cause)."""
 
 
-class _Damaged(Exception):
-  """What was read is not what was saved."""
-
-
 def absolute(path: str) -> str:
   """Local paths made absolute (Orbax refuses relative ones); gs:// and the like kept."""
   return path if '://' in str(path) else os.path.abspath(path)
 
 
-# ------------------------------------------------------------------------------ fingerprints
-
-
-def _key_name(path) -> str:
-  parts = []
-  for k in path:
-    for attr in ('name', 'key', 'idx'):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return '/'.join(parts)
-
-
-_CHUNK = 1 << 22                  # elements per host pass (bounds the temporaries)
-
-
-def _as_uint32(x: np.ndarray) -> np.ndarray:
-  if x.dtype == np.bool_:
-    return x.astype(np.uint32)
-  size = x.dtype.itemsize
-  if size in (1, 2, 4):
-    return x.view({1: np.uint8, 2: np.uint16, 4: np.uint32}[size]).astype(np.uint32, copy=False)
-  return x.view(np.uint32)      # 8-byte items: two words each (the index below then repeats)
-
-
-def _block_sums(block: np.ndarray, starts: tuple[int, ...],
-                strides: tuple[int, ...]) -> tuple[int, int]:
-  """The two sums over one block of an array whose element (i, j, ...) has the global
-  index sum(start_k + i_k) * stride_k."""
-  u = _as_uint32(np.ascontiguousarray(block))
-  index = np.zeros((), np.uint64)
-  for k, (start, stride) in enumerate(zip(starts, strides, strict=True)):
-    shape = [1] * u.ndim
-    shape[k] = u.shape[k]
-    index = index + (np.arange(start, start + u.shape[k], dtype=np.uint64)
-                     * np.uint64(stride)).reshape(shape)
-  index = np.broadcast_to(index, u.shape).astype(np.uint32)
-  with np.errstate(over='ignore'):
-    a = np.sum(u * (index * np.uint32(2) + np.uint32(1)), dtype=np.uint32)
-    mixed = (u ^ (u >> np.uint32(15))) * np.uint32(0x9E3779B1) + index
-    b = np.sum(mixed ^ (mixed >> np.uint32(13)), dtype=np.uint32)
-  return int(a), int(b)
-
-
-def _leaf_sums(x) -> tuple[int, int]:
-  """Two uint32 sums over the array's bits, weighted by each element's global index.
-
-  Computed on the host from this process's shards (one replica of each), so nothing is
-  compiled and a sharded array is never gathered; the result does not depend on the
-  sharding, since uint32 sums wrap exactly in any order (`_device_leaf_sums` is the same
-  function on the devices). Any single changed element
-  changes the first sum (odd weights are invertible mod 2^32); the second mixes high and
-  low bits."""
-  if isinstance(x, jax.Array):
-    parts = [(np.asarray(s.data), s.index) for s in x.addressable_shards if s.replica_id == 0]
-  else:
-    x = np.asarray(x)
-    parts = [(x, ())]
-  shape = tuple(np.shape(x))
-  strides = [1] * len(shape)
-  for k in range(len(shape) - 2, -1, -1):
-    strides[k] = strides[k + 1] * shape[k + 1]
-  a = b = 0
-  for data, index in parts:
-    starts = [(sl.start or 0) if isinstance(sl, slice) else 0 for sl in index]
-    starts += [0] * (data.ndim - len(starts))
-    if data.ndim == 0:
-      pa, pb = _block_sums(data, (), ())
-      a, b = a + pa, b + pb
-      continue
-    rows = max(1, _CHUNK // max(1, data[0].size))
-    for r in range(0, data.shape[0], rows):
-      pa, pb = _block_sums(data[r:r + rows], (starts[0] + r, *starts[1:]), tuple(strides))
-      a, b = a + pa, b + pb
-  return a % (1 << 32), b % (1 << 32)
-
-
-def _device_leaf_sums(x: jax.Array) -> jax.Array:
-  """`_leaf_sums` on the devices (uint32[2]): the same function, with elementwise ops and
-  a full reduction only (no reshape), so a sharded array is never gathered."""
-  import jax.numpy as jnp
-  if x.dtype == jnp.bool_:
-    u = x.astype(jnp.uint32)
-  else:
-    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[jnp.dtype(x.dtype).itemsize]
-    u = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
-  index = jnp.zeros(u.shape, jnp.uint32)
-  stride = 1
-  for axis in reversed(range(u.ndim)):
-    index = index + jax.lax.broadcasted_iota(jnp.uint32, u.shape, axis) * jnp.uint32(stride)
-    stride = (stride * u.shape[axis]) % (1 << 32)
-  a = jnp.sum(u * (index * jnp.uint32(2) + jnp.uint32(1)), dtype=jnp.uint32)
-  mixed = (u ^ (u >> jnp.uint32(15))) * jnp.uint32(0x9E3779B1) + index
-  b = jnp.sum(mixed ^ (mixed >> jnp.uint32(13)), dtype=jnp.uint32)
-  return jnp.stack([a, b])
-
-
-@jax.jit
-def _device_sums(leaves: list) -> list:
-  return [_device_leaf_sums(x) for x in leaves]
-
-
-def _on_accelerator(leaves: list) -> bool:
-  """Whether to fingerprint on the devices: arrays on a GPU/TPU, where one compile (once
-  per run) beats copying and summing the state on the host at every save. On CPU the host
-  sums need no compile and no copy."""
-  return bool(leaves) and all(
-      isinstance(x, jax.Array) and x.dtype.itemsize in (1, 2, 4)
-      and all(d.platform != 'cpu' for d in x.devices()) for x in leaves)
-
-
-def fingerprints(tree: Any, *, on_device: bool | None = None) -> dict[str, str]:
-  """{'params/conv1/kernel': '<16 hex digits>', ...} for every array of `tree` (summed
-  over the processes in a multi-process run: every process calls this together). The
-  same values whether computed on the host or on the devices (`on_device`, default: on
-  an accelerator), and whatever the arrays' sharding."""
-  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  leaves = [x for _, x in flat]
-  if on_device if on_device is not None else _on_accelerator(leaves):
-    sums = np.asarray(jax.device_get(_device_sums(leaves)), np.uint64).reshape(-1, 2)
-  else:
-    sums = np.array([_leaf_sums(x) for x in leaves], np.uint64).reshape(-1, 2)
-    if jax.process_count() > 1:      # each process summed its own shards (< 2^32 each)
-      from jax.experimental import multihost_utils
-      gathered = multihost_utils.process_allgather(sums.astype(np.uint32))
-      sums = np.asarray(gathered, np.uint64).sum(axis=0)
-  sums = sums % (1 << 32)
-  return {_key_name(path): f'{int(v[0]):08x}{int(v[1]):08x}'
-          for (path, _), v in zip(flat, sums, strict=True)}
-
-
-def verify(tree: Any, meta: dict | None, where: str) -> None:
-  """Raises _Damaged when an array of `tree` differs from the fingerprint in `meta`
-  (restored checkpoints; one written before fingerprints existed is not checked)."""
-  saved = (meta or {}).get('fingerprints')
-  if saved is None:
-    logging.info('%s has no fingerprints (written by an older version): not verified.', where)
-    return
-  got = fingerprints(tree)
-  bad = sorted(k for k, v in got.items() if saved.get(k) != v)
-  if bad:
-    raise _Damaged(f'{len(bad)} of {len(got)} arrays read differ from what was saved '
-                   f'({", ".join(bad[:3])}{", ..." if len(bad) > 3 else ""}): the files '
-                   'changed after the save (damaged disk, partial copy?)')
-
-
 def _why(e: BaseException) -> str:
   """One line saying why a restore failed."""
-  if isinstance(e, _Damaged):
+  if isinstance(e, integrity.Damaged):
     return str(e)
   text = ' '.join(str(e).split()) or type(e).__name__
   if isinstance(e, json.JSONDecodeError):
@@ -241,53 +86,16 @@ def _cause(e: BaseException) -> str:
   return f'{type(e).__name__}: {text[:400]}'
 
 
-def _write_manifest(step_dir: epath.Path) -> None:
-  """Records the size of every file of a complete step (process 0; best effort)."""
-  try:
-    files = {}
-    for root, _, names in step_dir.walk():
-      for name in names:
-        path = root / name
-        rel = os.path.relpath(os.fspath(path), os.fspath(step_dir))
-        if os.sep in rel:       # the items' files; Orbax may touch the step's own later
-          files[rel] = path.stat().length
-    tmp = step_dir / f'{MANIFEST}.tmp'
-    tmp.write_text(json.dumps({'files': files}))
-    tmp.replace(step_dir / MANIFEST)
-  except Exception as e:  # noqa: BLE001 - the manifest only makes damage quicker to see
-    logging.warning('could not write %s/%s: %s', step_dir, MANIFEST, e)
-
-
-def _check_files(step_dir: epath.Path) -> None:
-  """Raises _Damaged when a file the step's manifest lists is missing or changed size."""
-  try:
-    files = json.loads((step_dir / MANIFEST).read_text())['files']
-  except FileNotFoundError:
-    return                    # killed before it was written, or an older version
-  except (ValueError, KeyError) as e:
-    raise _Damaged(f'its file list {MANIFEST} is damaged ({e})') from None
-  for rel, size in sorted(files.items()):
-    path = step_dir / rel
-    if not path.exists():
-      raise _Damaged(f'file {rel} is missing')
-    actual = path.stat().length
-    if actual != size:
-      raise _Damaged(f'file {rel} is {actual} bytes, {size} when written (truncated or '
-                     'overwritten)')
-
-
 def _all_agree(ok: bool) -> bool:
   """True when every process says ok (multi-process runs decide together)."""
   if jax.process_count() == 1:
     return ok
-  from jax.experimental import multihost_utils
   return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
 def _sync(name: str) -> None:
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
+      multihost_utils.sync_global_devices(name)
 
 
 # ------------------------------------------------------------------------------ checkpointer
@@ -328,7 +136,8 @@ class Checkpointer:
     """Starts writing `state` as checkpoints/<step> (raises CheckpointSaveError if this
     save, or the previous one still finishing in the background, fails)."""
     self._finish('checkpoints')
-    meta = dict(meta, fingerprints=fingerprints(state), fingerprint_version=FINGERPRINT_VERSION)
+    meta = dict(meta, fingerprints=integrity.fingerprints(state),
+                fingerprint_version=integrity.FINGERPRINT_VERSION)
     self._start('checkpoints', step, ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
@@ -336,8 +145,8 @@ class Checkpointer:
     self._finish('best')
     if step in self.best.all_steps():     # written by a run that did not get further
       self.best.delete(step)
-    meta = dict(meta, fingerprints=fingerprints(params),
-                fingerprint_version=FINGERPRINT_VERSION)
+    meta = dict(meta, fingerprints=integrity.fingerprints(params),
+                fingerprint_version=integrity.FINGERPRINT_VERSION)
     self._start('best', step, ocp.args.Composite(
         params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)))
 
@@ -372,7 +181,7 @@ class Checkpointer:
       raise self._save_error(name, step, e) from e
     if step is not None:
       if jax.process_index() == 0:
-        _write_manifest(self.root / name / str(step))
+        integrity.write_manifest(self.root / name / str(step))
       logging.info('checkpoint step %d written: %s', step, self.root / name / str(step))
 
   def _save_error(self, name: str, step: int | None, e: BaseException) -> CheckpointSaveError:
@@ -482,9 +291,9 @@ def _newest_restorable(folder: epath.Path, steps: list[int], restore_one
   skipped: list[tuple[int, str]] = []
   for s in steps:
     try:
-      _check_files(folder / str(s))
+      integrity.check_files(folder / str(s))
       value, meta = restore_one(s)
-      verify(value, meta, f'{folder}/{s}')
+      integrity.verify(value, meta, f'{folder}/{s}')
       why = None
     except Exception as e:  # noqa: BLE001 - any failure: try the next older step
       why = _why(e)

@@ -23,15 +23,20 @@ other processes whether it did, so all of them stop together.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
 
+import jax
+import numpy as np
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
 LOCK_NAME = '.lock'
 HEARTBEAT_S = 60.0
@@ -59,7 +64,6 @@ def _describe(info: dict) -> str:
 
 
 def _holder_info() -> dict:
-  import sys
   return {'pid': os.getpid(), 'host': socket.gethostname(), 'started': time.time(),
           'command': ' '.join(sys.argv)[:500]}
 
@@ -134,7 +138,6 @@ class WorkdirLock:
   # ------------------------------------------------------------------ flock
 
   def _acquire_flock(self) -> None:
-    import fcntl
     fd = os.open(os.fspath(self.path), os.O_RDWR | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -208,8 +211,6 @@ class WorkdirLock:
 def acquire_for_run(workdir: str) -> WorkdirLock | None:
   """Process 0 takes the workdir's lock; every process raises WorkdirError if it
   could not. Returns the lock on process 0 (release it at the end), None elsewhere."""
-  import jax
-  import numpy as np
   lock, error = None, None
   if jax.process_index() == 0:
     try:
@@ -217,7 +218,6 @@ def acquire_for_run(workdir: str) -> WorkdirLock | None:
     except WorkdirError as e:
       error = e
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
     held = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
     if not held and error is None:
       error = WorkdirError(f'workdir {workdir}: process 0 could not lock it (its log says '

@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
+from jax.experimental import multihost_utils
 
 from alexnet_jax.common import config_lib
 from alexnet_jax.data import augment, pipeline, sources, statistics
@@ -359,7 +360,6 @@ def _global_count(n: int) -> int:
   """A per-process count summed over the processes (every process calls this together)."""
   if jax.process_count() == 1:
     return n
-  from jax.experimental import multihost_utils
   return int(np.sum(multihost_utils.process_allgather(np.int64(n))))
 
 

@@ -13,8 +13,22 @@ import os
 import warnings
 from collections.abc import Sequence
 
+import numpy as np
+
 METRICS_FILE = 'metrics.jsonl'
 _REQUIRED = ('step', 'split')
+
+
+def pyplot():
+  """matplotlib's pyplot, drawing to files (the Agg backend).
+
+  Imported on the first figure, not with this module: the commands' --help and the code
+  that only reads metrics (sweeps, the figures' JSON data) stay fast without matplotlib,
+  and only code that writes a PNG chooses the backend."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  return plt
 
 
 def metrics_path(workdir: str) -> str:
@@ -112,9 +126,7 @@ def plot_runs(workdirs: Sequence[str], out_path: str, labels: Sequence[str] | No
     raise ValueError(f'{len(labels)} labels for {len(workdirs)} workdirs')
   runs = [read_metrics(w) for w in workdirs]
 
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = pyplot()
 
   # Columns: loss, top-1; rows: train, eval (a column shares its y axis).
   fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True, sharey='col')
@@ -155,10 +167,7 @@ def plot_sweep(names: Sequence[str], workdir_groups: Sequence[Sequence[str]], ou
   ± std where the runs share the evaluation). Returns out_path (a PNG)."""
   if len(names) != len(workdir_groups) or not names:
     raise ValueError(f'{len(names)} names for {len(workdir_groups)} groups of workdirs')
-  import matplotlib
-  import numpy as np
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = pyplot()
 
   fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, 5),
                                      gridspec_kw={'width_ratios': [1, 1.3]})

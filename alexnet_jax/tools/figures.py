@@ -41,6 +41,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from alexnet_jax.common import fields
+from alexnet_jax.data import augment, pipeline
+from alexnet_jax.model import nets
+from alexnet_jax.run import checkpoints
+from alexnet_jax.tools import curves as plotting
+
 KERNEL_COLUMNS = 16
 KERNEL_PAD = 1           # pixels around each kernel
 TOWER_GAP = 4            # extra pixels between the towers' blocks
@@ -48,25 +54,11 @@ NEIGHBOURS = 6           # the paper's Figure 4
 PROGRESS_EVERY_S = 15.0
 
 
-def _pyplot():
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  return plt
-
-
 def _save(fig, out_path: str, dpi: int = 100) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(out_path)) or '.', exist_ok=True)
   fig.savefig(out_path, dpi=dpi, format='png', bbox_inches='tight', pad_inches=0.1)
-  _pyplot().close(fig)
+  plotting.pyplot().close(fig)
   return out_path
-
-
-def write_json(path: str, value: Any) -> str:
-  with open(path, 'w') as f:
-    json.dump(value, f, indent=1)
-    f.write('\n')
-  return path
 
 
 # ------------------------------------------------------------------------------ kernels
@@ -135,7 +127,7 @@ def plot_kernels(params: dict, out_path: str, *, title: str | None = None,
   towers, n = kernels.shape[:2]
   saturation = [float(colour_saturation(kernels[t]).mean()) for t in range(towers)]
   grid = kernel_grid(kernels, columns)
-  plt = _pyplot()
+  plt = plotting.pyplot()
   height, width = grid.image.shape[:2]
   scale = 9.0 / width
   fig, ax = plt.subplots(figsize=(9.0, height * scale + 1.3))
@@ -163,8 +155,6 @@ def plot_kernels(params: dict, out_path: str, *, title: str | None = None,
 def make_fc7_fn(run) -> Callable:
   """jit(params, images uint8 [B, R, R, 3], mean) -> fc7 after its ReLU, float32 [B, D]:
   the evaluation's centre-crop preprocessing, then the model's intermediates."""
-  from alexnet_jax.data import augment
-  from alexnet_jax.model import nets
   config, spec = run.config, run.spec
   if int(config.input.eval_crops) != 1:
     raise ValueError('fc7 features are of the centre crop: load the run with crops=1')
@@ -230,7 +220,6 @@ class Neighbours:
 def pick_queries(run, count: int, *, distinct: bool = True) -> tuple[np.ndarray, ...]:
   """(images, labels, indices) of `count` eval-split images: the first image of each of
   the first `count` classes met (distinct=True), or simply the first `count` images."""
-  from alexnet_jax.data import pipeline
   config = run.config
   it = pipeline.create_eval_iterator(config, config.dataset.eval_split,
                                            local_batch_size=run.batch_size)
@@ -257,7 +246,6 @@ def pick_queries(run, count: int, *, distinct: bool = True) -> tuple[np.ndarray,
 def train_batches(run, max_train: int | None):
   """Batches of the training split in its stored order (no augmentation, each image once,
   the last batch padded and masked), cut to the first `max_train` images."""
-  from alexnet_jax.data import pipeline
   config = run.config
   it = pipeline.create_eval_iterator(config, config.dataset.train_split,
                                            local_batch_size=run.batch_size)
@@ -335,7 +323,7 @@ def plot_neighbours(nb: Neighbours, class_names: Sequence[str], out_path: str, *
                     title: str | None = None) -> str:
   """Figure 4: one row per query, the query first (framed), then its neighbours, nearest
   first; each titled with its class (green: the query's class, red: another) and distance."""
-  plt = _pyplot()
+  plt = plotting.pyplot()
   q, k = nb.labels.shape
   fig, axes = plt.subplots(q, k + 1, figsize=(1.6 * (k + 1), 1.75 * q + 0.6), squeeze=False)
 
@@ -370,24 +358,12 @@ def plot_neighbours(nb: Neighbours, class_names: Sequence[str], out_path: str, *
 # ------------------------------------------------------------------------------ curves
 
 
-def flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
-  """{'model': {'lrn': 'none'}} -> {'model.lrn': 'none'} (lists kept as values)."""
-  out = {}
-  for key, value in tree.items():
-    name = f'{prefix}{key}'
-    if isinstance(value, dict):
-      out.update(flatten(value, name + '.'))
-    else:
-      out[name] = value
-  return out
-
-
 _MISSING = '<unset>'
 
 
 def differing_fields(configs: Sequence[dict], ignore: Sequence[str] = ()) -> list[str]:
   """The dotted config fields whose value is not the same in all `configs`, sorted."""
-  flat = [flatten(c) for c in configs]
+  flat = [fields.flatten(c) for c in configs]
   keys = sorted(set().union(*flat)) if flat else []
   return [k for k in keys if k not in ignore
           and len({json.dumps(f.get(k, _MISSING), sort_keys=True) for f in flat}) > 1]
@@ -404,20 +380,19 @@ def _short(value: Any) -> str:
 def run_labels(configs: Sequence[dict], fallback: Sequence[str]) -> tuple[list[str], list[str]]:
   """(labels, fields): each run's `field=value` for the fields in which the runs differ
   (', '-joined), or `fallback[i]` when they differ in none."""
-  fields = differing_fields(configs)
-  if not fields:
+  names = differing_fields(configs)
+  if not names:
     return list(fallback), []
   labels = []
   for c in configs:
-    flat = flatten(c)
-    labels.append(', '.join(f'{f}={_short(flat.get(f, _MISSING))}' for f in fields))
-  return labels, fields
+    flat = fields.flatten(c)
+    labels.append(', '.join(f'{f}={_short(flat.get(f, _MISSING))}' for f in names))
+  return labels, names
 
 
 def training_error(records: Sequence[dict]) -> tuple[list[float], list[float]]:
   """(epochs, errors) of the train records: epoch (their `epoch` field, else step / the
   run's steps per epoch) and 1 - top1, sorted by step (a replayed step: the later record)."""
-  from alexnet_jax.tools import curves as plotting
   steps, top1 = plotting.split_series(records, 'train', 'top1')
   per_epoch = plotting.steps_per_epoch(records)
   if per_epoch is None:
@@ -455,8 +430,6 @@ def find_runs(paths: Sequence[str]) -> list[str]:
 def curves_data(workdirs: Sequence[str], target_error: float) -> dict:
   """What the curves figure shows: per run its label, epochs, training errors and the epoch
   it first reaches target_error."""
-  from alexnet_jax.run import checkpoints
-  from alexnet_jax.tools import curves as plotting
   configs = []
   for w in workdirs:
     try:
@@ -476,7 +449,7 @@ def curves_data(workdirs: Sequence[str], target_error: float) -> dict:
 def plot_curves(data: dict, out_path: str, *, title: str | None = None) -> str:
   """Figure 1 style: training error against epochs, one curve per run, a dashed line at
   the target and a marker (with its epoch) where each run first reaches it."""
-  plt = _pyplot()
+  plt = plotting.pyplot()
   fig, ax = plt.subplots(figsize=(7.5, 5))
   colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
   target = data['target_error']

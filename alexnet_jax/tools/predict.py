@@ -37,7 +37,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from alexnet_jax.common import config_lib
-from alexnet_jax.data import pipeline, sources, statistics
+from alexnet_jax.common.lazy_tf import tf  # imported on first use
+from alexnet_jax.data import decode, pipeline, sources, statistics
 from alexnet_jax.data.classes import ClassInfo
 from alexnet_jax.model import nets, sharding, steps
 from alexnet_jax.run import checkpoints
@@ -144,8 +145,6 @@ def list_images(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _decode_one(config: ml_collections.ConfigDict):
-  from alexnet_jax.common.lazy_tf import tf
-  from alexnet_jax.data import decode
   size = pipeline.host_image_size(config, train=False)
   method = config.input.resize_method
 
@@ -158,7 +157,6 @@ def _decode_one(config: ml_collections.ConfigDict):
 
 def decode_error(config: ml_collections.ConfigDict, path: str) -> str:
   """Why `path` does not decode (the decoder's own message), or '' when it does."""
-  from alexnet_jax.common.lazy_tf import tf
   if not os.path.isfile(path):
     return 'no such file'
   try:
@@ -186,7 +184,6 @@ def host_batches(config: ml_collections.ConfigDict, paths: Sequence[str],
   """The files decoded in parallel (tf.data, order kept), in batches of exactly
   `batch_size` rows (the last one zero-padded); undecodable files are left out of the
   batches and named in `failed`."""
-  from alexnet_jax.common.lazy_tf import tf
   size = pipeline.host_image_size(config, train=False)
   if not paths:
     return

@@ -37,11 +37,18 @@ import os
 import shutil
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 from etils import epath
+from safetensors.numpy import load_file, save_file
 
 from alexnet_jax.common import config_lib, lazy_tf
+from alexnet_jax.common.model_spec import CONV_GEOMETRY, LAYERS, ModelSpec
+from alexnet_jax.model import nets, optimizer, sharding, steps
+from alexnet_jax.run import checkpoints
+from alexnet_jax.run import evaluate as evaluation
+from alexnet_jax.tools import caffe as caffe_io
 
 # torchvision.models.alexnet's ImageNet normalisation (inputs in [0, 1]).
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)
@@ -53,9 +60,7 @@ CAFFE_MEAN_BGR = (104.007, 116.669, 122.679)
 _TV_LAYERS = (('features.0', 'conv1'), ('features.3', 'conv2'), ('features.6', 'conv3'),
               ('features.8', 'conv4'), ('features.10', 'conv5'), ('classifier.1', 'fc6'),
               ('classifier.4', 'fc7'), ('classifier.6', 'fc8'))
-CAFFE_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
 _CAFFE_GROUPED = ('conv2', 'conv4', 'conv5')   # group: 2 in bvlc_alexnet
-_KERNEL_SIZE = {'conv1': 11, 'conv2': 5, 'conv3': 3, 'conv4': 3, 'conv5': 3}
 
 
 class WeightsError(ValueError):
@@ -70,13 +75,9 @@ def _shape(shape) -> str:
 
 
 def torchvision_config() -> ml_collections.ConfigDict:
-  """configs/one_tower.py with torchvision's preprocessing and dropout (tests check the
-  model section equals configs/one_tower.py's)."""
-  c = config_lib.base()
-  c.model.towers = 1
-  c.model.conv_widths = (64, 192, 384, 256, 256)
-  c.model.lrn = 'none'
-  c.mesh.model = 1
+  """configs/one_tower.py (`config_lib.one_tower`) with torchvision's preprocessing and
+  dropout."""
+  c = config_lib.one_tower()
   c.model.input_size = 224                    # conv1 padding 2 (nets.ModelSpec.conv1_pad)
   c.model.dropout_placement = 'torchvision'
   c.model.dropout_scaling = 'inverted'
@@ -117,7 +118,7 @@ def torchvision_shapes(spec) -> dict[str, tuple[int, ...]]:
   out = collections.OrderedDict()
   ins = (3,) + tuple(c[:4])
   for i, (key, layer) in enumerate(_TV_LAYERS[:5]):
-    k = _KERNEL_SIZE[layer]
+    k = CONV_GEOMETRY[layer][0]
     out[f'{key}.weight'] = (c[i], ins[i], k, k)
     out[f'{key}.bias'] = (c[i],)
   fc_in = (c[4] * s5 * s5, spec.fc_widths[0], spec.fc_widths[1])
@@ -158,7 +159,6 @@ def read_torchvision(path: str) -> dict[str, np.ndarray]:
   if not os.path.exists(path):
     raise WeightsError(f'{path}: no such file')
   if path.endswith('.safetensors'):
-    from safetensors.numpy import load_file
     try:
       tensors = load_file(path)
     except Exception as e:  # noqa: BLE001 - any failure: not a readable file
@@ -248,7 +248,6 @@ def write_torchvision(state: dict[str, np.ndarray], path: str) -> None:
   path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   if path.endswith('.safetensors'):
-    from safetensors.numpy import save_file
     save_file(dict(state), path)
   elif path.endswith(('.pth', '.pt')):
     torch = _torch()
@@ -267,13 +266,13 @@ def caffe_shapes(spec) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
   s5 = spec.spatial_sizes()['pool5']
   ins = (3,) + tuple(c[:4])
   out = {}
-  for i, layer in enumerate(CAFFE_LAYERS[:5]):
-    k = _KERNEL_SIZE[layer]
+  for i, layer in enumerate(LAYERS[:5]):
+    k = CONV_GEOMETRY[layer][0]
     groups = t if layer in _CAFFE_GROUPED else 1
     out[layer] = ((c[i], ins[i] // groups, k, k), (c[i],))
   fc_in = (c[4] * s5 * s5, spec.fc_widths[0], spec.fc_widths[1])
   fc_out = (spec.fc_widths[0], spec.fc_widths[1], spec.num_classes)
-  for layer, n_in, n_out in zip(CAFFE_LAYERS[5:], fc_in, fc_out, strict=True):
+  for layer, n_in, n_out in zip(LAYERS[5:], fc_in, fc_out, strict=True):
     out[layer] = ((n_out, n_in), (n_out,))
   return out
 
@@ -298,7 +297,7 @@ def caffe_to_params(blobs: dict[str, list[np.ndarray]], spec, source: str = 'the
   t = spec.towers
   s5 = spec.spatial_sizes()['pool5']
   params = {}
-  for layer in CAFFE_LAYERS:
+  for layer in LAYERS:
     w, b = blobs[layer]
     n_out = w.shape[0]
     if layer == 'conv1':
@@ -331,10 +330,6 @@ def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict,
   """Writes config.json, checkpoints/0 (the train state: these parameters, zero momentum)
   and best/0 (the parameters) through the project's Checkpointer. Refuses a workdir that
   already holds a run unless `overwrite` (which removes that run's files first)."""
-  import jax
-
-  from alexnet_jax.model import nets, optimizer, sharding, steps
-  from alexnet_jax.run import checkpoints
   workdir = checkpoints.absolute(workdir)
   root = epath.Path(workdir)
   present = [name for name in RUN_ENTRIES if (root / name).exists()]
@@ -357,22 +352,15 @@ def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict,
   want = jax.tree_util.tree_map(lambda a: tuple(a.shape), abstract)
   if got != want:
     raise WeightsError(f'parameter shapes {got} do not match the model {want}')
-  built = steps.build(config, spec, mesh)
-  shardings = built.state_shardings
-  device_params = jax.device_put(
-      jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params), shardings.params)
-  opt_state = jax.jit(built.tx.init, out_shardings=shardings.opt_state)(device_params)
-  state = steps.TrainState(
-      step=jax.device_put(np.int32(0), shardings.step), params=device_params,
-      opt_state=opt_state,
-      rng=jax.device_put(np.array([0, config.seed + 1], np.uint32), shardings.rng))
+  state = steps.build(config, spec, mesh).state_from_params(
+      jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params), config.seed)
   checkpoints.write_config(workdir, config)
   schedule = optimizer.LearningRateController.from_config(config, 1).state_dict()
   ckpt = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints)
   try:
     ckpt.save(0, state, {'schedule': schedule, 'best_top1': -1.0, 'input_position': 0,
                          'epoch': 0.0, 'imported': source})
-    ckpt.save_best(0, device_params, {'top1': -1.0, 'step': 0, 'imported': source})
+    ckpt.save_best(0, state.params, {'top1': -1.0, 'step': 0, 'imported': source})
     ckpt.wait()
   finally:
     ckpt.close()
@@ -381,11 +369,6 @@ def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict,
 
 def read_workdir_params(workdir: str, *, which: str = 'best'):
   """(config, spec, params as NumPy, step) of a run's checkpoint (`which`: best | latest)."""
-  import jax
-
-  from alexnet_jax.model import nets, sharding
-  from alexnet_jax.run import checkpoints
-  from alexnet_jax.run import evaluate as evaluation
   workdir = checkpoints.absolute(workdir)
   config = evaluation.load_run_config(workdir)
   mesh = sharding.make_mesh(ml_collections.ConfigDict({'data': 1, 'model': 1}),
@@ -421,8 +404,7 @@ def torchvision_export_warnings(config: ml_collections.ConfigDict, spec) -> list
 
 def check_torchvision_export(spec) -> None:
   """Refuses a run whose architecture is not torchvision's alexnet."""
-  from alexnet_jax.model import nets
-  tv = nets.ModelSpec.from_config(torchvision_config().model)
+  tv = ModelSpec.from_config(torchvision_config().model)
   problems = []
   if spec.towers != 1:
     problems.append(f'model.towers={spec.towers} (torchvision: 1)')
@@ -450,9 +432,8 @@ def _source(kind: str, path: str) -> dict[str, Any]:
 def import_torchvision(src: str, workdir: str, *, overwrite: bool = False) -> str:
   """torchvision's alexnet state dict (.pth or .safetensors) -> a workdir (see the module
   docstring); returns the workdir."""
-  from alexnet_jax.model import nets
   config = torchvision_config()
-  spec = nets.ModelSpec.from_config(config.model)
+  spec = ModelSpec.from_config(config.model)
   params = torchvision_to_params(read_torchvision(src), spec, source=os.fspath(src))
   return write_workdir(workdir, config, params, source=_source('torchvision', src),
                        overwrite=overwrite)
@@ -460,10 +441,8 @@ def import_torchvision(src: str, workdir: str, *, overwrite: bool = False) -> st
 
 def import_caffe(src: str, workdir: str, *, overwrite: bool = False) -> str:
   """bvlc_alexnet.caffemodel -> a two-tower workdir (see the module docstring)."""
-  from alexnet_jax.model import nets
-  from alexnet_jax.tools import caffe as caffe_io
   config = caffe_config()
-  spec = nets.ModelSpec.from_config(config.model)
+  spec = ModelSpec.from_config(config.model)
   try:
     layers = caffe_io.read_caffemodel(src)
   except caffe_io.CaffeModelError as e:
