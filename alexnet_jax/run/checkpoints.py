@@ -42,6 +42,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from alexnet_jax.common import lazy_tf
+
 FINGERPRINT_VERSION = 1
 MANIFEST = 'alexnet_jax_files.json'      # in each complete step folder: {file: size}
 
@@ -51,8 +53,10 @@ class CheckpointError(RuntimeError):
 
 
 # The faults a command's user fixes, with their exit statuses (for logs.user_fault):
-# no checkpoint restores, a bad value or a missing file. main adds its own before them.
-EXIT_STATUSES = ((CheckpointError, 5), ((ValueError, FileNotFoundError), 2))
+# no checkpoint restores, a bad value, a missing file or a missing TensorFlow. main adds its
+# own before them.
+EXIT_STATUSES = ((CheckpointError, 5),
+                 ((ValueError, FileNotFoundError, lazy_tf.NotInstalled), 2))
 
 
 class CheckpointSaveError(CheckpointError):
