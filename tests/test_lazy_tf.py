@@ -36,6 +36,20 @@ def test_a_missing_module_fails_on_first_use_and_says_how_to_install():
     missing.data  # noqa: B018  (the attribute read is the import)
 
 
+def test_a_missing_module_is_one_error_line_and_exit_2_in_every_command(capsys):
+  from alexnet_jax.common import logs
+  from alexnet_jax.run import checkpoints
+  try:
+    lazy_tf.Deferred('alexnet_jax_no_such_module').data  # noqa: B018
+  except ImportError as e:
+    assert logs.user_fault(e, checkpoints.EXIT_STATUSES) == 2
+  (line,) = capsys.readouterr().err.splitlines()
+  assert line.startswith('error: alexnet_jax_no_such_module could not be imported')
+  assert 'notebooks/colab_setup.py' in line
+  with pytest.raises(ImportError, match='a bug'):      # any other ImportError is a bug
+    logs.user_fault(ImportError('a bug'), checkpoints.EXIT_STATUSES)
+
+
 def test_requires_are_imported_first():
   order = []
   first = lazy_tf.Deferred('json', after_import=lambda m: order.append(m.__name__))

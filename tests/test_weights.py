@@ -7,11 +7,15 @@ reads (new `layer` and old V1 `layers` forms). The imported model's logits on re
 must equal torchvision's, and an independent float64 NumPy forward of Caffe's layers,
 within 1e-4 of the logit scale, on one device and on 8 simulated devices.
 
-torch and torchvision are imported at the top, not skipped: CI installs them
+The project reads and writes .pth files without torch (`tools/torch_file`); torch and
+torchvision are here only as the independent cross-check: they make the files and read
+the exports. They are imported at the top, not skipped: CI installs them
 (requirements-torch.txt, the `torch` extra) and these tests must run there.
 """
 
 import os
+import subprocess
+import sys
 
 import data_utils
 import jax
@@ -169,6 +173,53 @@ def test_torchvision_safetensors_and_pth_import_the_same_and_export_to_the_bit(
   # And torchvision loads it strictly.
   fresh = torchvision.models.alexnet(weights=None)
   fresh.load_state_dict(torch.load(str(tmp_path / 'out.pth'), weights_only=True), strict=True)
+
+
+# Runs a command as `python -m MODULE ARGS` with torch and torchvision unimportable (as in
+# an install without the `torch` extra), then says which torch modules got loaded.
+_WITHOUT_TORCH = """import runpy, sys
+for name in ('torch', 'torchvision'):
+  sys.modules[name] = None          # `import torch` raises ImportError
+module, sys.argv = sys.argv[1], sys.argv[1:]
+try:
+  runpy.run_module(module, run_name='__main__', alter_sys=True)
+finally:
+  loaded = sorted(m for m, v in sys.modules.items() if m.split('.')[0] in ('torch',
+                  'torchvision') and v is not None)
+  print('torch modules loaded:', loaded, file=sys.stderr)
+"""
+
+
+def _run_without_torch(module, *args):
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  return subprocess.run([sys.executable, '-c', _WITHOUT_TORCH, module, *args], cwd=data_utils.REPO,
+                        env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_pth_import_and_export_commands_need_no_torch(tv_model, tv_files, tmp_path):
+  """`weights import` of a .pth and `export` to .pth with torch unimportable: the imported
+  parameters equal torch.load's reading of the file mapped the same way, and torch reads
+  the exported file back equal to the original state dict, to the bit."""
+  workdir, dst = str(tmp_path / 'run'), str(tmp_path / 'out.pth')
+  r = _run_without_torch('alexnet_jax.weights', 'import', '--from=torchvision',
+                         f'--src={tv_files["pth"]}', f'--workdir={workdir}')
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert 'torch modules loaded: []' in r.stderr
+  spec = nets.ModelSpec.from_config(weight_io.torchvision_config().model)
+  by_torch = {k: v.numpy() for k, v in torch.load(tv_files['pth'], weights_only=True).items()}
+  jax.tree.map(np.testing.assert_array_equal, weight_io.read_workdir_params(workdir)[2],
+               weight_io.torchvision_to_params(by_torch, spec))
+  r = _run_without_torch('alexnet_jax.weights', 'export', '--to=torchvision',
+                         f'--workdir={workdir}', f'--dst={dst}')
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert 'torch modules loaded: []' in r.stderr
+  back = torch.load(dst, weights_only=True)
+  original = tv_model.state_dict()
+  assert list(back) == list(original)
+  for k, v in original.items():
+    assert back[k].dtype == v.dtype and back[k].shape == v.shape, k
+    assert back[k].numpy().tobytes() == v.numpy().tobytes(), k
 
 
 @pytest.mark.slow

@@ -32,7 +32,14 @@ _INSTALL_HINT = (
     "install TensorFlow, the host's tf.data/TFDS engine: `pip install -e .` installs the "
     "right build for this platform (tensorflow-cpu on Linux x86-64, tensorflow elsewhere); "
     "in an environment that has its own TensorFlow (Colab) keep that one. Only the input "
-    "pipeline needs it: the model, the steps and dataset.name='synthetic' run without it")
+    "pipeline needs it: the model, the steps and dataset.name='synthetic' run without it; "
+    "on Colab, `python notebooks/colab_setup.py` installs its CPU build where the runtime "
+    "has none")
+
+
+class NotInstalled(ImportError):
+  """A deferred module that is not installed: a fault the user fixes, so commands print
+  its one line and exit 2 (run/checkpoints.EXIT_STATUSES) instead of a traceback."""
 
 
 class Deferred:
@@ -58,8 +65,8 @@ class Deferred:
           try:
             module = importlib.import_module(self._name)
           except ImportError as e:
-            raise ImportError(f'{self._name} could not be imported ({e}); {_INSTALL_HINT}'
-                              ) from e
+            raise NotInstalled(f'{self._name} could not be imported ({e}); {_INSTALL_HINT}'
+                               ) from e
           finally:
             if enabled:
               gc.enable()

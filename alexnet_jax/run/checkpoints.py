@@ -40,6 +40,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from alexnet_jax.common import lazy_tf
 from alexnet_jax.run import integrity
 
 
@@ -48,8 +49,10 @@ class CheckpointError(RuntimeError):
 
 
 # The faults a command's user fixes, with their exit statuses (for logs.user_fault):
-# no checkpoint restores, a bad value or a missing file. main adds its own before them.
-EXIT_STATUSES = ((CheckpointError, 5), ((ValueError, FileNotFoundError), 2))
+# no checkpoint restores, a bad value, a missing file or a missing TensorFlow. main adds its
+# own before them.
+EXIT_STATUSES = ((CheckpointError, 5),
+                 ((ValueError, FileNotFoundError, lazy_tf.NotInstalled), 2))
 
 
 class CheckpointSaveError(CheckpointError):

@@ -43,12 +43,13 @@ import numpy as np
 from etils import epath
 from safetensors.numpy import load_file, save_file
 
-from alexnet_jax.common import config_lib, lazy_tf
+from alexnet_jax.common import config_lib
 from alexnet_jax.common.model_spec import CONV_GEOMETRY, LAYERS, ModelSpec
 from alexnet_jax.model import nets, optimizer, sharding, steps
 from alexnet_jax.run import checkpoints
 from alexnet_jax.run import evaluate as evaluation
 from alexnet_jax.tools import caffe as caffe_io
+from alexnet_jax.tools import torch_file
 
 # torchvision.models.alexnet's ImageNet normalisation (inputs in [0, 1]).
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)
@@ -153,8 +154,9 @@ def check_tensors(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[i
 
 
 def read_torchvision(path: str) -> dict[str, np.ndarray]:
-  """A state dict from a .safetensors file (no torch needed) or a .pth/.pt file
-  (torch.load(weights_only=True)), as float32 NumPy arrays in the file's order."""
+  """A state dict from a .safetensors file or a .pth/.pt file, as NumPy arrays in the
+  file's order. Neither needs torch: `.pth` files go through `torch_file`'s restricted
+  unpickler, so a file from the internet can hold tensors and nothing that runs."""
   path = os.fspath(path)
   if not os.path.exists(path):
     raise WeightsError(f'{path}: no such file')
@@ -165,32 +167,12 @@ def read_torchvision(path: str) -> dict[str, np.ndarray]:
       raise WeightsError(f'{path}: cannot be read as a safetensors file (truncated or not '
                          f'safetensors?): {" ".join(str(e).split())[:300]}') from None
   else:
-    torch = _torch()
     try:
-      obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # noqa: BLE001
+      tensors = torch_file.load_state_dict(path)
+    except torch_file.TorchFileError as e:
       raise WeightsError(f'{path}: cannot be read as a PyTorch state dict (truncated or not a '
                          f'.pth file?): {" ".join(str(e).split())[:300]}') from None
-    if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict):
-      obj = obj['state_dict']        # a training checkpoint that wraps the state dict
-    if not isinstance(obj, dict):
-      raise WeightsError(f'{path} holds a {type(obj).__name__}, not a state dict '
-                         '(torchvision.models.alexnet().state_dict())')
-    tensors = {}
-    for k, v in obj.items():
-      if not hasattr(v, 'detach'):
-        raise WeightsError(f'{path}: entry {k!r} is a {type(v).__name__}, not a tensor')
-      tensors[k] = v.detach().cpu().numpy()
   return {k: np.asarray(v) for k, v in tensors.items()}
-
-
-def _torch():
-  try:
-    torch = lazy_tf.import_torch()
-  except ImportError:
-    raise WeightsError('reading or writing .pth files needs PyTorch: pip install torch '
-                       "(or pip install -e '.[torch]'); .safetensors files need no torch") from None
-  return torch
 
 
 def torchvision_to_params(state: dict[str, np.ndarray], spec, source: str = 'the file'
@@ -244,15 +226,15 @@ def params_to_torchvision(params: dict, spec) -> dict[str, np.ndarray]:
 
 
 def write_torchvision(state: dict[str, np.ndarray], path: str) -> None:
-  """.safetensors (safetensors.numpy) or .pth/.pt (torch.save of the tensors)."""
+  """.safetensors (safetensors.numpy) or .pth/.pt (`torch_file`: torch's zip format, which
+  `torch.load(weights_only=True)` reads back exactly), without torch."""
   path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   if path.endswith('.safetensors'):
     save_file(dict(state), path)
   elif path.endswith(('.pth', '.pt')):
-    torch = _torch()
-    torch.save(collections.OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in
-                                       state.items()), path)
+    torch_file.save_state_dict(collections.OrderedDict(
+        (k, np.asarray(v)) for k, v in state.items()), path)
   else:
     raise WeightsError(f'--dst={path}: the suffix must be .pth, .pt or .safetensors')
 
