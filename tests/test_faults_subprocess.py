@@ -364,7 +364,6 @@ def test_a_failed_save_stops_the_run_with_path_and_cause(tmp_path, data_dir, cac
 # ------------------------------------------------------------------------------ 4. skipped images
 
 
-@pytest.mark.skipif(len(PHOTOS) < 12, reason='no sample photos')
 def test_unreadable_images_are_in_the_log_and_metrics_and_too_many_stop_the_run(tmp_path,
                                                                                cache):
   bad = {'train/class0/truncated.JPEG': fault_utils.truncated_jpeg(PHOTOS[0]),
