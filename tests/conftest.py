@@ -65,6 +65,21 @@ def tiny_data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def fault_data_dir(tmp_path_factory):
+  """A TFDS data_dir holding the built-in dataset at the sizes of fault_utils.TINY (the
+  tiny run of `main` launches) and its mean image, built once per session: the launches
+  of test_faults_subprocess and test_divergence only read it, so none pays for building."""
+  import fault_utils
+
+  from alexnet_jax.data import sources, statistics
+  data_dir = tmp_path_factory.mktemp('fault_tfds')
+  config = fault_utils.tiny_config(data_dir)
+  assert sources.num_examples(config, 'train') == 256
+  statistics.load_or_compute_mean_image(config)
+  return data_dir
+
+
+@pytest.fixture(scope='session')
 def fresh_workdir(tiny_data_dir, tmp_path_factory) -> str:
   """A run's workdir of freshly initialised parameters on the tiny dataset (config.json and
   best/1; workdir_utils.make_workdir), made once per session: predict and figure tests."""
