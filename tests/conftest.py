@@ -4,7 +4,6 @@ Tests marked `slow` (more than ~10 s each on 2 cores) are left out by the fast l
 `python -m pytest -m "not slow"`; CI runs them all.
 """
 
-import glob
 import os
 import sys
 import tempfile
@@ -41,19 +40,15 @@ def repo_root() -> str:
 
 @pytest.fixture(scope='session')
 def sample_dir() -> str:
-  """The folder of real ImageNet sample photos ($ALEXNET_IMAGENET_SAMPLE); skips if absent."""
-  if not os.path.isdir(data_utils.SAMPLE_DIR):
-    pytest.skip(f'no sample photos in {data_utils.SAMPLE_DIR} (set ALEXNET_IMAGENET_SAMPLE)')
+  """The folder of real ImageNet sample photos (tests/data/imagenet-sample, or
+  $ALEXNET_IMAGENET_SAMPLE)."""
   return data_utils.SAMPLE_DIR
 
 
 @pytest.fixture(scope='session')
 def sample_photos(sample_dir) -> list[str]:
-  """Sorted paths of the sample photos (*.JPEG); skips if there are none."""
-  photos = sorted(glob.glob(os.path.join(sample_dir, '*.JPEG')))
-  if not photos:
-    pytest.skip(f'no *.JPEG in {sample_dir}')
-  return photos
+  """Sorted paths of the sample photos (*.JPEG); data_utils.sample_jpegs fails without them."""
+  return data_utils.sample_jpegs(sample_dir)
 
 
 @pytest.fixture(scope='session')
@@ -66,6 +61,21 @@ def tiny_data_dir(tmp_path_factory):
   shapes.builder(str(data_dir), image_size=config.dataset.shapes_image_size,
                  train_size=config.dataset.shapes_train_size,
                  validation_size=config.dataset.shapes_validation_size).download_and_prepare()
+  return data_dir
+
+
+@pytest.fixture(scope='session')
+def fault_data_dir(tmp_path_factory):
+  """A TFDS data_dir holding the built-in dataset at the sizes of fault_utils.TINY (the
+  tiny run of `main` launches) and its mean image, built once per session: the launches
+  of test_faults_subprocess and test_divergence only read it, so none pays for building."""
+  import fault_utils
+
+  from alexnet_jax.data import sources, statistics
+  data_dir = tmp_path_factory.mktemp('fault_tfds')
+  config = fault_utils.tiny_config(data_dir)
+  assert sources.num_examples(config, 'train') == 256
+  statistics.load_or_compute_mean_image(config)
   return data_dir
 
 

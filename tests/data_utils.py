@@ -36,9 +36,10 @@ from collections.abc import Sequence
 from alexnet_jax.common.fields import set_fields
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The real ImageNet sample photos: shared/ lies beside the repository (here and in CI).
-SAMPLE_DIR = os.environ.get('ALEXNET_IMAGENET_SAMPLE', os.path.normpath(
-    os.path.join(REPO, '..', 'shared', 'data', 'imagenet-sample')))
+# Real ImageNet photos, kept in the repository so that a clone runs every test
+# (tests/data/imagenet-sample/PROVENANCE.md); $ALEXNET_IMAGENET_SAMPLE may point elsewhere.
+SAMPLE_DIR = os.environ.get('ALEXNET_IMAGENET_SAMPLE',
+                            os.path.join(REPO, 'tests', 'data', 'imagenet-sample'))
 
 # The tiny training run (tests/test_train.py, test_multihost.py, test_logs.py): dotted
 # config field -> value, applied on top of configs/default.py.
@@ -200,11 +201,14 @@ def resize_center_crop_pil(path: str, size: int = 256):
 
 
 def sample_jpegs(sample_dir: str = SAMPLE_DIR) -> list[str]:
-  """Paths of all the sample photos, sorted ([] when the sample is not there)."""
-  if not os.path.isdir(sample_dir):
-    return []
-  return sorted(os.path.join(sample_dir, f) for f in os.listdir(sample_dir)
-                if f.endswith('.JPEG'))
+  """Paths of all the sample photos, sorted; raises if there are none, so that a test
+  fails, not skips, when the photos are missing."""
+  paths = (sorted(os.path.join(sample_dir, f) for f in os.listdir(sample_dir)
+                  if f.endswith('.JPEG')) if os.path.isdir(sample_dir) else [])
+  if not paths:
+    raise FileNotFoundError(f'no *.JPEG sample photos in {sample_dir} '
+                            '(tests/data/imagenet-sample, or $ALEXNET_IMAGENET_SAMPLE)')
+  return paths
 
 
 def make_class_folder(root, photos: Sequence[str], classes: int = 3):

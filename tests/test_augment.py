@@ -11,7 +11,6 @@ from alexnet_jax.common import config_lib
 from alexnet_jax.data import augment, decode
 
 PHOTOS = data_utils.sample_jpegs()
-pytestmark = pytest.mark.skipif(not PHOTOS, reason='no sample photos')
 
 
 def _host_images(paths, size):

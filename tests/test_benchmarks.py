@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import data_utils
 import jax
 import numpy as np
 import pytest
@@ -195,11 +196,10 @@ def test_step_cli(tmp_path):
 def input_config(**changes):
   from benchmarks.configs import input as input_configs
   config = input_configs.get_config()
-  config.update(dict(seconds=1.0, warmup_seconds=0.5, batch_size=16), **changes)
+  # The tests' photos (tests/data), not the benchmark's default beside the repository.
+  config.update(dict(seconds=1.0, warmup_seconds=0.5, batch_size=16,
+                     images_dir=data_utils.SAMPLE_DIR), **changes)
   return config
-
-
-HAS_PHOTOS = os.path.isdir(input_lib.images_dir(input_config()))
 
 
 def test_input_ratios_are_computed_from_the_rows():
@@ -221,7 +221,6 @@ def test_missing_photos_name_the_field(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_PHOTOS, reason='needs ../shared/data/imagenet-sample')
 def test_input_report():
   report = input_lib.run(input_config(), log=lambda m: None)
   assert [r['name'] for r in report['rows']] == ['project', 'pytorch', 'preresized']
@@ -245,11 +244,11 @@ def test_input_report():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_PHOTOS, reason='needs ../shared/data/imagenet-sample')
 def test_input_cli(tmp_path):
   path = tmp_path / 'input.json'
   p = _run_cli('benchmarks.input', '--config=benchmarks/configs/input.py',
                '--config.seconds=1', '--config.warmup_seconds=0.5', '--config.batch_size=16',
+               f'--config.images_dir={data_utils.SAMPLE_DIR}',
                f'--config.json={path}')
   assert p.returncode == 0, p.stderr[-3000:]
   report = json.loads(path.read_text())

@@ -12,7 +12,6 @@ from PIL import Image
 from alexnet_jax.data import decode
 
 PHOTOS = data_utils.sample_jpegs()
-pytestmark = pytest.mark.skipif(not PHOTOS, reason='no sample photos')
 
 
 def _photo(name: str) -> bytes:

@@ -19,13 +19,13 @@ TINY = ['--config.model.conv_widths=(8,16,24,24,16)', '--config.model.fc_widths=
 
 
 @pytest.mark.slow
-def test_divergence_guard_stops_the_run_and_saves_nothing_non_finite(tmp_path):
+def test_divergence_guard_stops_the_run_and_saves_nothing_non_finite(tmp_path, fault_data_dir):
   workdir = tmp_path / 'run'
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
          'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
   out = subprocess.run(
       [sys.executable, '-m', 'alexnet_jax.main', '--config=configs/default.py',
-       f'--workdir={workdir}', f'--config.dataset.data_dir={tmp_path / "tfds"}', *TINY,
+       f'--workdir={workdir}', f'--config.dataset.data_dir={fault_data_dir}', *TINY,
        '--config.optimizer.learning_rate=1e10', '--config.checkpoint_every_steps=1',
        '--config.log_every_steps=4', '--config.eval_every_steps=2'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

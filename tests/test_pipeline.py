@@ -18,7 +18,6 @@ from alexnet_jax.data import decode, pipeline, sources, statistics
 from configs import paper
 
 PHOTOS = data_utils.sample_jpegs()
-pytestmark = pytest.mark.skipif(not PHOTOS, reason='no sample photos')
 NUM_PHOTOS = 60  # enough for several batches; small enough to decode in well under a second
 
 
@@ -255,8 +254,6 @@ def test_preresized_tfds_copy_is_read(tmp_path):
 
 
 def test_builtin_shapes_dataset(tmp_path):
-  shapes = pytest.importorskip('alexnet_jax.data.datasets.shapes')
-  del shapes
   c = config_lib.base()
   c.dataset.name = 'alexnet_shapes'
   c.dataset.data_dir = str(tmp_path / 'tfds')
@@ -277,7 +274,7 @@ def test_builtin_shapes_dataset(tmp_path):
 def test_tfds_sharded_files_train_stream(tmp_path):
   """A TFDS split in 4 record files: per-epoch file order + buffer shuffle, each epoch covers
   the shard once, resume is exact, two processes read disjoint halves."""
-  shapes = pytest.importorskip('alexnet_jax.data.datasets.shapes')
+  from alexnet_jax.data.datasets import shapes
   ddir = str(tmp_path / 'tfds')
   shapes.builder(ddir, image_size=16, train_size=48, validation_size=8).download_and_prepare(
       download_config=tfds.download.DownloadConfig(num_shards=4))

@@ -18,9 +18,6 @@ from alexnet_jax.data import decode, sources, statistics
 from alexnet_jax.data import prepare as imagenet
 from configs import paper
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(data_utils.SAMPLE_DIR),
-                                reason='needs the imagenet-sample photos')
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -15,7 +15,6 @@ from alexnet_jax.common import config_lib
 from alexnet_jax.data import sources
 
 PHOTOS = data_utils.sample_jpegs()
-needs_photos = pytest.mark.skipif(not PHOTOS, reason='no sample photos')
 
 
 def _config(tmp, folder):
@@ -34,7 +33,6 @@ def test_data_dir_and_manual_dir(tmp_path):
   assert os.fspath(sources.data_dir(c) / 'x') == 'gs://bucket/tfds/x'
 
 
-@needs_photos
 def test_folder_listing_holds_out_a_stable_hashed_tenth(tmp_path):
   root = _make_folder(tmp_path / 'photos', PHOTOS[:60])
   train = sources.folder_listing(str(root), 'train')
@@ -52,7 +50,6 @@ def test_folder_listing_holds_out_a_stable_hashed_tenth(tmp_path):
   assert sources.folder_listing(str(root), 'test') == val
 
 
-@needs_photos
 def test_folder_with_split_subfolders(tmp_path):
   root = tmp_path / 'splits'
   _make_folder(root / 'train', PHOTOS[:8], classes=2)
@@ -99,7 +96,6 @@ def test_dataset_dir_is_the_newest_complete_version(tmp_path):
   assert sources.dataset_dir(tmp_path, 'toy') == epath.Path(tmp_path / 'toy' / '1.10.0')
 
 
-@needs_photos
 def test_preresized_copy_is_found_by_one_rule(tmp_path):
   ddir = tmp_path / 'tfds'
   features = tfds.features.FeaturesDict({
@@ -129,8 +125,6 @@ def test_preresized_copy_is_found_by_one_rule(tmp_path):
   assert not sources.is_prepared(original)
 
 
-@pytest.mark.skipif(not os.path.isdir(data_utils.SAMPLE_DIR),
-                    reason='needs the imagenet-sample photos')
 def test_imagenet_missing_message_names_the_missing_archives(tmp_path):
   c = config_lib.base()
   c.dataset.data_dir = str(tmp_path / 'data')

@@ -17,7 +17,6 @@ def folder(tmp_path_factory):
   return data_utils.make_class_folder(tmp_path_factory.mktemp('photos'), PHOTOS[:60])
 
 
-@pytest.mark.skipif(not PHOTOS, reason='no sample photos')
 def test_mean_image_is_the_training_mean_and_cached(tmp_path, folder):
   c = data_utils.folder_config(tmp_path / 'stats_tfds', folder)
   path = statistics.mean_image_path(c)
@@ -77,7 +76,6 @@ def _assert_same_axes(got, want, atol):
   np.testing.assert_allclose(dots, 1.0, atol=atol)
 
 
-@pytest.mark.skipif(not PHOTOS, reason='no sample photos')
 def test_rgb_pca_is_numpys_on_the_sample_photos(tmp_path, folder):
   c = data_utils.folder_config(tmp_path / 'pca_tfds', folder)
   images = _host_train_images(c)
@@ -90,7 +88,8 @@ def test_rgb_pca_is_numpys_on_the_sample_photos(tmp_path, folder):
   _assert_same_axes(got['eigvec'], eigvec, atol=1e-9)
   np.testing.assert_allclose(got['eigvec'].T @ got['eigvec'], np.eye(3), atol=1e-12)
   # Against an independent decode (PIL, exact box) of the same photos: the host's
-  # shrink filter moves the statistics by well under 1%.
+  # shrink filter moves the statistics by about 1% (0.6% on the full-size originals,
+  # 1.4% on tests/data's copies, shrunk to a shorter side of 192).
   listing = sources.folder_listing(c.dataset.folder, 'train')
   _, eigval_pil, eigvec_pil = _numpy_pca(
       np.stack([data_utils.resize_center_crop_pil(p, 40) for p in listing.paths]))
@@ -98,7 +97,6 @@ def test_rgb_pca_is_numpys_on_the_sample_photos(tmp_path, folder):
   _assert_same_axes(got['eigvec'][:, :2], eigvec_pil[:, :2], atol=1e-3)
 
 
-@pytest.mark.skipif(not PHOTOS, reason='no sample photos')
 def test_statistics_one_pass_cached_and_read_back(tmp_path, folder, monkeypatch):
   c = data_utils.folder_config(tmp_path / 'both_tfds', folder)
   passes = []
@@ -134,7 +132,6 @@ def test_statistics_one_pass_cached_and_read_back(tmp_path, folder, monkeypatch)
   assert statistics.load_or_compute_statistics(c).pca is None
 
 
-@pytest.mark.skipif(not PHOTOS, reason='no sample photos')
 def test_pca_max_images_reads_only_the_first_images(tmp_path, folder, monkeypatch):
   c = data_utils.folder_config(tmp_path / 'cap_tfds', folder, pca_max_images=5)
   pca = statistics.load_or_compute_rgb_pca(c)
