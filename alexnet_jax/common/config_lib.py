@@ -11,13 +11,18 @@ import ml_collections
 def model_config() -> ml_collections.ConfigDict:
   """The paper's AlexNet (section 3); every ablation is one field."""
   m = ml_collections.ConfigDict()
+  # 'alexnet' | the CIFAR-10 nets of cuda-convnet (model/cifar.py): 'cifar10_conv_local'
+  # (the paper's 11%/13% net) | 'cifar10_18pct' | 'cifar10_80sec'
+  m.arch = 'alexnet'
   m.towers = 2                                  # 1 or 2 (the paper's two GPUs)
   m.conv_widths = (96, 256, 384, 384, 256)       # total over the towers
   m.fc_widths = (4096, 4096)                     # fc6, fc7 (total over the towers)
   m.num_classes = 1000
   m.input_size = 224                             # 224 (edge padded) or 227
   m.conv1_padding = -1                           # -1: auto (0 for 227, 2 for 224)
-  m.lrn = 'paper'                                # 'none' | 'paper' | 'caffe'
+  # 'none' | 'paper' | 'caffe' | 'constant' (the paper formula's k^-beta, no normalisation)
+  # | 'cuda_convnet' (the CIFAR nets' own response norms)
+  m.lrn = 'paper'
   m.lrn_across_towers = False                    # Caffe's window spans both towers
   m.lrn_gain = 1.0                               # LRN sees activations x gain (1: paper)
   m.pooling = 'overlapping'                      # 'overlapping' (3/2) | 'non_overlapping' (2/2)
@@ -99,6 +104,11 @@ def base() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 5e-4
   c.optimizer.decay_biases = True                # Caffe: False
   c.optimizer.nesterov = False
+  # x the learning rate for biases (cuda-convnet's epsB / epsW = 2, as Caffe's lr_mult).
+  c.optimizer.bias_lr_multiplier = 1.0
+  # Per-layer weight decay {layer: decay}, replacing optimizer.weight_decay for the layers
+  # named (cuda-convnet's per-layer `wc`); empty: every layer decays by weight_decay.
+  c.optimizer.layer_weight_decay = ml_collections.ConfigDict()
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.name = 'plateau'                    # 'plateau' | 'step' | 'constant'
@@ -144,7 +154,8 @@ def parse_arg(arg: str | None, **defaults):
 # table the config is checked against (nets.ModelSpec checks the model.* rows).
 ALLOWED = {
     'model.towers': (1, 2),
-    'model.lrn': ('none', 'paper', 'caffe'),
+    'model.arch': ('alexnet', 'cifar10_conv_local', 'cifar10_18pct', 'cifar10_80sec'),
+    'model.lrn': ('none', 'paper', 'caffe', 'constant', 'cuda_convnet'),
     'model.pooling': ('overlapping', 'non_overlapping'),
     'model.activation': ('relu', 'tanh'),
     'model.dtype': ('float32', 'bfloat16'),
@@ -222,6 +233,23 @@ def validate(config, *, mesh_shape: dict[str, int] | None = None, process_count:
       check_choice(field, _get(config, field))
   mesh_shape = mesh_shape or {'data': 1, 'model': 1}
   data_parallel = mesh_shape['data']
+  if config.dataset.name == 'folder' and not config.dataset.folder:
+    raise refuse('dataset.folder', config.dataset.folder,
+                 "a directory of class sub-folders of images (dataset.name='folder')")
+  if spec.arch != 'alexnet' and mesh_shape['model'] != 1:
+    raise ValueError(
+        f'mesh.model={mesh_shape["model"]} is invalid for model.arch={spec.arch!r}: the '
+        'CIFAR nets have no towers and are data parallel only; set --config.mesh.model=1')
+  known = nets.layer_names(spec)
+  for name, decay in config.optimizer.layer_weight_decay.items():
+    if name not in known:
+      raise refuse(f'optimizer.layer_weight_decay.{name}', decay,
+                   f'a layer of model.arch={spec.arch!r}: {", ".join(known)}')
+    if not isinstance(decay, int | float) or isinstance(decay, bool) or decay < 0:
+      raise refuse(f'optimizer.layer_weight_decay.{name}', decay, 'a number >= 0')
+  if not config.optimizer.bias_lr_multiplier > 0:
+    raise refuse('optimizer.bias_lr_multiplier', config.optimizer.bias_lr_multiplier,
+                 'a number > 0')
   if spec.towers % mesh_shape['model']:
     raise ValueError(
         f'model.towers={spec.towers} cannot be split over mesh.model={mesh_shape["model"]}; '

@@ -275,10 +275,10 @@ def avg_pool_ceil(x: jax.Array, window: int, stride: int) -> jax.Array:
   ph, pw = _far_pad(x, window, stride)
   pad = ((0, 0), (0, ph), (0, pw), (0, 0))
   dims, strides = (1, window, window, 1), (1, stride, stride, 1)
-  total = lax.reduce_window(x, jnp.zeros((), x.dtype), lax.add, dims, strides, pad)
+  total = lax.reduce_window(x, 0.0, lax.add, dims, strides, pad)
   # Pixels inside the image per window: a constant, folded in by XLA.
   ones = jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
-  count = lax.reduce_window(ones, jnp.zeros((), x.dtype), lax.add, dims, strides, pad)
+  count = lax.reduce_window(ones, 0.0, lax.add, dims, strides, pad)
   return total / count
 
 
@@ -307,7 +307,7 @@ def within_map_norm(x: jax.Array, size: int, scale: float, power: float, *,
   before each pixel and is clipped at the image's edges."""
   lo = size // 2
   pad = ((0, 0), (lo, size - 1 - lo), (lo, size - 1 - lo), (0, 0))
-  sums = lax.reduce_window(x * x, jnp.zeros((), x.dtype), lax.add, (1, size, size, 1),
+  sums = lax.reduce_window(x * x, 0.0, lax.add, (1, size, size, 1),
                            (1, 1, 1, 1), pad)
   d = 1.0 + (scale / (size * size)) * gain * gain * sums
   return x * _norm_power(d, power, impl)

@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from alexnet_jax.common import config_lib
-from alexnet_jax.model import layers
+from alexnet_jax.model import cifar, layers
 
 CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 FC_LAYERS = ('fc6', 'fc7', 'fc8')
@@ -71,6 +71,7 @@ def _bad(field: str, value: Any, allowed: str) -> ValueError:
 class ModelSpec:
   """A validated, hashable copy of a config's `model` section."""
 
+  arch: str = 'alexnet'
   towers: int = 2
   conv_widths: tuple[int, ...] = (96, 256, 384, 384, 256)
   fc_widths: tuple[int, ...] = (4096, 4096)
@@ -115,6 +116,12 @@ class ModelSpec:
     for field in config_lib.ALLOWED:
       if field.startswith('model.'):
         config_lib.check_choice(field, getattr(self, field[len('model.'):]))
+    if self.arch != 'alexnet':
+      cifar.validate(self)
+      return
+    if self.lrn == 'cuda_convnet':
+      raise _bad('lrn', self.lrn, "'paper', 'caffe', 'constant', 'none' ('cuda_convnet' is "
+                 'the CIFAR nets\' response norm)')
     if len(self.conv_widths) != 5 or not all(
         isinstance(w, int) and w > 0 for w in self.conv_widths):
       raise _bad('conv_widths', self.conv_widths, '5 positive ints (conv1..conv5)')
@@ -207,6 +214,8 @@ class ModelSpec:
 
   def macs_per_image(self) -> dict[str, int]:
     """Multiply-adds of each conv/fc layer for one image (biases, LRN, pooling excluded)."""
+    if self.arch != 'alexnet':
+      return cifar.macs_per_image(self)
     s = self.spatial_sizes()
     out = {}
     for name, shape in self.kernel_shapes().items():
@@ -273,6 +282,9 @@ def intermediates(spec: ModelSpec, params: dict, images: jax.Array, *, train: bo
   dropout active (rate > 0, or test-time scaling) also what the next layer
   receives from each dropped-out layer: 'fc6_dropout', 'fc7_dropout' (the paper's
   placement), 'pool5_dropout', 'fc6_dropout' (model.dropout_placement='torchvision')."""
+  if spec.arch != 'alexnet':
+    return cifar.apply(spec, params, images, train=train, dropout_key=dropout_key,
+                       capture=True)
   if train and spec.dropout_rate > 0 and dropout_key is None:
     raise ValueError('train=True with dropout needs a dropout_key')
   return _forward(spec, params, images, dropout_key, train=train, axis=None, capture=True)
@@ -281,9 +293,17 @@ def intermediates(spec: ModelSpec, params: dict, images: jax.Array, *, train: bo
 def param_specs(spec: ModelSpec) -> dict[str, dict[str, P]]:
   """How the parameters are sharded (the only place that says so): the leading tower
   axis of every kernel and bias over the mesh axis 'model'; fc8's bias, added once
-  after the towers' partial logits are summed, replicated."""
+  after the towers' partial logits are summed, replicated. (The CIFAR nets: all
+  replicated, `cifar.param_specs`.)"""
+  if spec.arch != 'alexnet':
+    return cifar.param_specs(spec)
   return {name: {'kernel': P('model'), 'bias': P() if name == 'fc8' else P('model')}
           for name in LAYERS}
+
+
+def layer_names(spec: ModelSpec) -> tuple[str, ...]:
+  """The names of the weight layers, the keys of the parameter tree."""
+  return LAYERS if spec.arch == 'alexnet' else cifar.layer_names(spec)
 
 
 def param_shardings(spec: ModelSpec, mesh: Mesh) -> dict[str, dict[str, NamedSharding]]:
@@ -297,6 +317,8 @@ def init_params(spec: ModelSpec, *, seed: int = 0, mesh: Mesh | None = None) -> 
   weights on its own devices: no full copy is ever materialised on one device.
   The values do not depend on the mesh.
   """
+  if spec.arch != 'alexnet':
+    return cifar.init_params(spec, seed=seed, mesh=mesh)
   return _initializer(spec, mesh)(seed)
 
 
@@ -321,6 +343,8 @@ def _mesh_model_axis() -> Any | None:
 def apply(spec: ModelSpec, params: dict, images: jax.Array, *, train: bool = False,
           dropout_key: jax.Array | None = None) -> jax.Array:
   """Forward pass; under a mesh with ('data', 'model') axes, one tower per model index."""
+  if spec.arch != 'alexnet':
+    return cifar.apply(spec, params, images, train=train, dropout_key=dropout_key)
   if train and spec.dropout_rate > 0 and dropout_key is None:
     raise ValueError('train=True with dropout needs a dropout_key')
   key = dropout_key if dropout_key is not None else jax.random.key(0)
@@ -403,6 +427,11 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
   def norm(name, xs):
     if spec.lrn == 'none':
       return xs
+    if spec.lrn == 'constant':
+      # The LRN's factor for zero activity, k^-beta of the paper's formula (2^-0.75 =
+      # 0.595): the control that removes the normalisation but not the rescaling.
+      k, _, _, beta, _ = layers.LRN_FORMULAS['paper']
+      return [h * jnp.asarray(k ** -beta, h.dtype) for h in xs]
     with jax.named_scope(scope(name, 'lrn')):
       if not spec.lrn_across_towers or spec.towers == 1:
         return [layers.lrn(h, spec.lrn, impl=lrn_impl, gain=spec.lrn_gain) for h in xs]

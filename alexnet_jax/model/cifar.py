@@ -1,0 +1,266 @@
+"""Krizhevsky's CIFAR-10 networks (cuda-convnet's example-layers), from the layers AlexNet
+is made of.
+
+The paper's CIFAR-10 statements (section 3.1's ReLU-vs-tanh speed, section 3.3's "13% test
+error without normalization and 11% with") are about these small nets, so they run through
+the same config, steps, checkpoints and commands as AlexNet: `nets.apply`, `init_params`,
+`param_specs` and `ModelSpec.macs_per_image` hand a spec with model.arch != 'alexnet' to the
+functions here. The layer tables are cuda-convnet's layers-*.cfg (the rates and decays of
+its layer-params-*.cfg are in configs/cifar10_conv_local.py):
+
+- 'cifar10_conv_local' (conv-local-11pct): conv1 64 5x5 -> cmrnorm -> max 3/2 -> conv2 64
+  5x5 -> cmrnorm -> max 3/2 -> local3 32 3x3 -> local4 32 3x3 -> fc10; with
+  model.lrn='none' the two norms go: conv-local-13pct.
+- 'cifar10_18pct': conv1 32 5x5 -> max 3/2 -> rnorm -> conv2 32 5x5 -> avg 3/2 -> rnorm ->
+  conv3 64 5x5 -> avg 3/2 -> fc10.
+- 'cifar10_80sec': 18pct without the norms and with fc64 before fc10.
+
+cuda-convnet's 18pct/80sec put the ReLU of conv1 after its max-pooling; max-pooling commutes
+with any increasing activation (ReLU, tanh), so here it comes first, as everywhere else.
+Parameters are {layer: {'kernel', 'bias'}} without AlexNet's tower axis (one tower: the nets
+are data parallel only, mesh.model=1). A local layer's kernel is (Ho, Wo, kh, kw, Cin, Cout)
+and its bias (Ho, Wo, Cout), one per output unit as in cuda-convnet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from alexnet_jax.model import layers
+
+ARCHS = ('cifar10_conv_local', 'cifar10_18pct', 'cifar10_80sec')
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+  """One step of a net: a weight layer ('conv', 'local', 'fc'), a pooling ('max', 'avg')
+  or a response norm ('cmrnorm', 'rnorm'). Weight layers have a ReLU after them unless
+  `act` is False (the output layer)."""
+
+  kind: str
+  name: str = ''
+  width: int = 0          # filters / outputs
+  size: int = 0           # kernel or norm window
+  pad: int = 0
+  std: float = 0.0        # cuda-convnet's initW
+  act: bool = True
+  scale: float = 0.0      # norms: cuda-convnet's `scale` before its division by the window
+  power: float = 0.75
+  stride: int = 1         # poolings: 2 (3x3 or 2x2 windows)
+
+
+_CMRNORM = Op('cmrnorm', size=5, scale=1e-3)        # conv-local-11pct's rnorm1/2 (crossMap)
+_RNORM = Op('rnorm', size=3, scale=5e-5)            # 18pct's rnorm1/2
+_MAX, _AVG = Op('max'), Op('avg')
+
+NETS: dict[str, tuple[Op, ...]] = {
+    'cifar10_conv_local': (
+        Op('conv', 'conv1', 64, 5, 2, 1e-4), _CMRNORM, _MAX,
+        Op('conv', 'conv2', 64, 5, 2, 1e-2), _CMRNORM, _MAX,
+        Op('local', 'local3', 32, 3, 1, 0.04),
+        Op('local', 'local4', 32, 3, 1, 0.04),
+        Op('fc', 'fc10', 10, std=0.01, act=False)),
+    'cifar10_18pct': (
+        Op('conv', 'conv1', 32, 5, 2, 1e-4), _MAX, _RNORM,
+        Op('conv', 'conv2', 32, 5, 2, 1e-2), _AVG, _RNORM,
+        Op('conv', 'conv3', 64, 5, 2, 1e-2), _AVG,
+        Op('fc', 'fc10', 10, std=0.01, act=False)),
+    'cifar10_80sec': (
+        Op('conv', 'conv1', 32, 5, 2, 1e-4), _MAX,
+        Op('conv', 'conv2', 32, 5, 2, 1e-2), _AVG,
+        Op('conv', 'conv3', 64, 5, 2, 1e-2), _AVG,
+        Op('fc', 'fc64', 64, std=0.1),
+        Op('fc', 'fc10', 10, std=0.1, act=False)),
+}
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def _refuse(field: str, value: Any, allowed: str, arch: str) -> ValueError:
+  return ValueError(f'model.{field}={value!r} is invalid for model.arch={arch!r}; allowed: '
+                    f'{allowed}. Override it with --config.model.{field}=...')
+
+
+def ops(spec: Any) -> tuple[Op, ...]:
+  """The net's steps with the spec's switches applied: model.lrn='none'/'constant' drops the
+  norms (their constant factor 1^-power is 1), model.pooling='non_overlapping' makes every
+  pooling 2/2, model.conv_widths / fc_widths (when not empty) replace the widths of the
+  conv/local layers and of the hidden fc layers."""
+  out, convs, fcs = [], iter(spec.conv_widths), iter(spec.fc_widths)
+  for op in NETS[spec.arch]:
+    if op.kind in ('cmrnorm', 'rnorm') and spec.lrn != 'cuda_convnet':
+      continue
+    if op.kind in ('max', 'avg'):
+      op = dataclasses.replace(op, size=3 if spec.pooling == 'overlapping' else 2, stride=2)
+    if op.kind in ('conv', 'local') and spec.conv_widths:
+      op = dataclasses.replace(op, width=next(convs))
+    if op.kind == 'fc' and op.act and spec.fc_widths:
+      op = dataclasses.replace(op, width=next(fcs))
+    if op.kind == 'fc' and not op.act:
+      op = dataclasses.replace(op, width=spec.num_classes)
+    out.append(op)
+  return tuple(out)
+
+
+def layer_names(spec: Any) -> tuple[str, ...]:
+  return tuple(op.name for op in NETS[spec.arch] if op.name)
+
+
+def validate(spec: Any) -> None:
+  """Refuses the AlexNet-only settings for a CIFAR net, naming the field."""
+  arch, net = spec.arch, NETS[spec.arch]
+  has_norm = any(op.kind in ('cmrnorm', 'rnorm') for op in net)
+  lrn_allowed = ('cuda_convnet', 'none', 'constant') if has_norm else ('none', 'constant')
+  if spec.lrn not in lrn_allowed:
+    raise _refuse('lrn', spec.lrn, ', '.join(map(repr, lrn_allowed)) +
+                  (" ('cuda_convnet': the net's own response norm)" if has_norm else
+                   ' (this net has no response norm)'), arch)
+  if spec.towers != 1:
+    raise _refuse('towers', spec.towers, '1 (the CIFAR nets have one tower)', arch)
+  if spec.lrn_across_towers:
+    raise _refuse('lrn_across_towers', True, 'False', arch)
+  if spec.conv1_padding != -1:
+    raise _refuse('conv1_padding', spec.conv1_padding, '-1 (the net sets its padding)', arch)
+  if spec.init not in ('paper', 'he'):
+    raise _refuse('init', spec.init, "'paper' (cuda-convnet's initW), 'he'", arch)
+  if spec.dropout_placement != 'paper':
+    raise _refuse('dropout_placement', spec.dropout_placement,
+                  "'paper' (after the ReLU of each hidden fc layer)", arch)
+  hidden_fc = sum(op.kind == 'fc' and op.act for op in net)
+  if spec.dropout_rate and not hidden_fc:
+    raise _refuse('dropout_rate', spec.dropout_rate,
+                  '0 (this net has no hidden fully connected layer to drop out)', arch)
+  convs = sum(op.kind in ('conv', 'local') for op in net)
+  for field, count, what in (('conv_widths', convs, 'conv/local'),
+                             ('fc_widths', hidden_fc, 'hidden fc')):
+    widths = getattr(spec, field)
+    if widths and (len(widths) != count or not all(
+        isinstance(w, int) and w > 0 for w in widths)):
+      raise _refuse(field, widths, f"() (the net's own) or {count} positive ints, one per "
+                    f'{what} layer', arch)
+  if spec.input_size < 8:
+    raise _refuse('input_size', spec.input_size, 'an input of at least 8x8 (24 or 32)', arch)
+
+
+# --- geometry ---------------------------------------------------------------------------
+
+def shapes(spec: Any) -> dict[str, dict[str, tuple[int, ...]]]:
+  """{layer: {'kernel': shape, 'bias': shape}, and 'output': the layer's output per image}."""
+  s, c = spec.input_size, 3
+  out = {}
+  for op in ops(spec):
+    if op.kind in ('max', 'avg'):
+      s = layers.pooled_size(s, op.size, op.stride)
+    elif op.kind == 'conv':
+      s = s + 2 * op.pad - op.size + 1
+      out[op.name] = {'kernel': (op.size, op.size, c, op.width), 'bias': (op.width,),
+                      'output': (s, s, op.width), 'macs': s * s * op.size ** 2 * c * op.width}
+      c = op.width
+    elif op.kind == 'local':
+      s = s + 2 * op.pad - op.size + 1
+      out[op.name] = {'kernel': (s, s, op.size, op.size, c, op.width),
+                      'bias': (s, s, op.width), 'output': (s, s, op.width),
+                      'macs': s * s * op.size ** 2 * c * op.width}
+      c = op.width
+    elif op.kind == 'fc':
+      fan_in = s * s * c if s else c
+      out[op.name] = {'kernel': (fan_in, op.width), 'bias': (op.width,),
+                      'output': (op.width,), 'macs': fan_in * op.width}
+      s, c = 0, op.width
+  return out
+
+
+def macs_per_image(spec: Any) -> dict[str, int]:
+  return {name: v['macs'] for name, v in shapes(spec).items()}
+
+
+def param_specs(spec: Any) -> dict[str, dict[str, P]]:
+  """Every parameter replicated: the CIFAR nets are data parallel only."""
+  return {name: {'kernel': P(), 'bias': P()} for name in layer_names(spec)}
+
+
+def init_params(spec: Any, *, seed: int = 0, mesh: Any = None) -> dict:
+  """cuda-convnet's init (model.init='paper'): weights N(0, initW^2), biases 0; or He's."""
+  return _initializer(spec, mesh)(seed)
+
+
+@functools.cache
+def _initializer(spec: Any, mesh: Any):
+  def make(seed):
+    key = jax.random.key(seed)
+    params = {}
+    for i, op in enumerate(o for o in ops(spec) if o.name):
+      shape = shapes(spec)[op.name]
+      # Inputs per output unit: kh kw Cin (conv, local: after the local layer's Ho, Wo).
+      fan_in = math.prod(shape['kernel'][2 if op.kind == 'local' else 0:-1])
+      std = op.std if spec.init == 'paper' else math.sqrt((2.0 if op.act else 1.0) / fan_in)
+      params[op.name] = {
+          'kernel': std * jax.random.normal(jax.random.fold_in(key, i), shape['kernel']),
+          'bias': jnp.zeros(shape['bias'], jnp.float32)}
+    return params
+  if mesh is None:
+    return jax.jit(make)
+  from jax.sharding import NamedSharding
+  shardings = jax.tree.map(lambda p: NamedSharding(mesh, p), param_specs(spec))
+  return jax.jit(make, out_shardings=shardings)
+
+
+# --- forward ----------------------------------------------------------------------------
+
+def apply(spec: Any, params: dict, images: jax.Array, *, train: bool = False,
+          dropout_key: jax.Array | None = None, capture: bool = False):
+  """Logits (float32) of NHWC images of spec.input_size; with capture=True every layer's
+  output (after its activation, and after each pooling as '<layer>_pool') instead.
+
+  Under a mesh the batch arrives split over 'data' and the parameters replicated; jit's
+  partitioner keeps the forward data parallel (no shard_map: there are no towers).
+  """
+  if train and spec.dropout_rate > 0 and dropout_key is None:
+    raise ValueError('train=True with dropout needs a dropout_key')
+  dtype = _DTYPES[spec.dtype]
+  _, pool_grad, lrn_impl, weight_grad = spec.kernels(jax.default_backend())
+  act = jax.nn.relu if spec.activation == 'relu' else jnp.tanh
+  rate = spec.dropout_rate
+  captured = {}
+  x = images.astype(dtype)
+  last = None
+  for op in ops(spec):
+    w = (lambda part, op=op: params[op.name][part].astype(dtype)) if op.name else None
+    with jax.named_scope(op.name or f'{last}_{op.kind}'):
+      if op.kind == 'conv':
+        x = layers.conv2d(x, w('kernel'), w('bias'), 1, op.pad, weight_grad=weight_grad)
+      elif op.kind == 'local':
+        x = layers.locally_connected(x, w('kernel'), w('bias'), op.pad)
+      elif op.kind == 'fc':
+        x = x.reshape(x.shape[0], -1) @ w('kernel') + w('bias')
+      elif op.kind == 'max':
+        x = layers.max_pool_ceil(x, op.size, op.stride, grad=pool_grad)
+      elif op.kind == 'avg':
+        x = layers.avg_pool_ceil(x, op.size, op.stride)
+      elif op.kind == 'cmrnorm':
+        x = layers.cross_map_norm(x, op.size, op.scale, op.power, impl=lrn_impl,
+                                  gain=spec.lrn_gain)
+      else:
+        x = layers.within_map_norm(x, op.size, op.scale, op.power, impl=lrn_impl,
+                                   gain=spec.lrn_gain)
+      if op.name and op.act:
+        x = act(x)
+      if op.kind == 'fc' and op.act and rate > 0:      # hidden fc: the paper's dropout
+        if train:
+          key = jax.random.fold_in(dropout_key, layer_names(spec).index(op.name))
+          x = layers.dropout(x, rate, key, inverted=spec.dropout_scaling == 'inverted')
+        elif spec.dropout_scaling != 'inverted':
+          x = layers.dropout_test_scale(x, rate)
+    if op.name:
+      last = op.name
+    if capture:
+      captured[op.name or f'{last}_{op.kind}'] = x
+  if capture:
+    return captured
+  return x.astype(jnp.float32)
