@@ -9,8 +9,8 @@ r"""Imports published AlexNet weights into a workdir, and exports a run's to tor
 
 An imported workdir holds config.json, checkpoints/0 and best/0: `evaluate`, `predict`
 and `--config.init_from=DIR` take it like a trained run. The mappings (layouts, flatten
-order, normalisation, BGR, dropout placement) are in alexnet_jax/weight_io.py and the
-README. Exit status 2 with one `error:` line for a file of another architecture, a
+order, normalisation, BGR, dropout placement) are in alexnet_jax/tools/weights.py and
+docs/weights.md. Exit status 2 with one `error:` line for a file of another architecture, a
 truncated file or an occupied workdir; 5 when no checkpoint of the run restores.
 """
 
