@@ -12,6 +12,7 @@ import pytest
 from alexnet_jax.common import config_lib
 from alexnet_jax.model import cifar, nets, optimizer, steps
 from configs import cifar10_18pct, cifar10_conv_local, cifar10_fast, default
+from experiments import ablations_lib
 
 CONFIGS = {'conv_local': cifar10_conv_local, '18pct': cifar10_18pct, 'fast': cifar10_fast}
 
@@ -156,11 +157,23 @@ def test_dropout_on_the_hidden_fc_layer_of_80sec():
     (cifar10_conv_local, {'dropout_rate': 0.5}, 'model.dropout_rate'),
     (cifar10_conv_local, {'conv_widths': (64, 64)}, 'model.conv_widths'),
     (cifar10_conv_local, {'init': 'caffe'}, 'model.init'),
+    (cifar10_fast, {'num_classes': 0}, 'model.num_classes'),
     (default, {'lrn': 'cuda_convnet'}, 'model.lrn'),
 ])
 def test_settings_that_do_not_apply_are_refused_naming_the_field(module, override, field):
   with pytest.raises(ValueError, match=field.replace('.', r'\.')):
     spec_of(module, **override)
+
+
+def test_sweeps_apply_the_ablations_that_exist_in_each_net():
+  ablations = {name: fn for name, (_, fn) in ablations_lib.ABLATIONS.items()}
+  with pytest.raises(ablations_lib.NotApplicable, match='hidden fully connected'):
+    ablations['dropout'](cifar10_conv_local.get_config())
+  assert ablations['dropout'](cifar10_fast.get_config()) == {'model.dropout_rate': 0.5}
+  assert ablations['lrn'](cifar10_conv_local.get_config()) == {'model.lrn': 'none'}
+  for name in ('lrn', 'towers'):                 # 80sec has no norm; no net has towers
+    with pytest.raises(ablations_lib.NotApplicable):
+      ablations[name](cifar10_fast.get_config())
 
 
 def test_widths_override_the_published_ones():

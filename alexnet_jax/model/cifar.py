@@ -121,6 +121,12 @@ def validate(spec: Any) -> None:
     raise _refuse('lrn', spec.lrn, ', '.join(map(repr, lrn_allowed)) +
                   (" ('cuda_convnet': the net's own response norm)" if has_norm else
                    ' (this net has no response norm)'), arch)
+  if not isinstance(spec.num_classes, int) or spec.num_classes < 1:
+    raise _refuse('num_classes', spec.num_classes, 'a positive int', arch)
+  if not 0.0 <= spec.dropout_rate < 1.0:
+    raise _refuse('dropout_rate', spec.dropout_rate, '0 <= rate < 1', arch)
+  if not (isinstance(spec.lrn_gain, int | float) and spec.lrn_gain > 0):
+    raise _refuse('lrn_gain', spec.lrn_gain, 'a number > 0 (1: as published)', arch)
   if spec.towers != 1:
     raise _refuse('towers', spec.towers, '1 (the CIFAR nets have one tower)', arch)
   if spec.lrn_across_towers:
@@ -215,8 +221,9 @@ def _initializer(spec: Any, mesh: Any):
 
 def apply(spec: Any, params: dict, images: jax.Array, *, train: bool = False,
           dropout_key: jax.Array | None = None, capture: bool = False):
-  """Logits (float32) of NHWC images of spec.input_size; with capture=True every layer's
-  output (after its activation, and after each pooling as '<layer>_pool') instead.
+  """Logits (float32) of NHWC images of spec.input_size; with capture=True every step's
+  output instead: each weight layer's after its activation (and dropout), each pooling's
+  and norm's as '<previous layer>_<kind>' ('conv1_max', 'conv2_avg', 'conv1_cmrnorm').
 
   Under a mesh the batch arrives split over 'data' and the parameters replicated; jit's
   partitioner keeps the forward data parallel (no shard_map: there are no towers).
