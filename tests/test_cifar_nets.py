@@ -69,7 +69,18 @@ def _inter(spec, params, x):
 
 
 def _images(spec, n=2, seed=0):
-  return jax.random.normal(jax.random.key(seed), (n, spec.input_size, spec.input_size, 3)) * 60
+  rng = np.random.default_rng(seed)
+  return jnp.asarray(rng.normal(size=(n, spec.input_size, spec.input_size, 3)) * 60, jnp.float32)
+
+
+def _params(spec, seed=0):
+  """He-scaled random parameters drawn by NumPy: no XLA:CPU compile of a random-number
+  kernel (seconds each), which the forward tests do not need."""
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(lambda: nets.init_params(spec))
+  return jax.tree.map(lambda s: jnp.asarray(
+      rng.normal(size=s.shape) * np.sqrt(2 / max(1, np.prod(s.shape[:-1]))), jnp.float32),
+      shapes)
 
 
 @pytest.mark.parametrize('name,expected', [
@@ -82,7 +93,7 @@ def _images(spec, n=2, seed=0):
 ])
 def test_layer_output_shapes(name, expected):
   spec = spec_of(CONFIGS[name])
-  params = nets.init_params(spec)
+  params = _params(spec)
   out = _inter(spec, params, _images(spec))
   assert {k: v.shape[1:] for k, v in out.items() if k in expected} == expected
   assert {'conv1_cmrnorm', 'conv2_cmrnorm'} <= set(out) if name == 'conv_local' else \
@@ -103,7 +114,7 @@ def test_init_stds_are_cuda_convnets():
 
 def test_lrn_none_drops_the_norms_and_constant_equals_none_for_the_cifar_nets():
   with_norm = spec_of(cifar10_conv_local)
-  params = nets.init_params(with_norm)
+  params = _params(with_norm)
   x = _images(with_norm)
   outs = {lrn: nets.apply(dataclasses.replace(with_norm, lrn=lrn), params, x)
           for lrn in ('cuda_convnet', 'none', 'constant')}
@@ -117,7 +128,7 @@ def test_lrn_none_drops_the_norms_and_constant_equals_none_for_the_cifar_nets():
 def test_the_norms_act_at_the_nets_scale():
   """conv-local's first norm divides conv1's output by up to (1 + 2e-4 sum x^2)^0.75."""
   spec = spec_of(cifar10_conv_local, init='he')
-  out = _inter(spec, nets.init_params(spec), _images(spec))
+  out = _inter(spec, _params(spec), _images(spec))
   ratio = np.asarray(out['conv1_cmrnorm']) / np.maximum(np.asarray(out['conv1']), 1e-30)
   positive = np.asarray(out['conv1']) > 0
   assert ratio[positive].min() < 0.9 and ratio[positive].max() <= 1.0 + 1e-6
@@ -127,7 +138,7 @@ def test_the_norms_act_at_the_nets_scale():
 def test_ablation_switches_change_the_function_not_the_parameters(override):
   spec = spec_of(cifar10_conv_local)
   other = spec_of(cifar10_conv_local, **override)
-  params = nets.init_params(spec)
+  params = _params(spec)
   assert count(other) == count(spec)
   x = _images(spec)
   assert float(jnp.abs(nets.apply(spec, params, x) - nets.apply(other, params, x)).max()) > 0
@@ -137,7 +148,7 @@ def test_ablation_switches_change_the_function_not_the_parameters(override):
 
 def test_dropout_on_the_hidden_fc_layer_of_80sec():
   spec = spec_of(cifar10_fast, dropout_rate=0.5, init='he')
-  params = nets.init_params(spec)
+  params = _params(spec)
   x = _images(spec, n=4)
   a = nets.apply(spec, params, x, train=True, dropout_key=jax.random.key(1))
   b = nets.apply(spec, params, x, train=True, dropout_key=jax.random.key(2))
@@ -198,7 +209,7 @@ def test_config_refuses_a_model_axis_and_unknown_decay_layers():
 def test_alexnet_lrn_constant_keeps_the_factor_k_to_the_minus_beta():
   spec = nets.ModelSpec(towers=1, conv_widths=(8, 16, 16, 16, 16), fc_widths=(16, 16),
                         num_classes=10, input_size=67, init='he', dropout_rate=0.0)
-  params = nets.init_params(spec)
+  params = _params(spec)
   x = _images(spec)
   none = _inter(dataclasses.replace(spec, lrn='none'), params, x)
   const = _inter(dataclasses.replace(spec, lrn='constant'), params, x)
@@ -253,3 +264,18 @@ def test_abstract_train_step_of_each_config(name):
   assert jax.tree.structure(new_state.params) == jax.tree.structure(params)
   assert metrics['loss'].shape == ()
   assert set(new_state.params) == set(nets.layer_names(spec))
+
+
+@pytest.mark.slow
+def test_data_parallel_step_communicates_only_the_gradients():
+  """On 8 devices (data=8) the compiled conv-local step holds one all-reduce: every
+  parameter's gradient (1,116,490 floats), no activations."""
+  from alexnet_jax.model import summary
+  config = cifar10_conv_local.get_config()
+  config.dataset.folder = '/nonexistent'
+  s = summary.summarize(config, batch_size=16)
+  assert s['mesh'] == {'data': 8, 'model': 1} and s['total_parameters'] == CONV_LOCAL
+  [r] = s['communication']
+  assert (r['layer'], r['op'], r['axes'], r['count']) == ('gradients', 'all-reduce', 'data', 1)
+  # The loss and the divergence guard's scalars ride along (12 bytes).
+  assert 4 * CONV_LOCAL <= r['bytes'] <= 4 * CONV_LOCAL + 64
