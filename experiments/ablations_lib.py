@@ -91,6 +91,11 @@ def _activation(c) -> dict:
 
 
 def _dropout(c) -> dict:
+  arch = c.model.get('arch', 'alexnet')
+  if arch != 'alexnet':
+    from alexnet_jax.model import cifar  # only here: the sweep driver needs no jax
+    if not any(op.kind == 'fc' and op.act for op in cifar.NETS[arch]):
+      raise NotApplicable(f'model.arch={arch!r} has no hidden fully connected layer')
   # The paper's comparison is with vs without dropout: toggle whatever the base has.
   return {'model.dropout_rate': 0.5 if c.model.dropout_rate == 0 else 0.0}
 

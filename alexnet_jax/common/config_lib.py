@@ -82,6 +82,11 @@ def base() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 5e-4
   c.optimizer.decay_biases = True                # Caffe: False
   c.optimizer.nesterov = False
+  # x the learning rate for biases (cuda-convnet's epsB / epsW = 2, as Caffe's lr_mult).
+  c.optimizer.bias_lr_multiplier = 1.0
+  # Per-layer weight decay {layer: decay}, replacing optimizer.weight_decay for the layers
+  # named (cuda-convnet's per-layer `wc`); empty: every layer decays by weight_decay.
+  c.optimizer.layer_weight_decay = ml_collections.ConfigDict()
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.name = 'plateau'                    # 'plateau' | 'step' | 'constant'
@@ -190,6 +195,23 @@ def validate(config, *, mesh_shape: dict[str, int] | None = None, process_count:
       check_choice(field, fields.get_field(config, field))
   mesh_shape = mesh_shape or {'data': 1, 'model': 1}
   data_parallel = mesh_shape['data']
+  if config.dataset.name == 'folder' and not config.dataset.folder:
+    raise refuse('dataset.folder', config.dataset.folder,
+                 "a directory of class sub-folders of images (dataset.name='folder')")
+  if spec.arch != 'alexnet' and mesh_shape['model'] != 1:
+    raise ValueError(
+        f'mesh.model={mesh_shape["model"]} is invalid for model.arch={spec.arch!r}: the '
+        'CIFAR nets have no towers and are data parallel only; set --config.mesh.model=1')
+  known = spec.layer_names()
+  for name, decay in config.optimizer.layer_weight_decay.items():
+    if name not in known:
+      raise refuse(f'optimizer.layer_weight_decay.{name}', decay,
+                   f'a layer of model.arch={spec.arch!r}: {", ".join(known)}')
+    if not isinstance(decay, int | float) or isinstance(decay, bool) or decay < 0:
+      raise refuse(f'optimizer.layer_weight_decay.{name}', decay, 'a number >= 0')
+  if not config.optimizer.bias_lr_multiplier > 0:
+    raise refuse('optimizer.bias_lr_multiplier', config.optimizer.bias_lr_multiplier,
+                 'a number > 0')
   spec.check_model_axis(mesh_shape['model'])
   for field in ('batch_size', 'eval_batch_size'):
     value = config[field]

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from alexnet_jax.common import fields
+from alexnet_jax.common import cifar_spec, fields
 
 CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 FC_LAYERS = ('fc6', 'fc7', 'fc8')
@@ -26,8 +26,9 @@ CONV_GEOMETRY = {'conv1': (11, 4, None), 'conv2': (5, 1, 2), 'conv3': (3, 1, 1),
 # The model fields that take one of a fixed set of values, and those values (the
 # 'model.*' rows of config_lib.ALLOWED).
 CHOICES = {
+    'arch': ('alexnet',) + cifar_spec.ARCHS,
     'towers': (1, 2),
-    'lrn': ('none', 'paper', 'caffe'),
+    'lrn': ('none', 'paper', 'caffe', 'constant', 'cuda_convnet'),
     'pooling': ('overlapping', 'non_overlapping'),
     'activation': ('relu', 'tanh'),
     'dtype': ('float32', 'bfloat16'),
@@ -50,13 +51,18 @@ class ModelSpec:
   """A validated, hashable copy of a config's `model` section; its defaults are the
   paper's AlexNet (section 3) and the config's (`config_lib.model_config`)."""
 
+  # 'alexnet' | the CIFAR-10 nets of cuda-convnet (model/cifar.py): 'cifar10_conv_local'
+  # (the paper's 11%/13% net) | 'cifar10_18pct' | 'cifar10_80sec'
+  arch: str = 'alexnet'
   towers: int = 2                               # 1 or 2 (the paper's two GPUs)
   conv_widths: tuple[int, ...] = (96, 256, 384, 384, 256)   # total over the towers
   fc_widths: tuple[int, ...] = (4096, 4096)     # fc6, fc7 (total over the towers)
   num_classes: int = 1000
   input_size: int = 224                         # 224 (edge padded) or 227
   conv1_padding: int = -1                       # -1: auto (0 for 227, 2 for 224)
-  lrn: str = 'paper'                            # 'none' | 'paper' | 'caffe'
+  # 'none' | 'paper' | 'caffe' | 'constant' (the paper formula's k^-beta, no normalisation)
+  # | 'cuda_convnet' (the CIFAR nets' own response norms)
+  lrn: str = 'paper'
   lrn_across_towers: bool = False               # Caffe's window spans both towers
   lrn_gain: float = 1.0                         # LRN sees activations x gain (1: paper)
   pooling: str = 'overlapping'                  # 'overlapping' (3/2) | 'non_overlapping' (2/2)
@@ -96,6 +102,12 @@ class ModelSpec:
     """Raises ValueError naming the field, its value and what is allowed."""
     for field, allowed in CHOICES.items():
       fields.check_choice(f'model.{field}', getattr(self, field), allowed)
+    if self.arch != 'alexnet':
+      cifar_spec.validate(self)
+      return
+    if self.lrn == 'cuda_convnet':
+      raise _bad('lrn', self.lrn, "'paper', 'caffe', 'constant', 'none' ('cuda_convnet' is "
+                 'the CIFAR nets\' response norm)')
     if len(self.conv_widths) != 5 or not all(
         isinstance(w, int) and w > 0 for w in self.conv_widths):
       raise _bad('conv_widths', self.conv_widths, '5 positive ints (conv1..conv5)')
@@ -119,6 +131,10 @@ class ModelSpec:
     if sizes['pool5'] < 1:
       raise _bad('input_size', self.input_size,
                  'an input large enough to leave >= 1x1 after pool5 (e.g. >= 63)')
+
+  def layer_names(self) -> tuple[str, ...]:
+    """The names of the weight layers, the keys of the parameter tree."""
+    return LAYERS if self.arch == 'alexnet' else cifar_spec.layer_names(self)
 
   def check_model_axis(self, model_axis: int) -> None:
     """Refuses a mesh whose 'model' axis does not divide the towers: each device along it
@@ -199,6 +215,8 @@ class ModelSpec:
 
   def macs_per_image(self) -> dict[str, int]:
     """Multiply-adds of each conv/fc layer for one image (biases, LRN, pooling excluded)."""
+    if self.arch != 'alexnet':
+      return cifar_spec.macs_per_image(self)
     s = self.spatial_sizes()
     out = {}
     for name, shape in self.kernel_shapes().items():

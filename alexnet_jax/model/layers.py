@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from alexnet_jax.common.cifar_spec import pooled_size
+
 # (k, n, alpha, beta, alpha divided by n?) for each LRN formula.
 LRN_FORMULAS = {
     # Section 3.3: b = a / (k + alpha * sum a^2)^beta, alpha NOT divided by n.
@@ -234,3 +236,94 @@ def dropout(x: jax.Array, rate: float, key: jax.Array, *, inverted: bool) -> jax
 def dropout_test_scale(x: jax.Array, rate: float) -> jax.Array:
   """The paper's test-time dropout: "multiply their outputs by 0.5" (section 4.2)."""
   return x * jnp.asarray(1.0 - rate, x.dtype)
+
+
+# --- the layers of cuda-convnet's CIFAR-10 nets ------------------------------------------
+# Formulas as Krizhevsky's cuda-convnet (2011) computes them, read from its source:
+# layer.py's NormLayerParser.add_params divides `scale` by `size` for the cross-map norm and
+# by `size**2` for the within-map one ("dic['scale'] /= dic['size'] if self.norm_type ==
+# self.CROSSMAP_RESPONSE_NORM else dic['size']**2"); conv_util.cu's normalisation kernels
+# then compute `imgs * __powf(1 + addScale * sum, -powScale)` (the constant is 1, not the
+# paper's k = 2); its pooling layers have ceil((size - window) / stride) + 1 outputs
+# (PoolLayerParser), and kLocalPool averages over the pixels of a window that lie inside
+# the image (regionSize = the clipped window's area).
+
+
+def _far_pad(x: jax.Array, window: int, stride: int) -> tuple[int, int]:
+  """Rows and columns to add after the far edge so that every cuda-convnet window fits."""
+  h, w = x.shape[1:3]
+  return tuple((pooled_size(s, window, stride) - 1) * stride + window - s for s in (h, w))
+
+
+def max_pool_ceil(x: jax.Array, window: int, stride: int, *, grad: str = 'custom') -> jax.Array:
+  """cuda-convnet's max-pooling: `max_pool` over the image padded with -inf at the far
+  edge, so a window hanging over the edge takes the max of its pixels inside."""
+  ph, pw = _far_pad(x, window, stride)
+  if ph or pw:
+    x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), constant_values=-jnp.inf)
+  return max_pool(x, window, stride, grad=grad)
+
+
+def avg_pool_ceil(x: jax.Array, window: int, stride: int) -> jax.Array:
+  """cuda-convnet's average pooling (`pool=avg`): the mean over the pixels of each window
+  that lie inside the image (a window hanging over the far edge averages fewer pixels, not
+  zeros), with ceil-rounded output size as `pooled_size`."""
+  ph, pw = _far_pad(x, window, stride)
+  pad = ((0, 0), (0, ph), (0, pw), (0, 0))
+  dims, strides = (1, window, window, 1), (1, stride, stride, 1)
+  total = lax.reduce_window(x, 0.0, lax.add, dims, strides, pad)
+  # Pixels inside the image per window: a constant, folded in by XLA.
+  ones = jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
+  count = lax.reduce_window(ones, 0.0, lax.add, dims, strides, pad)
+  return total / count
+
+
+def _norm_power(d: jax.Array, power: float, impl: str) -> jax.Array:
+  """d ** -power; for power = 3/4 with impl='rsqrt' as rsqrt(d) * sqrt(rsqrt(d)) (see
+  `lrn_scale`)."""
+  if power == 0.75 and impl == 'rsqrt':
+    r = lax.rsqrt(d)
+    return r * jnp.sqrt(r)
+  return d ** -power
+
+
+def cross_map_norm(x: jax.Array, size: int, scale: float, power: float, *,
+                   impl: str = 'rsqrt', gain: float = 1.0) -> jax.Array:
+  """cuda-convnet's `cmrnorm` (across maps): x (1 + scale / size * sum over the `size`
+  maps centred on each map of x^2) ** -power. Maps c - size//2 .. c + size - 1 - size//2,
+  clipped at the ends. `gain` as in `lrn_scale`."""
+  d = 1.0 + (scale / size) * gain * gain * channel_window_sum(x * x, size)
+  return x * _norm_power(d, power, impl)
+
+
+def within_map_norm(x: jax.Array, size: int, scale: float, power: float, *,
+                    impl: str = 'rsqrt', gain: float = 1.0) -> jax.Array:
+  """cuda-convnet's `rnorm` (within each map): x (1 + scale / size^2 * sum over the
+  size x size neighbourhood of x^2) ** -power; the neighbourhood starts size//2 pixels
+  before each pixel and is clipped at the image's edges."""
+  lo = size // 2
+  pad = ((0, 0), (lo, size - 1 - lo), (lo, size - 1 - lo), (0, 0))
+  sums = lax.reduce_window(x * x, 0.0, lax.add, (1, size, size, 1),
+                           (1, 1, 1, 1), pad)
+  d = 1.0 + (scale / (size * size)) * gain * gain * sums
+  return x * _norm_power(d, power, impl)
+
+
+def locally_connected(x: jax.Array, kernel: jax.Array, bias: jax.Array, padding: int,
+                      stride: int = 1) -> jax.Array:
+  """A convolution whose filters are not shared: cuda-convnet's `local` layer.
+
+  kernel (Ho, Wo, kh, kw, Cin, Cout): one filter bank per output position; bias
+  (Ho, Wo, Cout), one per output unit as cuda-convnet's LocalUnsharedLayerParser makes
+  them. The input's patches come from one XLA op (conv_general_dilated_patches, features
+  ordered (Cin, kh, kw)), then a matrix product batched over the Ho x Wo positions.
+  """
+  ho, wo, kh, kw, cin, cout = kernel.shape
+  patches = lax.conv_general_dilated_patches(
+      x, (kh, kw), (stride, stride), ((padding, padding), (padding, padding)),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  if patches.shape[1:3] != (ho, wo):
+    raise ValueError(f'locally connected kernel for {ho}x{wo} outputs, input gives '
+                     f'{patches.shape[1]}x{patches.shape[2]}')
+  k = kernel.transpose(0, 1, 4, 2, 3, 5).reshape(ho, wo, cin * kh * kw, cout)
+  return jnp.einsum('nhwk,hwkc->nhwc', patches, k) + bias

@@ -31,7 +31,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from alexnet_jax.common.model_spec import CONV_GEOMETRY, LAYERS, ModelSpec
-from alexnet_jax.model import layers
+from alexnet_jax.model import cifar, layers
 
 # Every op of the forward pass runs in a jax.named_scope: the layer's name, or
 # '<layer>_<part>' for the LRN, pooling and dropout that follow it. The compiled
@@ -118,6 +118,9 @@ def intermediates(spec: ModelSpec, params: dict, images: jax.Array, *, train: bo
   dropout active (rate > 0, or test-time scaling) also what the next layer
   receives from each dropped-out layer: 'fc6_dropout', 'fc7_dropout' (the paper's
   placement), 'pool5_dropout', 'fc6_dropout' (model.dropout_placement='torchvision')."""
+  if spec.arch != 'alexnet':
+    return cifar.apply(spec, params, images, train=train, dropout_key=dropout_key,
+                       capture=True)
   _check_dropout_key(spec, train, dropout_key)
   return _forward(spec, params, images, dropout_key, train=train, axis=None, capture=True)
 
@@ -125,9 +128,17 @@ def intermediates(spec: ModelSpec, params: dict, images: jax.Array, *, train: bo
 def param_specs(spec: ModelSpec) -> dict[str, dict[str, P]]:
   """How the parameters are sharded (the only place that says so): the leading tower
   axis of every kernel and bias over the mesh axis 'model'; fc8's bias, added once
-  after the towers' partial logits are summed, replicated."""
+  after the towers' partial logits are summed, replicated. (The CIFAR nets: all
+  replicated, `cifar.param_specs`.)"""
+  if spec.arch != 'alexnet':
+    return cifar.param_specs(spec)
   return {name: {'kernel': P('model'), 'bias': P() if name == 'fc8' else P('model')}
           for name in LAYERS}
+
+
+def layer_names(spec: ModelSpec) -> tuple[str, ...]:
+  """The names of the weight layers, the keys of the parameter tree."""
+  return spec.layer_names()
 
 
 def param_shardings(spec: ModelSpec, mesh: Mesh) -> dict[str, dict[str, NamedSharding]]:
@@ -141,6 +152,8 @@ def init_params(spec: ModelSpec, *, seed: int = 0, mesh: Mesh | None = None) -> 
   weights on its own devices: no full copy is ever materialised on one device.
   The values do not depend on the mesh.
   """
+  if spec.arch != 'alexnet':
+    return cifar.init_params(spec, seed=seed, mesh=mesh)
   return _initializer(spec, mesh)(seed)
 
 
@@ -165,6 +178,8 @@ def _mesh_model_axis() -> Any | None:
 def apply(spec: ModelSpec, params: dict, images: jax.Array, *, train: bool = False,
           dropout_key: jax.Array | None = None) -> jax.Array:
   """Forward pass; under a mesh with ('data', 'model') axes, one tower per model index."""
+  if spec.arch != 'alexnet':
+    return cifar.apply(spec, params, images, train=train, dropout_key=dropout_key)
   _check_dropout_key(spec, train, dropout_key)
   key = dropout_key if dropout_key is not None else jax.random.key(0)
   mesh = _mesh_model_axis()
@@ -243,6 +258,11 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
   def norm(name, xs):
     if spec.lrn == 'none':
       return xs
+    if spec.lrn == 'constant':
+      # The LRN's factor for zero activity, k^-beta of the paper's formula (2^-0.75 =
+      # 0.595): the control that removes the normalisation but not the rescaling.
+      k, _, _, beta, _ = layers.LRN_FORMULAS['paper']
+      return [h * jnp.asarray(k ** -beta, h.dtype) for h in xs]
     with jax.named_scope(scope(name, 'lrn')):
       if not spec.lrn_across_towers or spec.towers == 1:
         return [layers.lrn(h, spec.lrn, impl=lrn_impl, gain=spec.lrn_gain) for h in xs]

@@ -38,7 +38,9 @@ class TrainState:
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   o = config.optimizer
   return optimizer.paper_sgd(o.learning_rate, o.momentum, o.weight_decay,
-                         decay_biases=o.decay_biases, nesterov=o.nesterov)
+                         decay_biases=o.decay_biases, nesterov=o.nesterov,
+                         layer_weight_decay=dict(o.get('layer_weight_decay', {})),
+                         bias_lr_multiplier=o.get('bias_lr_multiplier', 1.0))
 
 
 def _state_shardings(tx: optax.GradientTransformation, spec: nets.ModelSpec,

@@ -1,0 +1,72 @@
+"""CIFAR-10 end to end on 200 real CIFAR-10 training images (tests/data/cifar10: the first
+20 of each class of the JPEG copy), through the real `main` and `evaluate` commands."""
+
+import json
+import os
+
+import pytest
+from data_utils import run_cli
+
+from alexnet_jax.common import config_lib
+from alexnet_jax.data import pipeline, sources
+from configs import cifar10_conv_local, cifar10_fast
+
+CIFAR_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'cifar10')
+CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
+           'truck')
+
+
+def test_folder_holds_out_a_fixed_part_of_every_class():
+  train = sources.folder_listing(CIFAR_DIR, 'train')
+  val = sources.folder_listing(CIFAR_DIR, 'validation')
+  assert train.classes == val.classes == CLASSES
+  assert (len(train.paths), len(val.paths)) == (167, 33)
+  assert not set(train.paths) & set(val.paths)
+  # About 10% of each class, by a hash of the file name (1 to 6 of these 20 per class).
+  assert [val.labels.count(k) for k in range(10)] == [4, 3, 1, 5, 5, 3, 3, 2, 1, 6]
+  assert sources.folder_listing(CIFAR_DIR, 'validation') == val
+
+
+@pytest.mark.parametrize('module,crop', [(cifar10_fast, 24), (cifar10_conv_local, 24)])
+def test_configs_keep_cifar_images_at_32_and_crop_24(module, crop):
+  c = module.get_config()
+  c.dataset.folder = CIFAR_DIR
+  spec = config_lib.validate(c)
+  assert pipeline.host_image_size(c, train=True) == pipeline.host_image_size(c, False) == 32
+  assert spec.input_size == crop and c.input.random_crop == 'paper' and c.input.flip
+  assert (c.input.mean, c.input.pca_lighting, c.input.scale) == ('image', 0.0, 1.0)
+  assert c.mesh.model == 1 and c.optimizer.bias_lr_multiplier == 2.0
+  assert not c.optimizer.decay_biases
+
+
+def _train(module: str, workdir: str, data_dir: str, *extra: str):
+  r = run_cli('alexnet_jax.main', f'--config=configs/{module}.py', f'--workdir={workdir}',
+              f'--config.dataset.folder={CIFAR_DIR}', f'--config.dataset.data_dir={data_dir}',
+              '--config.num_train_steps=3', '--config.batch_size=16',
+              '--config.eval_batch_size=16', '--config.log_every_steps=1',
+              '--config.checkpoint_every_steps=3', '--config.eval_every_steps=3', *extra,
+              timeout=900)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return r, [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('module,params', [('cifar10_fast', '116,906'),
+                                           ('cifar10_conv_local', '1,116,490')])
+def test_three_training_steps_and_an_evaluation_through_the_commands(module, params,
+                                                                       tmp_path):
+  workdir = str(tmp_path / 'run')
+  r, records = _train(module, workdir, str(tmp_path / 'data'))
+  assert f'{params} parameters' in r.stderr
+  train = [r for r in records if r['split'] == 'train']
+  evals = [r for r in records if r['split'] == 'eval']
+  assert [r['step'] for r in train] == [1, 2, 3] and [r['step'] for r in evals] == [3]
+  assert evals[0]['count'] == 33
+  assert all(abs(r['loss'] - 2.3026) < 0.05 for r in train)  # ln 10: cuda-convnet's tiny init
+  r = run_cli('alexnet_jax.evaluate', f'--workdir={workdir}', '--checkpoint=latest',
+              timeout=900)
+  assert r.returncode == 0, r.stderr[-3000:]
+  result = json.load(open(os.path.join(workdir, 'eval_validation_latest.json')))
+  assert result['crops_1']['count'] == result['crops_10']['count'] == 33
+  config = json.load(open(os.path.join(workdir, 'config.json')))
+  assert config['model']['arch'] == module.replace('cifar10_fast', 'cifar10_80sec')
