@@ -33,6 +33,8 @@ import uuid
 from absl import logging
 from etils import epath
 
+from alexnet_jax.common import exits
+
 LOCK_NAME = '.lock'
 HEARTBEAT_S = 60.0
 LEASE_S = 300.0
@@ -40,6 +42,7 @@ LEASE_S = 300.0
 
 class WorkdirError(RuntimeError):
   """The workdir cannot be used: another live run holds it, or it cannot be written."""
+  exit_status = exits.WORKDIR
 
 
 class WorkdirInUseError(WorkdirError):
