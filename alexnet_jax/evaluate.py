@@ -19,11 +19,10 @@ no such checkpoint, unknown split or dataset missing); 5 no checkpoint of the ru
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 
 from absl import app, flags
-from etils import epath
 
 from alexnet_jax.common import exits, logs
 
@@ -63,18 +62,11 @@ def main(argv) -> int:
     m = r[f'crops_{n}']
     print(f'  {n:<8}{m["top1"]:>8.4f}{m["top5"]:>8.4f}{1 - m["top1"]:>9.4f}'
           f'{1 - m["top5"]:>9.4f}{int(m["count"]):>9}', file=text)
-  if _JSON.value == '-':
-    json.dump(r, sys.stdout, indent=1)
-    sys.stdout.write('\n')
-    return exits.OK
-  out = epath.Path(_JSON.value or
-                   epath.Path(r['workdir']) / f'eval_{r["split"]}_{r["checkpoint"]}.json')
-  try:
-    out.write_text(json.dumps(r, indent=1))
-  except Exception as e:
-    return exits.user_fault(e)
-  print(f'written: {out}')
-  return exits.OK
+  out = _JSON.value or os.path.join(r['workdir'], f'eval_{r["split"]}_{r["checkpoint"]}.json')
+  status = exits.emit_json(r, out)
+  if status == exits.OK and out != '-':
+    print(f'written: {out}')
+  return status
 
 
 if __name__ == '__main__':

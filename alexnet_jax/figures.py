@@ -31,7 +31,6 @@ library half is alexnet_jax.tools.figures (and tools.curves for the panels).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -135,13 +134,11 @@ def main(argv) -> int:
         print(f'{len(labels)} queries, {nb.train_images} training images searched: '
               f'{same} of {total} neighbours share the query\'s class', file=text)
       data = {'workdir': run.workdir, 'checkpoint': run.checkpoint, 'step': run.step, **data}
-    if data_path == '-':
-      json.dump(data, sys.stdout, indent=1)
-      sys.stdout.write('\n')
-    else:
-      figures_lib.write_json(data_path, data)
   except Exception as e:
     return exits.user_fault(e)
+  status = exits.emit_json(data, data_path)
+  if status != exits.OK:
+    return status
   print(f'written: {out}' + ('' if data_path == '-' else f' ({data_path})'), file=text)
   return exits.OK
 

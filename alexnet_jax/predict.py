@@ -25,7 +25,6 @@ workdir or no checkpoint in it, no image found); 5 no checkpoint of the run rest
 
 from __future__ import annotations
 
-import json
 import sys
 
 from absl import app, flags
@@ -85,15 +84,10 @@ def main(argv) -> int:
       print(predict.format_text(p, classes, top), flush=True)
 
   predict.predict_files(run, files, on_result=show, keep=False)
-  if to_stdout_json:
-    json.dump(records, sys.stdout, indent=1)
-    sys.stdout.write('\n')
-  elif _JSON.value:
-    try:
-      with open(_JSON.value, 'w') as f:
-        json.dump(records, f, indent=1)
-    except OSError as e:
-      return exits.user_fault(e)
+  if _JSON.value:
+    status = exits.emit_json(records, _JSON.value)
+    if status != exits.OK:
+      return status
   failed = sum('error' in r for r in records) + len(missing)
   if failed:
     print(f'{failed} of {len(files) + len(missing)} file(s) failed', file=sys.stderr)

@@ -14,7 +14,6 @@ status 2 (alexnet_jax/common/exits.py) for a bad flag or config.
 
 from __future__ import annotations
 
-import json
 import sys
 
 from absl import app, flags
@@ -42,15 +41,12 @@ def main(argv) -> int:
   except ValueError as e:
     return exits.user_fault(e)
   if _JSON.value == '-':
-    sys.stdout.write(json.dumps(s, indent=1) + '\n')
-    return exits.OK
+    return exits.emit_json(s, '-')
   sys.stdout.write(summary.format_tables(s) + '\n')
   if _JSON.value:
-    try:
-      with open(_JSON.value, 'w') as f:
-        json.dump(s, f, indent=1)
-    except OSError as e:
-      return exits.user_fault(e)
+    status = exits.emit_json(s, _JSON.value)
+    if status != exits.OK:
+      return status
     print(f'written: {_JSON.value}')
   return exits.OK
 

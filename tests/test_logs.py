@@ -113,7 +113,8 @@ def test_a_training_run_logs_only_what_a_user_reads(tiny_data_dir, tmp_path):
   text = out.stdout + out.stderr
   assert out.returncode == 0, text[-5000:]
   records = [(m, more) for m, more in log_records(text) if m.group(2) not in LOAD_DEPENDENT]
-  ours = {name for name in os.listdir(logs.PACKAGE_DIR) if name.endswith('.py')}
+  ours = {name for _, _, names in os.walk(logs.PACKAGE_DIR) for name in names
+          if name.endswith('.py')}
   kinds = {kind: 0 for kind in KINDS}
   for m, more in records:
     assert not more, f'a multi-line record (a table?): {m.group(0)}\n' + '\n'.join(more)

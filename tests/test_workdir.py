@@ -61,6 +61,9 @@ def test_preprocessing_round_trip_is_atomic(tmp_path):
   np.testing.assert_array_equal(got['mean'], mean)
   np.testing.assert_array_equal(got['pca_eigvec'], np.eye(3, dtype=np.float32))
   assert os.listdir(tmp_path) == [workdir_lib.PREPROCESSING]           # no temporary left
+  written = os.stat(tmp_path / workdir_lib.PREPROCESSING).st_mtime_ns
+  workdir_lib.write_preprocessing(str(tmp_path), mean, pca)             # a resumed run
+  assert os.stat(tmp_path / workdir_lib.PREPROCESSING).st_mtime_ns == written
   workdir_lib.write_preprocessing(str(tmp_path), None)                  # input.mean='none'
   assert workdir_lib.read_preprocessing(str(tmp_path)) == {}
   assert workdir_lib.read_preprocessing(str(tmp_path / 'old')) is None

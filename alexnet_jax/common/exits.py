@@ -76,6 +76,23 @@ def user_fault(e: BaseException, *, log: bool = False) -> int:
   return status
 
 
+def emit_json(value: Any, where: str) -> int:
+  """What every `--json=PATH|-` does: the value as indented JSON on stdout (`-`) or in the
+  file PATH (local or gs://). Returns OK, or, with one `error:` line, the status of a file
+  that cannot be written (no such folder, permission denied: USAGE)."""
+  import json
+  text = json.dumps(value, indent=1) + '\n'
+  if where == '-':
+    sys.stdout.write(text)
+    return OK
+  try:
+    from etils import epath
+    epath.Path(where).write_text(text)
+  except Exception as e:  # noqa: BLE001 - a bug (a status of None) is raised again
+    return user_fault(e)
+  return OK
+
+
 # ------------------------------------------------------------------------------ flags
 
 

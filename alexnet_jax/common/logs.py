@@ -35,7 +35,8 @@ from collections.abc import Iterable
 
 from absl import logging
 
-PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__))
+# The alexnet_jax package (this file is in its common/): every sub-package's records are kept.
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 
 # Library warnings that say nothing to act on, dropped like library INFO (substrings of

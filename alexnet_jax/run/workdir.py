@@ -105,20 +105,28 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def write_preprocessing(workdir: str, mean: np.ndarray | None, pca: Any = None) -> None:
   """preprocessing.npz: the mean the run subtracts and the PCA lighting's eigval/eigvec
-  (`statistics.RgbPca`, or None), written atomically (a reader never sees half a file).
-  Call it on the chief process only."""
+  (`statistics.RgbPca`, or None), written atomically (a reader never sees half a file), and
+  not at all when the file already holds these values (a resumed run). Call it on the chief
+  process only. Raises lock.WorkdirError (exit status WORKDIR) when it cannot be written."""
   arrays = {}
   if mean is not None:
     arrays['mean'] = np.asarray(mean, np.float32)
   if pca is not None:
     arrays['pca_eigval'] = np.asarray(pca.eigval, np.float32)
     arrays['pca_eigvec'] = np.asarray(pca.eigvec, np.float32)
+  old = read_preprocessing(workdir)
+  if old is not None and sorted(old) == sorted(arrays) and all(
+      np.array_equal(old[k], v) for k, v in arrays.items()):
+    return
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
   target = path(workdir, PREPROCESSING)
   tmp = target.with_name(f'{PREPROCESSING}.tmp{os.getpid()}')
-  tmp.write_bytes(buffer.getvalue())
-  tmp.replace(target)
+  try:
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(target)
+  except OSError as e:
+    raise lock_lib.WorkdirError(f'cannot write {target}: {e.strerror or e}') from e
 
 
 def read_preprocessing(workdir: str) -> dict[str, np.ndarray] | None:

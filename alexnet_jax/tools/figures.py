@@ -62,13 +62,6 @@ def _save(fig, out_path: str, dpi: int = 100) -> str:
   return out_path
 
 
-def write_json(path: str, value: Any) -> str:
-  with open(path, 'w') as f:
-    json.dump(value, f, indent=1)
-    f.write('\n')
-  return path
-
-
 # ------------------------------------------------------------------------------ kernels
 
 
