@@ -4,12 +4,14 @@ r"""Trains and evaluates AlexNet; re-running the same command resumes.
   python -m alexnet_jax.main --config=configs/paper.py --workdir=DIR --config.batch_size=256
   python -m alexnet_jax.main --config=configs/paper.py:towers=1 --workdir=DIR
 
-Multi-host: pass --coordinator_address/--num_processes/--process_id (or run
-where jax.distributed.initialize() finds them itself, e.g. on a TPU pod).
+Multi-host: the same command on every host, with --coordinator_address/--num_processes/
+--process_id, or --distributed where jax.distributed.initialize() finds them itself (a
+TPU pod slice, SLURM); the workdir on storage every host reaches (docs/multihost.md).
 
 Exit statuses (the table: alexnet_jax/common/exits.py): 0 finished (or stopped by
-SIGTERM/Ctrl-C after checkpointing); 2 a bad flag, an unknown config field or a value of
-the wrong type (one `error:` line naming the field), a refused config value, a missing or
+SIGTERM/Ctrl-C after checkpointing; a signal to any one process of a multi-process run
+stops them all at the same step); 2 a bad flag, an unknown config field or a value of the
+wrong type (one `error:` line naming the field), a refused config value, a missing or
 unreadable dataset, too many undecodable images; 3 training diverged; 4 the workdir is in
 use by another live run or cannot be written; 5 a checkpoint could not be written, or none
 of the workdir's checkpoints restores.

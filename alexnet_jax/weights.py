@@ -11,10 +11,10 @@ An imported workdir holds config.json, preprocessing.npz, checkpoints/0 and best
 `evaluate`, `predict` and `--config.init_from=DIR` take it like a trained run. Export reads
 --checkpoint=latest (the default: the final model) or best, and says which step. The
 mappings (layouts, flatten order, normalisation, BGR, dropout placement) are in
-alexnet_jax/tools/weights.py. Exit status (alexnet_jax/common/exits.py): 2 with one
-`error:` line for a bad flag, a file of another architecture, a truncated file or an
-occupied workdir; 5 when no checkpoint of the run restores. --dst is the old name of --out
-(deprecated, removed in the next release).
+alexnet_jax/tools/weights.py and docs/weights.md. Exit status (alexnet_jax/common/exits.py):
+2 with one `error:` line for a bad flag, a file of another architecture, a truncated file
+or an occupied workdir; 5 when no checkpoint of the run restores. --dst is the old name of
+--out (deprecated, removed in the next release).
 """
 
 from __future__ import annotations

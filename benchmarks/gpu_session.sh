@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU numbers in one prepared run (README, "Benchmarks"; issue 12): the training-step
+# The GPU numbers in one prepared run (docs/benchmarks.md; issue 12): the training-step
 # benchmark for the paper and one-tower models, float32 and bfloat16, batch 128 and 512,
 # against PyTorch (cuDNN, channels_last, bf16 autocast) in the same process, then the
 # layer-implementation comparison (model.conv_impl / pool_grad / lrn_impl) on the paper

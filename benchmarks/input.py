@@ -4,7 +4,7 @@ r"""Host input-pipeline throughput on real photos, per CPU core, against a PyTor
       --config.seconds=20 --config.resize_method=fast --config.json=/tmp/bench_input.json
 
 Run from the repository root. What is measured: benchmarks/input_lib.py; the JSON fields:
-README, "Benchmarks".
+docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
 Three ways to feed a training step from the same photos, in the same run:
 
-  (a) project     this project's training pipeline (`input_pipeline.train_dataset`,
+  (a) project     this project's training pipeline (`data.pipeline.train_dataset`,
                   tf.data over a TFDS dataset of the photos): JPEG decode of the centre
                   square, resize to 256x256 uint8. The random 224 crop, flip, PCA
                   lighting and mean subtraction run later inside the jitted step
@@ -33,8 +33,8 @@ and still right on a machine shared with other jobs (the wall-clock img/s / core
 and the busy cores are reported next to it). (b) is flattered: its batches are not
 shipped back to the main process (DataLoader would, through shared memory).
 
-`run(config)` returns the JSON report (fields: README, "Benchmarks"); the goals these
-ratios are held to are in experiments/input_benchmarks.md, not in the report.
+`run(config)` returns the JSON report (fields: docs/benchmarks.md); the goals these
+ratios are held to are in benchmarks/logs/input.md, not in the report.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ r"""Times the jitted training step (and the forward pass) against the same AlexN
       --config.runs=5 --config.loop=True --config.json=/tmp/bench_step.json
 
 Run from the repository root (model configs come from configs/). What is measured:
-benchmarks/step_lib.py; the JSON fields: README, "Benchmarks".
+benchmarks/step_lib.py; the JSON fields: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ jax.devices():
 
 * train step: the project's own jitted step (`steps.build`: device-side random crop,
   flip, PCA lighting and mean subtraction of uint8 input.resize_size images, forward with
-  dropout, cross-entropy, backward, optim.paper_sgd), the same jitted function
-  `train.train_and_evaluate` runs (same mesh, shardings, state donated); fed one fixed
+  dropout, cross-entropy, backward, optimizer.paper_sgd), the same jitted function
+  `run.train.train_and_evaluate` runs (same mesh, shardings, state donated); fed one fixed
   synthetic uint8 batch already on the device.
 * forward: `nets.apply(train=False)` on float32 model.input_size images.
 * compile time (trace + lowering + XLA compile of the first call, from jax.monitoring),
@@ -25,7 +25,7 @@ jax.devices():
   first, which holds the compile; no eval, no checkpoint inside the timed windows) against
   the bare step measured just before and after it.
 
-`run(config)` returns the JSON report (fields: README, "Benchmarks"); `format_table` prints it.
+`run(config)` returns the JSON report (fields: docs/benchmarks.md); `format_table` prints it.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ fc 4096-4096, 56,909,194 parameters), LRN, overlapping pooling, dropout 0.5. It 
 narrowed because on one Colab GPU the model is not what is slow. A step of 128 images is
 128 x 4.35 GFLOP = 0.56 TFLOP: about 0.2 s on a T4 at a third of its 8 TFLOP/s float32
 peak (mesh.model=2 falls back to one device there). Colab's 2 host cores decode and
-shrink roughly 1,500 of these photos per second (README, "Benchmarks": ~750 per core on
+shrink roughly 1,500 of these photos per second (docs/benchmarks.md: ~750 per core on
 ImageNet photos, which are larger), 0.1 s per batch. So an epoch (73 steps) takes about
 15-20 s and the 30 epochs here about 10 minutes on a T4 runtime, plus one pass over the
 photos for the mean and PCA. This is an estimate: the config has not been run on Colab
@@ -31,11 +31,11 @@ or any GPU yet. On a 2-core CPU expect hours.
 Recipe: the paper's SGD (momentum 0.9, weight decay 5e-4, learning rate 0.01, batch
 128) with three changes for a 9.5k-image dataset trained for minutes, not days: He init
 and inputs scaled by 1/128 after the mean, as configs/default.py (the paper's N(0, 0.01)
-init on 0-255 inputs was still at chance after 60 steps on the built-in data, README "The
+init on 0-255 inputs was still at chance after 60 steps on the built-in data, docs/ablations.md "The
 ablation base", and these 30 epochs are only 2,190 steps), and a fixed schedule, /10 at
 epochs 20 and 27, so the run's length is known in advance (the paper's plateau rule:
 --config.schedule.name=plateau). At this input scale the paper's LRN is close
-to a constant scale (README, "The ablation base"); for the paper's own scale use
+to a constant scale (docs/ablations.md, "The ablation base"); for the paper's own scale use
 --config.input.scale=1 --config.model.init=paper. On a TPU or an A100/L4/H100,
 --config.model.dtype=bfloat16 computes in bfloat16. Do not set input.use_preresized:
 320-pixel photos need no pre-resized copy.

@@ -42,6 +42,7 @@ from absl import app, flags
 
 from alexnet_jax.common import exits, progress
 from experiments import ablations_lib as lib
+from experiments import placement
 
 _SWEEP = flags.DEFINE_list('sweep', None, 'Named ablations to run, from: '
                            f'{", ".join(lib.ABLATIONS)} (may be empty with --grid).')
@@ -50,8 +51,10 @@ _GRID = flags.DEFINE_multi_string(
     "(';' separates variants, whitespace overrides, 'a|b' expands).")
 _SEEDS = flags.DEFINE_integer('seeds', None, 'Runs per variant with --config.seed=base_seed+i '
                               '(default: one run with the config\'s own seed).')
-_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Training subprocesses at a time (each '
-                                 'uses every core XLA finds: 1 unless cores are idle).')
+_PARALLEL = flags.DEFINE_integer(
+    'parallel', 1, 'Training subprocesses at a time. On GPUs/TPUs each gets its own '
+    '(an equal share of the GPUs, one TPU chip); more runs than accelerators is refused. On '
+    'CPU they share the cores (each uses every core XLA finds: 1 unless cores are idle).')
 _REPORT_ONLY = flags.DEFINE_bool('report_only', False,
                                  'Write the report from the workdirs without running anything.')
 _BASE = flags.DEFINE_string('base', 'configs/default.py',
@@ -95,6 +98,14 @@ def main(argv) -> int:
     md, png = lib.write_report(variants, root, _BASE.value, epochs)
     print(f'wrote {md}' + (f' and {png}' if png else ''))
     return exits.OK
+  slots = [{}]
+  if _PARALLEL.value > 1:
+    try:
+      accelerators = placement.probe()
+      slots = placement.slots(_PARALLEL.value, accelerators)
+    except placement.PlacementError as e:
+      return exits.user_fault(e)
+    print(placement.describe(slots, accelerators), flush=True)
   os.makedirs(runs_dir, exist_ok=True)
   if not _RUNS_DIR.value:
     with open(os.path.join(runs_dir, '.gitignore'), 'w') as f:
@@ -111,10 +122,21 @@ def main(argv) -> int:
           failed.append(v.name)
         bar.update(1)
     else:
+      import queue
       from concurrent.futures import ThreadPoolExecutor
+      free = queue.Queue()           # a run takes a slot (its accelerators), then returns it
+      for slot in slots:
+        free.put(slot)
+
+      def run_in_a_slot(index_variant) -> bool:
+        slot = free.get()
+        try:
+          return lib.run_variant(index_variant[1], index_variant[0], len(variants), start,
+                                 extra_env=slot)
+        finally:
+          free.put(slot)
       with ThreadPoolExecutor(_PARALLEL.value) as pool:
-        done = pool.map(lambda iv: lib.run_variant(iv[1], iv[0], len(variants), start),
-                        list(enumerate(variants, start=1)))
+        done = pool.map(run_in_a_slot, list(enumerate(variants, start=1)))
         for v, ok in zip(variants, done, strict=True):
           bar.update(1)
           if not ok:

@@ -354,8 +354,10 @@ def fmt_time(seconds: float) -> str:
   return f'{seconds // 60}m{seconds % 60:02d}s'
 
 
-def run_variant(variant: Variant, index: int, total: int, sweep_start: float) -> bool:
-  """Runs (or resumes) one variant; its output goes to <workdir>/train.log."""
+def run_variant(variant: Variant, index: int, total: int, sweep_start: float,
+                extra_env: dict[str, str] | None = None) -> bool:
+  """Runs (or resumes) one variant; its output goes to <workdir>/train.log. `extra_env`
+  places it on its own accelerators (experiments/placement.py)."""
   tag = f'[{index}/{total}] {variant.name}'
   if is_finished(variant):
     print(f'{tag}: already finished in {variant.workdir}, skipping')
@@ -364,10 +366,12 @@ def run_variant(variant: Variant, index: int, total: int, sweep_start: float) ->
   previous = marker.get('wall_s', 0.0) if marker.get('command') == variant.command else 0.0
   os.makedirs(variant.workdir, exist_ok=True)
   log_path = os.path.join(variant.workdir, 'train.log')
-  print(f'{tag}: {variant.description}\n  {variant.command_line}\n  log: {log_path}',
+  on = ''.join(f'\n  on: {k}={v}' for k, v in (extra_env or {}).items()
+               if k in ('CUDA_VISIBLE_DEVICES', 'TPU_VISIBLE_CHIPS'))
+  print(f'{tag}: {variant.description}\n  {variant.command_line}\n  log: {log_path}{on}',
         flush=True)
   argv = [sys.executable, *variant.command[1:]]
-  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  env = dict(os.environ, PYTHONUNBUFFERED='1', **(extra_env or {}))
   start = time.time()
   try:
     with open(log_path, 'a') as log:

@@ -73,7 +73,7 @@ def test_step_report_schema(tiny_report):
   assert tiny_report['config']['models'] == 'paper'
   (r,) = tiny_report['results']
   assert (r['model'], r['dtype'], r['batch_size']) == ('paper', 'float32', 8)
-  # The fields the README promises stay where they are.
+  # The fields docs/benchmarks.md promises stay where they are.
   assert r['step']['images_per_sec'] > 0 and 0 < r['step']['mfu'] <= 1
   json.dumps(tiny_report)
 
@@ -226,7 +226,7 @@ def test_input_report():
   report = input_lib.run(input_config(), log=lambda m: None)
   assert [r['name'] for r in report['rows']] == ['project', 'pytorch', 'preresized']
   assert report['cores'] == machine.host_cores() and 'machine' in report
-  assert 'goals' not in report          # goals live in experiments/input_benchmarks.md
+  assert 'goals' not in report          # goals live in benchmarks/logs/input.md
   for r in report['rows']:
     assert r['images'] >= 16 and r['wall_s'] > 0 and r['cpu_s'] > 0
     assert r['images_per_s'] == pytest.approx(r['images'] / r['wall_s'], rel=1e-2)

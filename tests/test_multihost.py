@@ -2,18 +2,22 @@
 
 Each process sees 2 CPU devices (4 global: mesh data=2, model=2); they meet through
 jax.distributed (gloo collectives). The run is then extended from 6 to 9 steps by
-re-launching both processes, which must resume from the step-6 checkpoint.
+re-launching both processes, which must resume from the step-6 checkpoint. A SIGTERM to
+one process alone (a preempted host) stops both at the same step, checkpointed, and the
+same command resumes there.
 """
 
 import json
 import math
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
 
+import fault_utils
 import pytest
 from data_utils import REPO, TINY_RUN, override_flags, tiny_config
 
@@ -41,16 +45,16 @@ def _tail(path, n=3000) -> str:
     return f.read()[-n:]
 
 
-def _launch(workdir, data_dir, logs, num_train_steps: int) -> list[str]:
-  """Runs both processes to the end; returns their output (absl logs included)."""
+def _start(workdir, data_dir, logs, num_train_steps: int, overrides=None, tag=None, env=None):
+  """Starts both processes; -> (the processes, their log files)."""
   port = _free_port()
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
-         'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
-  flags = override_flags(OVERRIDES)
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=2', **(env or {})}
+  flags = override_flags(OVERRIDES if overrides is None else overrides)
   procs, errs = [], []
   try:
     for i in range(2):
-      err = os.path.join(logs, f'steps{num_train_steps}_p{i}.log')
+      err = os.path.join(logs, f'{tag or f"steps{num_train_steps}"}_p{i}.log')
       errs.append(err)
       with open(err, 'w') as err_f:
         procs.append(subprocess.Popen(
@@ -60,28 +64,45 @@ def _launch(workdir, data_dir, logs, num_train_steps: int) -> list[str]:
              f'--config.dataset.data_dir={data_dir}',
              f'--config.num_train_steps={num_train_steps}'],
             cwd=REPO, env=env, stdout=err_f, stderr=subprocess.STDOUT))
+  except BaseException:
+    _kill(procs)
+    raise
+  return procs, errs
+
+
+def _kill(procs) -> None:
+  for p in procs:
+    if p.poll() is None:
+      p.kill()
+      p.wait()
+
+
+def _wait(procs, errs, timeout: float, what: str) -> list[str]:
+  """Waits for both processes to exit 0 (else kills them and fails with their logs);
+  -> their output (absl logs included)."""
+  try:
     # Poll both: when one fails the other may block in a collective until killed.
-    deadline = time.monotonic() + TIMEOUT
+    deadline = time.monotonic() + timeout
     while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
       if any(p.poll() not in (None, 0) for p in procs):
         break
       time.sleep(0.5)
     codes = [p.poll() for p in procs]
     if codes != [0, 0]:
-      for p in procs:
-        if p.poll() is None:
-          p.kill()
-          p.wait()
+      _kill(procs)
       raise AssertionError(f'exit codes {codes} (None: killed after a failure or the '
-                           f'{TIMEOUT} s timeout; num_train_steps={num_train_steps})\n' +
+                           f'{timeout:.0f} s timeout; {what})\n' +
                            '\n'.join(f'--- process {i} output (tail) ---\n{_tail(e)}'
-                                     for i, e in enumerate(errs)))
+                                      for i, e in enumerate(errs)))
   finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-        p.wait()
+    _kill(procs)
   return [_tail(e, n=10**7) for e in errs]
+
+
+def _launch(workdir, data_dir, logs, num_train_steps: int) -> list[str]:
+  """Runs both processes to the end; returns their output (absl logs included)."""
+  procs, errs = _start(workdir, data_dir, logs, num_train_steps)
+  return _wait(procs, errs, TIMEOUT, f'num_train_steps={num_train_steps}')
 
 
 def _records(workdir):
@@ -130,3 +151,61 @@ def test_two_processes_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_p
   assert all(math.isfinite(r['loss']) for r in records), records
   assert '9' in os.listdir(os.path.join(workdir, 'checkpoints'))
   assert _logged_loss(outs[0], 9, 9) == _logged_loss(outs[1], 9, 9)
+
+
+def _train_rows(workdir) -> list[int]:
+  """Steps of the train rows of metrics.jsonl so far (a line being written is skipped)."""
+  return [step for step, split in fault_utils.metrics_steps(workdir) if split == 'train']
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step_and_resumes(tiny_data_dir,
+                                                                       tmp_path):
+  data_dir, workdir, logs = tiny_data_dir, str(tmp_path / 'run'), tmp_path / 'logs'
+  logs.mkdir()
+  steps = 60
+  # A row every step; no checkpoint or evaluation before the end but the one the stop makes.
+  overrides = {**TINY_RUN, 'log_every_steps': 1, 'eval_every_steps': 1000,
+               'checkpoint_every_steps': 1000}
+  del overrides['num_train_steps']
+  statistics.load_or_compute_statistics(tiny_config(data_dir, **overrides))
+  # Both launches compile the same programs: the second reads them from a cache.
+  cache = {'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'jax_cache'),
+           'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
+
+  procs, errs = _start(workdir, data_dir, str(logs), steps, overrides, 'sigterm', cache)
+  try:
+    deadline = time.monotonic() + TIMEOUT
+    while not any(s >= 2 for s in _train_rows(workdir)):
+      assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, (
+          f'no training step 2 before an exit or the {TIMEOUT} s timeout; exit codes '
+          f'{[p.poll() for p in procs]}\n' + _tail(errs[0]) + '\n' + _tail(errs[1]))
+      time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)          # process 1 only: a preempted host
+    outs = _wait(procs, errs, 300, 'after SIGTERM to process 1 only')
+  finally:
+    _kill(procs)
+
+  stopped = []
+  for out in outs:
+    m = re.search(r'Stopped at step (\d+) \(a stop signal to process\(es\) 1\)', out)
+    assert m, out[-3000:]
+    stopped.append(int(m.group(1)))
+  assert stopped[0] == stopped[1], stopped
+  step = stopped[0]
+  assert 2 < step < steps
+  assert 'Received SIGTERM' in outs[1] and 'Received SIGTERM' not in outs[0]
+  # That step's checkpoint, complete (renamed into place, its file list written), and no other.
+  assert os.listdir(os.path.join(workdir, 'checkpoints')) == [str(step)]
+  assert os.path.exists(os.path.join(workdir, 'checkpoints', str(step), 'alexnet_jax_files.json'))
+  assert max(_train_rows(workdir)) == step
+
+  # The same command on both resumes from that step and finishes.
+  procs, errs = _start(workdir, data_dir, str(logs), steps, overrides, 'resume', cache)
+  outs = _wait(procs, errs, TIMEOUT, 'resuming after the SIGTERM')
+  for out in outs:
+    assert re.search(rf'Resumed from \S+ at step {step}\.', out), out[-3000:]
+  assert _train_rows(workdir) == list(range(1, steps + 1))     # each step once
+  records = _records(workdir)
+  assert (records[-1]['step'], records[-1]['split']) == (steps, 'eval')
+  assert str(steps) in os.listdir(os.path.join(workdir, 'checkpoints'))
+  assert _logged_loss(outs[0], steps, steps) == _logged_loss(outs[1], steps, steps)

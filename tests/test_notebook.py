@@ -53,8 +53,8 @@ def test_every_command_runs_the_kernels_python_and_network_steps_are_guarded():
   assert 'if CI:' in install and 'else:' in install
   for network in ('pip install', 'git clone'):
     assert install.index(network) > install.index('else:'), network
-  # The README's Colab install line, package for package.
-  with open(os.path.join(REPO, 'README.md')) as f:
+  # The documented Colab install line (docs/install.md), package for package.
+  with open(os.path.join(REPO, 'docs', 'install.md')) as f:
     (colab_row,) = [line for line in f if line.startswith('| Colab |')]
   readme_packages = re.search(r'"jax\[cuda12\]>=0.10" (.*?)`', colab_row).group(1).split()
   assert readme_packages and all(p in install for p in readme_packages), readme_packages

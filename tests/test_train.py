@@ -106,6 +106,21 @@ def test_sigterm_checkpoints_and_exits_cleanly(data_dir, tmp_path):
   ckpt.close()
 
 
+def test_a_stop_signal_is_agreed_on_by_a_vote_one_step_later():
+  # One process stops after the step its signal arrived in.
+  alone = train._StopRequest(vote=False)
+  assert not alone.requested()
+  alone.signal = signal.SIGTERM                 # what the handler records
+  assert alone.requested() and alone.processes == [0]
+  # With several processes each step's vote (an all-gather over all 8 devices here) is
+  # read at the next step: every process gets the same answer at the same step.
+  voting = train._StopRequest(vote=True)
+  assert not voting.requested() and not voting.requested()
+  voting.signal = signal.SIGTERM
+  assert not voting.requested()                 # cast now, read at the next step
+  assert voting.requested() and voting.processes == [0]
+
+
 @pytest.mark.slow
 def test_init_from_starts_from_another_runs_parameters(finished_run, data_dir, tmp_path):
   source, full = finished_run

@@ -78,7 +78,7 @@ def base() -> ml_collections.ConfigDict:
   c.input.pca_source = 'dataset'
   # How eigval scales alpha: 'paper': eigvec @ (alpha * eigval) x255 |
   # 'cuda_convnet2': eigvec @ (alpha * sqrt(eigval)) x255 (std in 0-255 units): on ImageNet's
-  # photos 2.2-2.4x the paper's noise (README, 'Deviations and options').
+  # photos 2.2-2.4x the paper's noise (docs/deviations.md).
   c.input.pca_reading = 'paper'
   c.input.pca_max_images = -1                    # training images the PCA reads; -1: all (paper)
   c.input.scale = 1.0                            # x after mean subtraction (paper: raw 0-255)

@@ -30,7 +30,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int,
   'matmul' computes the kernel's gradient as one matrix product per kernel offset
   (`conv_weight_grad`), the input's as autodiff does. Same gradient; on XLA:CPU the
   native weight-gradient convolution ran at 11-47 GFLOP/s against 70-85 for the
-  products (a 2-core Zen 3, experiments/step_benchmarks.md).
+  products (a 2-core Zen 3, benchmarks/logs/step.md).
   """
   if weight_grad == 'matmul':
     y = _conv_matmul_wgrad(x, kernel, stride, padding, groups)
@@ -222,7 +222,7 @@ def dropout(x: jax.Array, rate: float, key: jax.Array, *, inverted: bool) -> jax
   test time every output is multiplied by 1 - rate (`dropout_test_scale`).
   inverted=True scales kept units by 1/(1-rate) instead, so test time needs no
   rescale. Both give the next layer the same expected input, but under the same
-  init and learning rate they train differently (README, "Deviations").
+  init and learning rate they train differently (docs/deviations.md).
   """
   if rate <= 0.0:
     return x

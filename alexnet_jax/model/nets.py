@@ -145,7 +145,7 @@ class ModelSpec:
     Same results either way (tested); only speed differs. On XLA:CPU the split
     convolutions, the hand-written pooling backward, the rsqrt-form LRN
     (experiments/cpu_study) and the kernel gradients as matrix products
-    (experiments/step_benchmarks.md) were measured faster; on GPU/TPU 'auto' takes the
+    (benchmarks/logs/step.md) were measured faster; on GPU/TPU 'auto' takes the
     native forms: one grouped convolution, autodiff's select_and_scatter, a plain power,
     autodiff's weight-gradient convolutions.
     """
@@ -452,7 +452,7 @@ def _forward(spec: ModelSpec, params: dict, x: jax.Array, key: jax.Array | None,
       full = full.reshape(full.shape[0], -1)
       # Per-tower dots on kernel[t]: on one device the slice copies the weights, but
       # a dot batched over the towers measured slower still on XLA:CPU (1.80 vs 1.41
-      # CPU-s per paper step, experiments/step_benchmarks.md). With one tower per
+      # CPU-s per paper step, benchmarks/logs/step.md). With one tower per
       # device (mesh.model=2) the slice is free.
       h = [act(full @ w(name, 'kernel', t) + w(name, 'bias', t)) for t in range(local)]
     h = record(name, h)

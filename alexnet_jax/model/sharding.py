@@ -85,5 +85,5 @@ def log_devices(mesh: Mesh) -> None:
   hint = accelerator_hint()
   if jax.default_backend() == 'cpu' and hint:
     logging.warning('This machine seems to have a %s, but JAX is running on the CPU: install '
-                    'the JAX build for it (README, "Set up"), e.g. pip install -U "jax[%s]".',
+                    'the JAX build for it (docs/install.md), e.g. pip install -U "jax[%s]".',
                     hint, 'cuda12' if hint == 'GPU' else 'tpu')

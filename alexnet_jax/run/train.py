@@ -5,7 +5,7 @@ The hot loop is one jitted `train_step(state, batch, mean, lighting)` over the
 stay on the device and are fetched only at log steps; checkpoints are written
 asynchronously. Re-running the same command on the same workdir resumes.
 
-Faults (README, "What survives what"): one run per workdir (`workdir_lock`); a damaged
+Faults (docs/faults.md): one run per workdir (`workdir_lock`); a damaged
 newest checkpoint is skipped for the newest good one and a failed save stops the run
 with `checkpoints.CheckpointSaveError` (`checkpoints`); undecodable images are counted
 per split and epoch into metrics.jsonl and refused beyond input.max_skipped_fraction
@@ -15,6 +15,7 @@ resumes from (written by an interrupted run, about to be redone) are dropped.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -37,12 +38,59 @@ from alexnet_jax.run import lock as workdir_lock
 from alexnet_jax.run import workdir as workdir_lib
 
 
-class _StopRequest:
-  """SIGTERM / Ctrl-C: finish the current step, checkpoint, exit cleanly."""
+class _SignalVote:
+  """Which processes have received a stop signal, agreed by all of them.
+
+  Each call adds this process's flag to a tiny all-gather over every device (one int32
+  per device) and returns the result of the call before: by then it has long been
+  computed, so the host never waits on the device for it and the train steps already
+  dispatched stay queued. Every process makes the same calls in the same order (once per
+  step), so every process reads the same result at the same step."""
 
   def __init__(self):
+    devices = np.array(jax.devices())
+    mesh = jax.sharding.Mesh(devices, ('p',))
+    self._process_of = [d.process_index for d in devices]
+    self._spread = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('p'))
+    self._gather = jax.jit(lambda x: x, out_shardings=jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec()))
+    self._pending: collections.deque = collections.deque()
+    # The two inputs this process can contribute, placed on its devices once.
+    self._votes = [jax.make_array_from_callback(
+        (len(devices),), self._spread, lambda index, f=f: np.full((1,), f, np.int32))
+        for f in (0, 1)]
+
+  def cast(self, flag: bool) -> list[int]:
+    """Adds this process's flag; returns the processes whose flag was set at the previous
+    call (sorted; [] at the first call)."""
+    votes = self._votes[int(flag)]
+    self._pending.append(self._gather(votes))
+    if len(self._pending) < 2:
+      return []
+    flags = np.asarray(self._pending.popleft().addressable_data(0))
+    return sorted({p for p, f in zip(self._process_of, flags, strict=True) if f})
+
+
+class _StopRequest:
+  """SIGTERM / Ctrl-C: finish the current step, checkpoint, exit cleanly.
+
+  With several processes the stop is decided together (`_SignalVote`, every step): a
+  signal often reaches one host alone (its VM preempted, Ctrl-C in one terminal), and a
+  process that stopped by itself would leave the others waiting in the next collective
+  until jax.distributed timed out, with the checkpoint of that step (a collective save)
+  never written. All processes stop after the first step whose vote shows a signal on
+  any of them, one step after it arrived. A single process stops after the step in
+  which its signal arrived, with no vote.
+
+  (jax.distributed's own preemption service, which Orbax's `reached_preemption` reads,
+  listens for SIGTERM with a C handler; Python's handler installed here replaces it. It
+  is still what catches a SIGTERM that arrives before the loop starts.)"""
+
+  def __init__(self, vote: bool | None = None):
     self.signal: int | None = None
+    self.processes: list[int] = []    # the processes whose signal stopped the run
     self._old = {}
+    self._vote = _SignalVote() if (jax.process_count() > 1 if vote is None else vote) else None
 
   def __enter__(self):
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -57,8 +105,18 @@ class _StopRequest:
     if self.signal is not None:       # a second Ctrl-C: stop at once
       raise KeyboardInterrupt
     self.signal = signum
-    logging.warning('Received %s: finishing this step, then checkpointing and exiting.',
-                    signal.Signals(signum).name)
+    logging.warning('Received %s: finishing this step, then checkpointing and exiting%s.',
+                    signal.Signals(signum).name,
+                    ' (every process stops at the same step)' if self._vote else '')
+
+  def requested(self) -> bool:
+    """Whether to stop after this step (multi-process: called by every process, once per
+    step; the same answer on each)."""
+    if self._vote is None:
+      self.processes = [jax.process_index()] if self.signal is not None else []
+    else:
+      self.processes = self._vote.cast(self.signal is not None)
+    return bool(self.processes)
 
   def __exit__(self, *exc):
     for sig, old in self._old.items():
@@ -386,8 +444,8 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
         # Eval time is not training throughput: restart the clock (and the count).
         last_log_time, last_log_step = time.time(), step
 
-      if stop.signal is not None or ckpt.reached_preemption(step):
-        stop_reason = 'signal' if stop.signal is not None else 'preemption'
+      if stop.requested() or ckpt.reached_preemption(step):
+        stop_reason = 'signal' if stop.processes else 'preemption'
       elif run.max_steps is not None and step >= run.max_steps:
         stop_reason = 'max_steps'
       if (step % config.checkpoint_every_steps == 0 or step == run.total_steps
@@ -397,8 +455,10 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
       if stop_reason is not None:
         break
 
-  if stop_reason == 'signal':
-    logging.warning('Stopped at step %d; checkpoint written to %s. Run the same command to '
-                    'resume.', step, os.path.join(run.workdir, workdir_lib.CHECKPOINTS))
+  if stop_reason in ('signal', 'preemption'):
+    by = (f'a stop signal to process(es) {", ".join(map(str, stop.processes))}'
+          if stop.processes else 'a preemption notice')
+    logging.warning('Stopped at step %d (%s); checkpoint written to %s. Run the same command '
+                    'to resume.', step, by, os.path.join(run.workdir, workdir_lib.CHECKPOINTS))
   return RunResult(step=step, eval=eval_metrics, state=state, stopped=stop_reason,
                    train_compilations=run.steps.train._cache_size())

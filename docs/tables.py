@@ -1,0 +1,57 @@
+"""Prints the docs' tables that are regenerated from committed results files.
+
+  python docs/tables.py ablations [experiments/results/ablations_hard/ablations.json]
+
+A table copied by hand drifts from the numbers it quotes; these are printed from the
+results file instead, pasted into docs/ under a line naming this command, and
+tests/test_docs.py checks that the pasted table is still what this prints.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+ABLATIONS_JSON = 'experiments/results/ablations_hard/ablations.json'
+
+# The column headings of the compact ablation table, by variant name of
+# experiments/ablations_lib.py (a variant not listed here is headed by its name).
+_HEADINGS = {
+    'baseline': 'baseline', 'lrn': 'no LRN', 'pooling': 'non-overlapping pooling',
+    'towers': 'one tower', 'lighting': 'no lighting', 'activation': 'tanh',
+    'dropout': 'no dropout',
+}
+
+
+def _p(p: float) -> str:
+  """Two significant digits, trailing zero kept (0.074, 0.27, 0.30)."""
+  return f'{p:#.2g}'
+
+
+def ablations_table(report: dict) -> str:
+  """The compact table of an ablations.json: one column per variant, final top-1 (%) mean
+  ± std over seeds, then the difference to the baseline with Welch's p-value."""
+  variants = report['variants']
+  head = [_HEADINGS.get(v['name'], v['name']) for v in variants]
+  means = [f"{100 * v['final_top1_mean']:.1f} ± {100 * v['final_top1_std']:.1f}"
+           for v in variants]
+  diffs = []
+  for v in variants:
+    vs = v.get('vs_baseline')
+    diffs.append('' if vs is None else
+                 f"{100 * vs['diff_top1']:+.1f} (p {_p(vs['p_welch'])})")
+  rows = [head, ['---'] * len(head), means, diffs]
+  return '\n'.join('| ' + ' | '.join(r) + ' |' for r in rows).replace('|  |', '| |')
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) < 2 or argv[1] != 'ablations' or len(argv) > 3:
+    print(__doc__.strip().splitlines()[2], file=sys.stderr)
+    return 2
+  with open(argv[2] if len(argv) == 3 else ABLATIONS_JSON) as f:
+    print(ablations_table(json.load(f)))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv))

@@ -1,0 +1,133 @@
+"""README.md and docs/ against the code: what CI runs, the paths they name, the tables
+regenerated from results files. Text only (no JAX), so it belongs to the fast lane."""
+
+import glob
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = sorted(glob.glob(os.path.join(REPO, 'docs', '*.md')))
+
+
+def _read(path: str) -> str:
+  with open(os.path.join(REPO, path)) as f:
+    return f.read()
+
+
+def _tables():
+  spec = importlib.util.spec_from_file_location('docs_tables', os.path.join(REPO, 'docs',
+                                                                            'tables.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _code_blocks(text: str) -> list[str]:
+  return re.findall(r'```[a-z]*\n(.*?)```', text, flags=re.S)
+
+
+def test_readme_is_a_front_page_of_at_most_200_lines():
+  readme = _read('README.md')
+  assert len(readme.splitlines()) <= 200
+  blocks = _code_blocks(readme)
+  assert ('python -m alexnet_jax.main --config=configs/default.py --workdir=/tmp/alexnet\n'
+          in blocks)
+  # every docs page is linked from the front page, and every link there is a page
+  linked = set(re.findall(r'\]\((docs/[^)#]+\.md)\)', readme))
+  assert linked == {os.path.relpath(p, REPO) for p in DOCS}
+
+
+def test_readme_setup_line_and_test_command_are_what_ci_runs():
+  """.ci/run installs exactly as the README says and runs the README's test command."""
+  ci = _read('.ci/run').splitlines()
+  setup = ci[ci.index('# --- set-up (README) ---') + 1]
+  tests = ci[ci.index('# --- tests (README) ---') + 1:]
+  env = dict(re.fullmatch(r'export (\w+)=(\S+)', line).groups()
+             for line in tests if line.startswith('export '))
+  (command,) = [line for line in tests if line and not line.startswith(('export ', '#'))]
+  blocks = _code_blocks(_read('README.md'))
+  assert setup + '\n' in blocks
+  readme_test = ' '.join(f'{k}={v}' for k, v in env.items()) + ' ' + command
+  assert readme_test == 'XLA_FLAGS=--xla_force_host_platform_device_count=8 ' \
+                        'TF_CPP_MIN_LOG_LEVEL=2 python -m pytest'
+  assert readme_test + '\n' in blocks
+
+
+# A path in backquotes or a link, rooted at a top-level folder of the repository.
+_PATH = re.compile(r'(?<![\w./-])((?:alexnet_jax|benchmarks|configs|docs|experiments|notebooks'
+                   r'|tests)/[\w./-]*[\w/])')
+
+
+@pytest.mark.parametrize('doc', ['README.md', 'experiments/cpu_study/README.md',
+                                 'benchmarks/logs/step.md', 'benchmarks/logs/input.md']
+                         + [os.path.relpath(p, REPO) for p in DOCS])
+def test_every_repository_path_named_exists(doc):
+  """A moved or renamed file leaves no stale name behind (runs/ are sweep outputs, not
+  committed; `..` paths are outside the repository)."""
+  text = _read(doc)
+  missing = set()
+  for path in _PATH.findall(text):
+    if '/runs/' in path or path.endswith('/runs'):
+      continue
+    if not os.path.exists(os.path.join(REPO, path)):
+      missing.add(path)
+  for link in re.findall(r'\]\(([^)#:]+)\)', text):   # relative links, from the page
+    if not os.path.exists(os.path.join(REPO, os.path.dirname(doc), link)):
+      missing.add(link)
+  assert not missing, sorted(missing)
+
+
+def test_no_removed_module_names_in_docs():
+  """The layout of commit 831610a: the old flat module names are gone."""
+  old = ['models.py', 'optim.py', 'input_pipeline', 'weight_io', 'caffe_io', 'inference.py',
+         'figures_lib', 'plotting.py', 'workdir_lock', 'evaluation.py', 'imagenet.py',
+         'report.py', 'alexnet_jax.plots ', 'step_benchmarks.md', 'input_benchmarks.md']
+  for doc in ['README.md'] + [os.path.relpath(p, REPO) for p in DOCS]:
+    text = _read(doc)
+    for name in old:
+      # historical mentions say "was"/"gone"/"then"; only docs/options.md and figures.md
+      # mention the removed plots command, to say so
+      hits = [line for line in text.splitlines()
+              if name in line and not re.search(r'\b(gone|was|then)\b', line)]
+      assert not hits, (doc, name, hits)
+
+
+def test_ablations_table_matches_the_committed_json():
+  tables = _tables()
+  with open(os.path.join(REPO, tables.ABLATIONS_JSON)) as f:
+    table = tables.ablations_table(json.load(f))
+  assert table in _read('docs/ablations.md')
+  # and the numbers are the committed sweep's: baseline 40.0 ± 1.0, pooling -9.2 at p 0.044
+  assert '| 40.0 ± 1.0 |' in table and '-9.2 (p 0.044)' in table
+
+
+def test_tables_script_prints_the_table():
+  out = subprocess.run([sys.executable, 'docs/tables.py', 'ablations'], cwd=REPO, check=True,
+                       capture_output=True, text=True).stdout
+  assert out.startswith('| baseline | no LRN |') and out.count('\n') == 4
+  bad = subprocess.run([sys.executable, 'docs/tables.py', 'nonsense'], cwd=REPO,
+                       capture_output=True, text=True)
+  assert bad.returncode == 2 and 'python docs/tables.py ablations' in bad.stderr
+
+
+def test_no_absolute_machine_paths_committed():
+  files = subprocess.run(['git', 'ls-files'], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout.split()
+  if not files:
+    pytest.skip('not a git checkout')
+  bad = []
+  for name in files:
+    path = os.path.join(REPO, name)
+    if not os.path.isfile(path) or name.endswith(('.png', '.jpg', '.JPEG', '.npy', '.gz')):
+      continue
+    with open(path, 'rb') as f:
+      data = f.read()
+    if re.search(rb'(?<![\w.])/(?:work|root|home)/\w', data):
+      bad.append(name)
+  assert not bad, bad
