@@ -8,11 +8,13 @@ Multi-host: the same command on every host, with --coordinator_address/--num_pro
 --process_id, or --distributed where jax.distributed.initialize() finds them itself (a
 TPU pod slice, SLURM); the workdir on storage every host reaches (docs/multihost.md).
 
-Exit codes: 0 finished (or stopped by SIGTERM/Ctrl-C after checkpointing; a signal to any
-one process of a multi-process run stops them all at the same step); 2 a bad
-config value, a missing or unreadable dataset, too many undecodable images; 3 training
-diverged; 4 the workdir is in use by another live run or cannot be written; 5 a
-checkpoint could not be written, or none of the workdir's checkpoints restores.
+Exit statuses (the table: alexnet_jax/common/exits.py): 0 finished (or stopped by
+SIGTERM/Ctrl-C after checkpointing; a signal to any one process of a multi-process run
+stops them all at the same step); 2 a bad flag, an unknown config field or a value of the
+wrong type (one `error:` line naming the field), a refused config value, a missing or
+unreadable dataset, too many undecodable images; 3 training diverged; 4 the workdir is in
+use by another live run or cannot be written; 5 a checkpoint could not be written, or none
+of the workdir's checkpoints restores.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from alexnet_jax.common import logs
+from alexnet_jax.common import exits, logs
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, e.g. configs/default.py or configs/paper.py:towers=1. Any '
@@ -61,24 +63,21 @@ def main(argv) -> int:
   logs.setup()
   # after flags: keeps --help fast
   from alexnet_jax.data import sources
-  from alexnet_jax.run import checkpoints, lock, train
+  from alexnet_jax.run import train
 
   config = _CONFIG.value
   if config.dataset.name == 'imagenet2012':
     message = sources.missing_message(config)
     if message:
       print(message, file=sys.stderr)
-      return 2
+      return exits.USAGE
   _initialize_distributed()
-  # The faults a user fixes (no traceback), each with its exit status; the first match wins.
-  exit_statuses = ((train.DivergedError, 3), (lock.WorkdirError, 4),
-                   *checkpoints.EXIT_STATUSES)
   try:
     train.train_and_evaluate(config, _WORKDIR.value)
   except Exception as e:
-    return logs.user_fault(e, exit_statuses, log=True)
-  return 0
+    return exits.user_fault(e, log=True)   # the faults a user fixes: one line, no traceback
+  return exits.OK
 
 
 if __name__ == '__main__':
-  app.run(main)
+  exits.run(main)

@@ -11,8 +11,11 @@ writes TFRecords to <data_dir>/imagenet2012/5.1.0 (a few hours on a many-core
 machine; TFDS shows a progress bar per split). Then the training-set mean image is
 computed and cached, and with --preresized the paper's 256x256 copy is written as
 the dataset <name>_resized256 (set --config.input.use_preresized=True to train on it).
-Every stage is skipped when its output is already there, so re-running resumes.
-The work is `prepare.prepare`; this module is its command line only.
+Every stage is skipped when its output is already there, so re-running resumes. On a
+terminal the builds show TFDS's progress bars and the statistics pass its own. Exit status
+(alexnet_jax/common/exits.py): 0 prepared; 2 a bad flag or config, or the archives are
+missing (the message names them and where they go). The work is `data.prepare.prepare`;
+this module is its command line only.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from alexnet_jax.common import exits
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/paper.py).')
 _PRERESIZED = flags.DEFINE_bool(
@@ -38,9 +43,9 @@ def main(argv) -> int:
     prepare.prepare(_CONFIG.value, preresized=_PRERESIZED.value)
   except FileNotFoundError as e:  # what is missing and what to run: no traceback
     print(e, file=sys.stderr)
-    return 1
-  return 0
+    return exits.USAGE
+  return exits.OK
 
 
 if __name__ == '__main__':
-  app.run(main)
+  exits.run(main)

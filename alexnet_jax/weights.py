@@ -5,13 +5,16 @@ r"""Imports published AlexNet weights into a workdir, and exports a run's to tor
   python -m alexnet_jax.weights import --from=caffe --src=bvlc_alexnet.caffemodel \
       --workdir=/tmp/alexnet_caffe
   python -m alexnet_jax.weights export --to=torchvision --workdir=/tmp/alexnet_tv \
-      --dst=/tmp/alexnet.safetensors          # or .pth
+      --out=/tmp/alexnet.safetensors [--checkpoint=best]      # or .pth
 
-An imported workdir holds config.json, checkpoints/0 and best/0: `evaluate`, `predict`
-and `--config.init_from=DIR` take it like a trained run. The mappings (layouts, flatten
-order, normalisation, BGR, dropout placement) are in alexnet_jax/tools/weights.py and
-docs/weights.md. Exit status 2 with one `error:` line for a file of another architecture, a
-truncated file or an occupied workdir; 5 when no checkpoint of the run restores.
+An imported workdir holds config.json, preprocessing.npz, checkpoints/0 and best/0:
+`evaluate`, `predict` and `--config.init_from=DIR` take it like a trained run. Export reads
+--checkpoint=latest (the default: the final model) or best, and says which step. The
+mappings (layouts, flatten order, normalisation, BGR, dropout placement) are in
+alexnet_jax/tools/weights.py and docs/weights.md. Exit status (alexnet_jax/common/exits.py):
+2 with one `error:` line for a bad flag, a file of another architecture, a truncated file
+or an occupied workdir; 5 when no checkpoint of the run restores. --dst is the old name of
+--out (deprecated, removed in the next release).
 """
 
 from __future__ import annotations
@@ -20,20 +23,22 @@ import sys
 
 from absl import app, flags
 
-from alexnet_jax.common import logs
+from alexnet_jax.common import exits, logs
 
 _FROM = flags.DEFINE_enum('from', None, ['torchvision', 'caffe'], 'import: the file\'s kind.')
 _SRC = flags.DEFINE_string('src', None, 'import: the weights file (.pth, .pt, .safetensors, '
                            '.caffemodel).')
 _TO = flags.DEFINE_enum('to', 'torchvision', ['torchvision'], 'export: the format.')
-_DST = flags.DEFINE_string('dst', None, 'export: the file to write (.pth, .pt or '
+_OUT = flags.DEFINE_string('out', None, 'export: the file to write (.pth, .pt or '
                            '.safetensors).')
+_DST = flags.DEFINE_string('dst', None, 'Deprecated: the old name of --out.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'import: the workdir to create; export: the '
                                'run to read.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'import: replace a run already in '
                                '--workdir.')
-_CHECKPOINT = flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'],
-                                'export: best (best/) or latest (checkpoints/).')
+_CHECKPOINT = flags.DEFINE_enum('checkpoint', 'latest', ['latest', 'best'],
+                                'export: latest (checkpoints/, the final model) or best '
+                                '(best/, the best validation top-1).')
 
 
 def main(argv) -> int:
@@ -43,27 +48,29 @@ def main(argv) -> int:
     raise app.UsageError('--workdir is required')
   if argv[1] == 'import' and not (_FROM.value and _SRC.value):
     raise app.UsageError('import needs --from=torchvision|caffe and --src=FILE')
-  if argv[1] == 'export' and not _DST.value:
-    raise app.UsageError('export needs --dst=FILE (.pth, .pt or .safetensors)')
+  out = exits.deprecated_flag(_DST, _OUT)
+  if argv[1] == 'export' and not out:
+    raise app.UsageError('export needs --out=FILE (.pth, .pt or .safetensors)')
   logs.setup()
-  from alexnet_jax.run import checkpoints  # after flags: keeps --help fast
-  from alexnet_jax.tools import weights as weight_io
+  from alexnet_jax.tools import weights as weight_io  # after flags: keeps --help fast
   try:
     if argv[1] == 'import':
       run = (weight_io.import_torchvision if _FROM.value == 'torchvision'
              else weight_io.import_caffe)
       workdir = run(_SRC.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
       print(f'imported {_SRC.value} ({_FROM.value}) into {workdir}: config.json, '
-            'checkpoints/0, best/0')
+            'preprocessing.npz, checkpoints/0, best/0')
     else:
       export = {'torchvision': weight_io.export_torchvision}[_TO.value]
-      for note in export(_WORKDIR.value, _DST.value, which=_CHECKPOINT.value):
+      notes, step = export(_WORKDIR.value, out, checkpoint=_CHECKPOINT.value)
+      for note in notes:
         print(f'warning: {note}', file=sys.stderr)
-      print(f'exported {_WORKDIR.value} ({_CHECKPOINT.value}) to {_DST.value}')
+      print(f'exported the {_CHECKPOINT.value} checkpoint (step {step}) of {_WORKDIR.value} '
+            f'to {out}')
   except Exception as e:      # WeightsError is a ValueError
-    return logs.user_fault(e, checkpoints.EXIT_STATUSES)
-  return 0
+    return exits.user_fault(e)
+  return exits.OK
 
 
 if __name__ == '__main__':
-  app.run(main)
+  exits.run(main)

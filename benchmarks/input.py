@@ -15,11 +15,12 @@ import sys
 from absl import app
 from ml_collections import config_flags
 
-from alexnet_jax.common import jsonio
+from alexnet_jax.common import exits, jsonio
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', 'benchmarks/configs/input.py',
-    'Benchmark settings; any field can be overridden: --config.seconds=5', lock_config=True)
+    'config', None,
+    'Benchmark settings (default: benchmarks/configs/input.py); '
+    'any field can be overridden: --config.seconds=5', lock_config=True)
 
 
 def main(argv) -> int:
@@ -43,4 +44,4 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  exits.run(main, default_config='benchmarks/configs/input.py')

@@ -16,11 +16,12 @@ import sys
 from absl import app
 from ml_collections import config_flags
 
-from alexnet_jax.common import jsonio
+from alexnet_jax.common import exits, jsonio
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', 'benchmarks/configs/step.py',
-    'Benchmark cases; any field can be overridden: --config.models=paper --config.runs=3',
+    'config', None,
+    'Benchmark cases (default: benchmarks/configs/step.py); '
+    'any field can be overridden: --config.models=paper --config.runs=3',
     lock_config=True)
 
 
@@ -48,4 +49,4 @@ def main(argv) -> int:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  exits.run(main, default_config='benchmarks/configs/step.py')

@@ -2,7 +2,7 @@
 #   python -m alexnet_jax.main --config=configs/ablation_base.py --workdir=/tmp/ablation_base
 #   python -m experiments.ablations --base=configs/ablation_base.py --seeds=3 \
 #       --sweep=lrn,pooling,towers,lighting,activation,dropout \
-#       --root=experiments/results/ablations_hard
+#       --out=experiments/results/ablations_hard
 """configs/default.py's narrow model and recipe, on a base in which every ablation ablates.
 
 * LRN at its working range. The paper's LRN (k = 2, alpha = 1e-4 not divided by n) varies

@@ -3,9 +3,9 @@ Markdown table, a JSON file and a plot.
 
   python -m experiments.ablations --base=configs/ablation_base.py --seeds=3 \
       --sweep=lrn,pooling,towers,lighting,activation,dropout \
-      --root=experiments/results/ablations_hard
+      --out=experiments/results/ablations_hard
   python -m experiments.ablations --sweep=lrn,pooling --epochs=3 \
-      --root=experiments/results/ablations_3ep
+      --out=experiments/results/ablations_3ep
   python -m experiments.ablations --sweep= --seeds=3 \
       --grid='model.lrn=caffe; lr:optimizer.learning_rate=0.005|0.02' \
       --grid='nowd:optimizer.weight_decay=0 optimizer.decay_biases=false'
@@ -18,14 +18,18 @@ paper's ablations (experiments/ablations_lib.py lists them); --grid (repeatable)
 variants of raw `--config.KEY=VALUE` overrides: ';' separates variants, whitespace the
 overrides of one, an optional `name:` names it, `a|b` expands a value into one variant
 per alternative. --seeds=N runs each variant (and the baseline) with --config.seed=
-base_seed .. base_seed+N-1. Workdirs go to <root>/runs/<variant>[/seed<S>] (that folder
+base_seed .. base_seed+N-1. Workdirs go to <out>/runs/<variant>[/seed<S>] (that folder
 holds a .gitignore of '*': checkpoints are never committed by accident); a run whose
 workdir already finished the same command is skipped, and an interrupted one resumes
-(main.py resumes from the workdir). At the end <root>/ablations.md (table: mean ± std,
-per-seed values, difference to the baseline with Welch's t-test), <root>/ablations.json
-(the same numbers per run) and <root>/ablations.png (final top-1 with error bars, eval
+(main.py resumes from the workdir). At the end <out>/ablations.md (table: mean ± std,
+per-seed values, difference to the baseline with Welch's t-test), <out>/ablations.json
+(the same numbers per run) and <out>/ablations.png (final top-1 with error bars, eval
 curves) are written; --report_only rewrites them from the workdirs. Paths inside the
-repository are written relative to it.
+repository are written relative to it. On a terminal a progress bar counts the runs done.
+
+Exit status (alexnet_jax/common/exits.py): 0 every run finished; 1 some run failed (the
+report covers the others); 2 a bad flag, ablation name or --grid override. --root is the
+old name of --out (deprecated, removed in the next release).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import time
 
 from absl import app, flags
 
+from alexnet_jax.common import exits, progress
 from experiments import ablations_lib as lib
 from experiments import placement
 
@@ -54,9 +59,10 @@ _REPORT_ONLY = flags.DEFINE_bool('report_only', False,
                                  'Write the report from the workdirs without running anything.')
 _BASE = flags.DEFINE_string('base', 'configs/default.py',
                             'Base config, as main.py takes it (path.py or path.py:arg).')
-_ROOT = flags.DEFINE_string('root', '/tmp/ablations',
-                            'Where ablations.md/.png go; the workdirs go to ROOT/runs.')
-_RUNS_DIR = flags.DEFINE_string('runs_dir', None, 'Put the workdirs here instead of ROOT/runs.')
+_OUT = flags.DEFINE_string('out', '/tmp/ablations',
+                           'The sweep folder: ablations.md/.json/.png, the workdirs in OUT/runs.')
+_ROOT = flags.DEFINE_string('root', None, 'Deprecated: the old name of --out.')
+_RUNS_DIR = flags.DEFINE_string('runs_dir', None, 'Put the workdirs here instead of OUT/runs.')
 _EPOCHS = flags.DEFINE_float('epochs', None,
                              "Override num_epochs of every variant (default: the base's).")
 _DRY_RUN = flags.DEFINE_bool('dry_run', False,
@@ -71,7 +77,7 @@ def main(argv) -> int:
                          f'{", ".join(lib.ABLATIONS)}')
   from alexnet_jax.common import logs
   logs.setup()
-  root, epochs = _ROOT.value, _EPOCHS.value
+  root, epochs = exits.deprecated_flag(_ROOT, _OUT), _EPOCHS.value
   runs_dir = _RUNS_DIR.value or os.path.join(root, lib.RUNS_SUBDIR)
   try:
     sweep = lib.parse_sweep(','.join(_SWEEP.value or []), allow_empty=bool(_GRID.value))
@@ -80,27 +86,25 @@ def main(argv) -> int:
     variants = lib.plan(sweep, _BASE.value, runs_dir, epochs=epochs, base_config=base_config,
                         grid=grid, seeds=_SEEDS.value)
   except (ValueError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    return exits.user_fault(e)
 
   if _DRY_RUN.value:
     for v in variants:
       state = '  # finished: would be skipped' if lib.is_finished(v) else ''
       print(v.command_line + state)
-    return 0
+    return exits.OK
 
   if _REPORT_ONLY.value:
     md, png = lib.write_report(variants, root, _BASE.value, epochs)
     print(f'wrote {md}' + (f' and {png}' if png else ''))
-    return 0
+    return exits.OK
   slots = [{}]
   if _PARALLEL.value > 1:
     try:
       accelerators = placement.probe()
       slots = placement.slots(_PARALLEL.value, accelerators)
     except placement.PlacementError as e:
-      print(f'error: {e}', file=sys.stderr)
-      return 2
+      return exits.user_fault(e)
     print(placement.describe(slots, accelerators), flush=True)
   os.makedirs(runs_dir, exist_ok=True)
   if not _RUNS_DIR.value:
@@ -110,11 +114,13 @@ def main(argv) -> int:
   print(f'{len(variants)} runs: {", ".join(v.name for v in variants)}; workdirs in {runs_dir}',
         flush=True)
   failed = []
+  bar = progress.bar(total=len(variants), desc='ablation runs', unit='run')
   try:
     if _PARALLEL.value <= 1:
       for i, v in enumerate(variants, start=1):
         if not lib.run_variant(v, i, len(variants), start):
           failed.append(v.name)
+        bar.update(1)
     else:
       import queue
       from concurrent.futures import ThreadPoolExecutor
@@ -131,20 +137,24 @@ def main(argv) -> int:
           free.put(slot)
       with ThreadPoolExecutor(_PARALLEL.value) as pool:
         done = pool.map(run_in_a_slot, list(enumerate(variants, start=1)))
-        failed += [v.name for v, ok in zip(variants, done, strict=True) if not ok]
+        for v, ok in zip(variants, done, strict=True):
+          bar.update(1)
+          if not ok:
+            failed.append(v.name)
   except KeyboardInterrupt:
     print('interrupted: run the same command again to resume; writing the report so far')
     failed.append('(interrupted)')
+  bar.close()
   md, png = lib.write_report(variants, root, _BASE.value, epochs)
   print(f'wrote {md}' + (f' and {png}' if png else '')
         + f'; total {lib.fmt_time(time.time() - start)}')
   if failed:
     print(f'failed: {", ".join(failed)}', file=sys.stderr)
-    return 1
+    return exits.PARTIAL
   with open(md) as f:
     print(''.join(line for line in f if line.startswith('|')), end='')
-  return 0
+  return exits.OK
 
 
 if __name__ == '__main__':
-  app.run(main)
+  exits.run(main)

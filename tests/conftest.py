@@ -81,8 +81,9 @@ def fault_data_dir(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def fresh_workdir(tiny_data_dir, tmp_path_factory) -> str:
-  """A run's workdir of freshly initialised parameters on the tiny dataset (config.json and
-  best/1; workdir_utils.make_workdir), made once per session: predict and figure tests."""
+  """A run's workdir of freshly initialised parameters on the tiny dataset (config.json,
+  preprocessing.npz, checkpoints/2 and best/1; workdir_utils.make_workdir), made once per
+  session: predict and figure tests."""
   import workdir_utils
   workdir = tmp_path_factory.mktemp('fresh_run')
   workdir_utils.make_workdir(workdir, tiny_data_dir, seed=3)

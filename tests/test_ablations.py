@@ -112,9 +112,10 @@ def test_ablations_follow_the_base_config(tmp_path):
 
 def test_dry_run_prints_commands_and_runs_nothing(tmp_path):
   root = tmp_path / 'root'
-  out = run_cli('experiments.ablations', '--sweep=towers', f'--base={DEFAULT}', f'--root={root}',
+  out = run_cli('experiments.ablations', '--sweep=towers', f'--base={DEFAULT}', f'--out={root}',
                 '--epochs=2', '--dry_run')
   assert out.returncode == 0, out.stderr
+  assert 'deprecated' not in out.stderr
   lines = out.stdout.strip().splitlines()
   assert len(lines) == 2 and all(line.startswith('python -m alexnet_jax.main ') for line in lines)
   assert "'--config.model.conv_widths=(24,64,96,96,128)'" in lines[1]
@@ -279,6 +280,8 @@ def test_grid_and_seeds_dry_run(tmp_path):
   out = run_cli('experiments.ablations', '--sweep=', '--grid=model.lrn=caffe', '--seeds=2',
                 f'--base={DEFAULT}', f'--root={tmp_path}', '--dry_run')
   assert out.returncode == 0, out.stderr
+  # --root is the old name of --out: it still works, for one release, with a warning.
+  assert 'warning: --root is deprecated' in out.stderr and f'{tmp_path}/runs' in out.stdout
   lines = out.stdout.strip().splitlines()
   assert len(lines) == 4
   assert lines[3].endswith('--config.model.lrn=caffe --config.seed=1')

@@ -78,13 +78,13 @@ def test_a_run_config_from_before_a_field_existed_still_loads(tmp_path):
   """evaluate reads the run's config.json: fields added since take base()'s defaults."""
   import json
 
-  from alexnet_jax.run import evaluate
+  from alexnet_jax.run import workdir as workdir_lib
   c = default.get_config()
   saved = json.loads(c.to_json_best_effort())
   for field in ('pca_source', 'pca_reading', 'pca_max_images'):
     del saved['input'][field]
   (tmp_path / 'config.json').write_text(json.dumps(saved))
-  loaded = evaluate.load_run_config(str(tmp_path))
+  loaded = workdir_lib.load_config(str(tmp_path))
   assert loaded.input.pca_source == 'dataset' and loaded.input.pca_max_images == -1
   assert tuple(loaded.model.conv_widths) == tuple(c.model.conv_widths)
   assert loaded.dataset.name == 'alexnet_shapes' and loaded.dataset.data_dir is None

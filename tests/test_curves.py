@@ -1,9 +1,10 @@
-"""alexnet_jax.tools.curves (metrics.jsonl reading, PNG curves) and the plots command."""
+"""alexnet_jax.tools.curves: metrics.jsonl reading and the PNG curves (the command that draws
+them, `figures curves --panels`: tests/test_figures.py)."""
 
 import json
 
 import pytest
-from data_utils import run_cli, write_metrics
+from data_utils import write_metrics
 from PIL import Image
 
 from alexnet_jax.tools import curves as plotting
@@ -78,16 +79,3 @@ def test_plot_runs_checks_labels_and_inputs(tmp_path):
 def test_default_labels_disambiguate():
   assert plotting.default_labels(['/r/lrn', '/r/pooling/']) == ['lrn', 'pooling']
   assert plotting.default_labels(['/a/run', '/b/run']) == ['a/run', 'b/run']
-
-
-def test_plots_command(tmp_path):
-  write_metrics(tmp_path / 'a', 0.6)
-  write_metrics(tmp_path / 'b', 0.5)
-  out = run_cli('alexnet_jax.plots', f'--workdir={tmp_path / "a"}', f'--workdir={tmp_path / "b"}',
-                '--labels=mine,theirs', '--x=epoch')
-  assert out.returncode == 0, out.stderr
-  assert out.stdout.strip() == str(tmp_path / 'a' / 'curves.png')
-  assert (tmp_path / 'a' / 'curves.png').stat().st_size > 10_000
-  bad = run_cli('alexnet_jax.plots', f'--workdir={tmp_path / "a"}', '--labels=p,q')
-  assert bad.returncode == 2 and 'error: 2 labels for 1 workdirs' in bad.stderr
-  assert 'Traceback' not in bad.stderr

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax.run import checkpoints
+from alexnet_jax.run import workdir as workdir_lib
 from alexnet_jax.tools import figures as figures_lib
 from alexnet_jax.tools import predict
 
@@ -155,7 +155,7 @@ def test_curves_from_workdirs_and_a_sweep_root(tmp_path):
     data_utils.write_metrics(str(w), top1, evals=3)
     config = default.get_config()
     config.model.activation = activation
-    checkpoints.write_config(str(w), config)
+    workdir_lib.write_config(str(w), config)
   runs = figures_lib.find_runs([str(tmp_path / 'sweep')])
   assert [os.path.basename(os.path.dirname(r)) for r in runs] == ['activation', 'baseline']
   data = figures_lib.curves_data(runs, target_error=0.5)
@@ -177,6 +177,37 @@ def test_curves_from_workdirs_and_a_sweep_root(tmp_path):
     figures_lib.find_runs([str(tmp_path / 'nothing')])
 
 
+def test_curves_command_panels_labels_and_json(tmp_path):
+  """`figures curves --panels` (what the `plots` command drew): the four panels of loss and
+  top-1 for train and eval, labels, --x=epoch; its numbers to --json=PATH or to stdout."""
+  import data_utils
+  from PIL import Image
+  data_utils.write_metrics(str(tmp_path / 'a'), 0.6)
+  data_utils.write_metrics(str(tmp_path / 'b'), 0.5)
+  runs = [f'--workdir={tmp_path / "a"}', f'--workdir={tmp_path / "b"}']
+  out = data_utils.run_cli('alexnet_jax.figures', 'curves', '--panels', *runs,
+                           '--labels=mine,theirs', '--x=epoch', f'--json={tmp_path / "p.json"}')
+  assert out.returncode == 0, out.stderr[-3000:]
+  png = tmp_path / 'a' / 'curves.png'                      # default: in the first workdir
+  with Image.open(png) as im:
+    assert im.size == (880, 600) and len(im.getcolors(1 << 16)) > 10
+  data = json.loads((tmp_path / 'p.json').read_text())
+  assert [r['label'] for r in data['runs']] == ['mine', 'theirs'] and data['x'] == 'epoch'
+  assert [r['best_eval_top1'] for r in data['runs']] == [pytest.approx(0.6),
+                                                          pytest.approx(0.5)]
+  assert 'mine: best eval top-1 0.6000' in out.stdout
+  # --json=-: the JSON alone on stdout, the text on stderr.
+  out = data_utils.run_cli('alexnet_jax.figures', 'curves', *runs, '--json=-',
+                           '--target_error=0.5', f'--out={tmp_path / "c.png"}')
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert len(json.loads(out.stdout)['runs']) == 2 and 'first at training error' in out.stderr
+  assert not (tmp_path / 'c.json').exists() and (tmp_path / 'c.png').exists()
+  bad = data_utils.run_cli('alexnet_jax.figures', 'curves', '--panels', runs[0],
+                           '--labels=p,q')
+  assert bad.returncode == 2 and 'error: 2 labels for 1 workdirs' in bad.stderr
+  assert 'Traceback' not in bad.stderr
+
+
 @pytest.mark.slow
 def test_cli_writes_each_figure(run, tmp_path):
   import data_utils
@@ -184,12 +215,15 @@ def test_cli_writes_each_figure(run, tmp_path):
                            f'--out={tmp_path / "k.png"}', timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'tower 0: mean colour saturation' in out.stdout and (tmp_path / 'k.png').exists()
-  assert len(json.loads((tmp_path / 'k.json').read_text())['saturation']) == 2
+  assert f'latest checkpoint (step 2) of {run.workdir}' in out.stdout        # the default
+  data = json.loads((tmp_path / 'k.json').read_text())
+  assert len(data['saturation']) == 2 and (data['checkpoint'], data['step']) == ('latest', 2)
   out = data_utils.run_cli('alexnet_jax.figures', 'neighbours', f'--workdir={run.workdir}',
                            f'--out={tmp_path / "n.png"}', '--queries=2', '--max_train=40',
-                           '--batch_size=16', timeout=300)
+                           '--batch_size=16', '--checkpoint=best', timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   data = json.loads((tmp_path / 'n.json').read_text())
+  assert (data['checkpoint'], data['step']) == ('best', 1)
   assert data['train_images_searched'] == 40 and len(data['queries']) == 2
   assert len(data['queries'][0]['neighbours']) == 6
   for name in ('a', 'b'):

@@ -37,17 +37,16 @@ def test_a_missing_module_fails_on_first_use_and_says_how_to_install():
 
 
 def test_a_missing_module_is_one_error_line_and_exit_2_in_every_command(capsys):
-  from alexnet_jax.common import logs
-  from alexnet_jax.run import checkpoints
+  from alexnet_jax.common import exits
   try:
     lazy_tf.Deferred('alexnet_jax_no_such_module').data  # noqa: B018
   except ImportError as e:
-    assert logs.user_fault(e, checkpoints.EXIT_STATUSES) == 2
+    assert exits.user_fault(e) == exits.USAGE == 2
   (line,) = capsys.readouterr().err.splitlines()
   assert line.startswith('error: alexnet_jax_no_such_module could not be imported')
   assert 'notebooks/colab_setup.py' in line
   with pytest.raises(ImportError, match='a bug'):      # any other ImportError is a bug
-    logs.user_fault(ImportError('a bug'), checkpoints.EXIT_STATUSES)
+    exits.user_fault(ImportError('a bug'))
 
 
 def test_requires_are_imported_first():

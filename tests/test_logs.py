@@ -113,7 +113,8 @@ def test_a_training_run_logs_only_what_a_user_reads(tiny_data_dir, tmp_path):
   text = out.stdout + out.stderr
   assert out.returncode == 0, text[-5000:]
   records = [(m, more) for m, more in log_records(text) if m.group(2) not in LOAD_DEPENDENT]
-  ours = {name for name in os.listdir(logs.PACKAGE_DIR) if name.endswith('.py')}
+  ours = {name for _, _, names in os.walk(logs.PACKAGE_DIR) for name in names
+          if name.endswith('.py')}
   kinds = {kind: 0 for kind in KINDS}
   for m, more in records:
     assert not more, f'a multi-line record (a table?): {m.group(0)}\n' + '\n'.join(more)
@@ -131,13 +132,3 @@ def test_a_training_run_logs_only_what_a_user_reads(tiny_data_dir, tmp_path):
   assert 1 <= kinds['checkpoint'] <= saves, kinds
   # Warnings (e.g. TFDS's on a dataset of custom size) are kept but must stay few.
   assert len(records) <= sum(kinds.values()) + 3, text
-
-
-def test_user_fault_prints_one_line_and_returns_its_status_and_reraises_a_bug(capsys):
-  from alexnet_jax.run import checkpoints
-  assert logs.user_fault(checkpoints.CheckpointError('none restores'),
-                         checkpoints.EXIT_STATUSES) == 5
-  assert logs.user_fault(FileNotFoundError('no such run'), checkpoints.EXIT_STATUSES) == 2
-  assert capsys.readouterr().err.splitlines() == ['error: none restores', 'error: no such run']
-  with pytest.raises(KeyError):
-    logs.user_fault(KeyError('a bug'), checkpoints.EXIT_STATUSES)

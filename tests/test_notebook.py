@@ -152,7 +152,7 @@ def test_notebook_runs_headless_on_cpu(tmp_path):
   assert re.search(r'crops\s+top-1\s+top-5', text['evaluate']), text['evaluate'][-3000:]
   for crops in (1, 10):
     assert re.search(rf'\n\s+{crops}\s+[01]\.\d{{4}}\s+[01]\.\d{{4}}.*\s64\n', text['evaluate'])
-  assert (tmp_path / 'default' / 'eval_validation_best.json').exists()
+  assert (tmp_path / 'default' / 'eval_validation_latest.json').exists()
   assert 'Imagenette skipped' in text['imagenette']
   # DeprecationWarnings were shown; none may come from the project's own code.
   ours = re.compile(rf'{re.escape(REPO)}/(alexnet_jax|configs|experiments)/\S+:\d+: '

@@ -17,6 +17,7 @@ from alexnet_jax.data import classes as class_names
 from alexnet_jax.data import pipeline
 from alexnet_jax.model import nets, steps
 from alexnet_jax.run import evaluate as evaluation
+from alexnet_jax.run import workdir as workdir_lib
 from alexnet_jax.tools import predict as inference
 
 BATCH = 8          # a multiple of the 4 'data' devices of the (data=4, model=2) test mesh
@@ -179,7 +180,7 @@ def test_batches_with_a_padded_last_one_equal_one_by_one_and_compile_once(run, v
   fn = inference.make_probabilities_fn(run)
   batched = inference.predict_files(run, paths, fn=fn, progress=False)
   assert fn._cache_size() == 1
-  single = dataclasses.replace(run, batch_size=inference.batch_size_for(1, run.mesh))
+  single = dataclasses.replace(run, batch_size=workdir_lib.batch_size_for(1, run.mesh))
   assert single.batch_size == 4                               # the 4 data devices
   fn1 = inference.make_probabilities_fn(single)
   alone = [inference.predict_files(single, [p], fn=fn1, progress=False)[0] for p in paths]
@@ -272,6 +273,7 @@ def test_cli_json_exit_status_and_messages(run_dir, val_files, tmp_path):
                            '--top=3', f'--batch_size={BATCH}', str(tmp_path / 'photos'),
                            timeout=300)
   assert out.returncode == 1, out.stderr[-3000:]
+  assert f'latest checkpoint (step 2) of {run_dir}' in out.stderr      # the default
   records = json.loads(out.stdout)
   assert [r['file'] for r in records] == sorted(r['file'] for r in records)   # folder order
   by_file = {r['file']: r for r in records}

@@ -82,7 +82,7 @@ def test_cli_refuses_without_archives(tmp_path):
        f'--config.dataset.data_dir={config.dataset.data_dir}',
        f'--config.dataset.manual_dir={config.dataset.manual_dir}'],
       cwd=REPO, capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 1
+  assert proc.returncode == 2
   assert 'Traceback' not in proc.stderr
   for f in sources.MANUAL_FILES:
     assert f'missing: {os.path.join(config.dataset.manual_dir, f)}' in proc.stderr

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from data_utils import run_cli, tiny_config
 
+from alexnet_jax.data import statistics
 from alexnet_jax.run import checkpoints, evaluate, train
+from alexnet_jax.run import workdir as workdir_lib
 
 
 @pytest.fixture(scope='module')
@@ -44,13 +46,18 @@ def test_run_logs_evaluates_every_example_once_and_never_recompiles(finished_run
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4', '8']
   assert os.listdir(os.path.join(workdir, 'best')) == ['8']
+  # What evaluation needs of the dataset is kept with the run: the mean it subtracted.
+  saved = workdir_lib.read_preprocessing(workdir)
+  config = workdir_lib.load_config(workdir)
+  np.testing.assert_array_equal(saved['mean'], statistics.load_or_compute_mean_image(config))
+  assert saved['mean'].shape == (config.input.resize_size,) * 2 + (3,)
 
 
 @pytest.mark.slow
 def test_evaluate_command_centre_and_ten_crops(finished_run):
   workdir, result = finished_run
-  r = evaluate.evaluate_checkpoint(workdir, which='best', crops=(1, 10))
-  assert r['step'] == 8
+  r = evaluate.evaluate_checkpoint(workdir, checkpoint='best', crops=(1, 10))
+  assert r['step'] == 8 and r['checkpoint'] == 'best'
   assert r['crops_1']['count'] == r['crops_10']['count'] == 101
   assert r['crops_1']['top1'] == pytest.approx(result.eval['top1'], abs=1e-6)
   assert r['crops_10']['loss'] != pytest.approx(r['crops_1']['loss'], abs=1e-6)

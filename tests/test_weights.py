@@ -30,6 +30,7 @@ from alexnet_jax.common import config_lib, fields
 from alexnet_jax.data import augment, statistics
 from alexnet_jax.model import nets, sharding, steps
 from alexnet_jax.run import checkpoints, evaluate
+from alexnet_jax.run import workdir as workdir_lib
 from alexnet_jax.tools import caffe as caffe_io
 from alexnet_jax.tools import weights as weight_io
 from configs import one_tower, paper
@@ -54,7 +55,7 @@ def photos_256(sample_photos):
 def _project_logits(workdir, images, mesh_shape=None, which='best'):
   """Logits of the imported run: config.json, its checkpoint, the project's own eval
   preprocessing (device_preprocess) and forward, on one device or on a mesh."""
-  config = evaluate.load_run_config(workdir)
+  config = workdir_lib.load_config(workdir)
   mesh = _mesh(1, 1, 1) if mesh_shape is None else _mesh(*mesh_shape)
   spec = config_lib.validate(config, mesh_shape=dict(mesh.shape))
   built = steps.build(config, spec, mesh)
@@ -156,7 +157,7 @@ def test_torchvision_safetensors_and_pth_import_the_same_and_export_to_the_bit(
   original = {k: v.numpy() for k, v in tv_model.state_dict().items()}
   for suffix in ('pth', 'safetensors'):
     dst = str(tmp_path / f'out.{suffix}')
-    assert weight_io.export_torchvision(tv_workdir, dst) == []     # torchvision's own inputs
+    assert weight_io.export_torchvision(tv_workdir, dst) == ([], 0)   # torchvision's inputs
     if suffix == 'pth':
       back = torch.load(dst, weights_only=True)
       assert all(isinstance(v, torch.Tensor) for v in back.values())
@@ -211,7 +212,7 @@ def test_pth_import_and_export_commands_need_no_torch(tv_model, tv_files, tmp_pa
   jax.tree.map(np.testing.assert_array_equal, weight_io.read_workdir_params(workdir)[2],
                weight_io.torchvision_to_params(by_torch, spec))
   r = _run_without_torch('alexnet_jax.weights', 'export', '--to=torchvision',
-                         f'--workdir={workdir}', f'--dst={dst}')
+                         f'--workdir={workdir}', f'--out={dst}')
   assert r.returncode == 0, r.stderr[-3000:]
   assert 'torch modules loaded: []' in r.stderr
   back = torch.load(dst, weights_only=True)
@@ -224,9 +225,9 @@ def test_pth_import_and_export_commands_need_no_torch(tv_model, tv_files, tmp_pa
 
 @pytest.mark.slow
 def test_imported_workdir_is_a_run_for_evaluate_and_init_from(tv_model, tv_workdir, photos_256):
-  """load_run_config + validate (evaluate_checkpoint's path), the eval step on a batch,
+  """load_config + validate (evaluate_checkpoint's path), the eval step on a batch,
   and load_params(latest) (init_from's path) all take the imported workdir."""
-  config = evaluate.load_run_config(tv_workdir)
+  config = workdir_lib.load_config(tv_workdir)
   assert config.input.mean == 'constant' and config.model.dropout_placement == 'torchvision'
   mesh = _mesh(1, 1, 1)
   spec = config_lib.validate(config, mesh_shape=dict(mesh.shape))
@@ -271,7 +272,7 @@ def test_written_workdir_is_evaluated_and_refused_unless_overwrite(tmp_path, tin
   weight_io.write_workdir(workdir, config, second, source={'from': 'test'}, overwrite=True)
   assert not (tmp_path / 'run' / 'metrics.jsonl').exists()
   for which in ('best', 'latest'):
-    _, _, params, step = weight_io.read_workdir_params(workdir, which=which)
+    _, _, params, step = weight_io.read_workdir_params(workdir, checkpoint=which)
     assert step == 0
     jax.tree.map(np.testing.assert_array_equal, params, second)
 
@@ -322,7 +323,7 @@ def test_cli_refusal_is_one_error_line_and_exit_2(tmp_path):
   assert 'error: ' in r.stderr and 'features.0.weight: expected shape (64, 3, 11, 11)' in r.stderr
   assert not os.path.exists(tmp_path / 'run' / 'config.json')
   r = data_utils.run_cli('alexnet_jax.weights', 'export', '--to=torchvision',
-                         f'--workdir={tmp_path / "nothing"}', f'--dst={tmp_path / "x.pth"}')
+                         f'--workdir={tmp_path / "nothing"}', f'--out={tmp_path / "x.pth"}')
   assert r.returncode == 2 and 'Traceback' not in r.stderr and 'config.json not found' in r.stderr
 
 

@@ -28,6 +28,8 @@ import threading
 from collections.abc import Callable
 from types import ModuleType
 
+from alexnet_jax.common import exits
+
 _INSTALL_HINT = (
     "install TensorFlow, the host's tf.data/TFDS engine: `pip install -e .` installs the "
     "right build for this platform (tensorflow-cpu on Linux x86-64, tensorflow elsewhere); "
@@ -39,7 +41,9 @@ _INSTALL_HINT = (
 
 class NotInstalled(ImportError):
   """A deferred module that is not installed: a fault the user fixes, so commands print
-  its one line and exit 2 (run/checkpoints.EXIT_STATUSES) instead of a traceback."""
+  its one line and exit 2 (USAGE in common/exits.py) instead of a traceback."""
+
+  exit_status = exits.USAGE
 
 
 class Deferred:

@@ -35,7 +35,8 @@ from collections.abc import Iterable
 
 from absl import logging
 
-PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__))
+# The alexnet_jax package (this file is in its common/): every sub-package's records are kept.
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 
 # Library warnings that say nothing to act on, dropped like library INFO (substrings of
@@ -98,19 +99,3 @@ def setup(keep_dirs: Iterable[str] = ()) -> LibraryInfoFilter:
     handler.addFilter(new)
   return new
 
-
-def user_fault(e: BaseException, statuses, *, log: bool = False) -> int:
-  """A command's `except Exception as e: return logs.user_fault(e, STATUSES)`.
-
-  For a fault the user fixes (the first (types, status) of `statuses` that `e` is an
-  instance of): prints one `error:` line on stderr (and, with `log`, puts it in the absl
-  log too, which a training run keeps), no traceback, and returns the status. Anything
-  else is a bug and is raised again, traceback and all.
-  """
-  status = next((code for kinds, code in statuses if isinstance(e, kinds)), None)
-  if status is None:
-    raise e
-  if log:
-    logging.error('%s', e)
-  print(f'error: {e}', file=sys.stderr)
-  return status

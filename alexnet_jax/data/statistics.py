@@ -28,7 +28,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from alexnet_jax.common import config_lib
+from alexnet_jax.common import config_lib, progress
 from alexnet_jax.data import augment, pipeline, sources
 
 STATS_DIR = 'alexnet_jax_stats'
@@ -155,7 +155,13 @@ def _one_pass(config: ml_collections.ConfigDict, *, mean: bool, pca: bool) -> di
   s1, s2 = np.zeros(3, np.float64), np.zeros((3, 3), np.float64)
   count = pca_count = 0
   cap = _pca_cap(config) if pca else 0
+  total_images = sources.num_examples(config, config.dataset.train_split)
+  what = ' and '.join(n for n, wanted in (('mean image', mean), ('RGB PCA', pca)) if wanted)
+  bar = progress.bar(total=total_images if mean or cap is None else min(cap, total_images),
+                     desc=f'{what} of {config.dataset.name} {config.dataset.train_split}',
+                     unit='img')
   for images in _training_images(config):
+    bar.update(len(images))
     if mean:
       total += images.sum(axis=0, dtype=np.float64)
     count += len(images)
@@ -170,6 +176,7 @@ def _one_pass(config: ml_collections.ConfigDict, *, mean: bool, pca: bool) -> di
       pca_count += len(take)
       if not mean and cap is not None and pca_count >= cap:
         break
+  bar.close()
   if count == 0:
     raise ValueError('dataset statistics: the training split has no decodable images')
   out = {}

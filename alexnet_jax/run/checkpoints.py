@@ -4,7 +4,7 @@ Layout under the workdir:
   checkpoints/<step>/{state,meta}   full train state + JSON (schedule, input position)
   best/<step>/{params,meta}          parameters of the best evaluation so far
   damaged_checkpoints/<step>/        steps that failed to restore, set aside on resume
-  config.json                        the run's config (evaluate.py rebuilds the model from it)
+  (the rest of a workdir, and its file names: run/workdir.py)
 
 What is promised, and how:
 - A save is atomic: Orbax writes each step into a temporary directory and renames it
@@ -40,19 +40,13 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from alexnet_jax.common import lazy_tf
+from alexnet_jax.common import exits
 from alexnet_jax.run import integrity
 
 
 class CheckpointError(RuntimeError):
   """No checkpoint of a folder could be restored (the message says why, per step)."""
-
-
-# The faults a command's user fixes, with their exit statuses (for logs.user_fault):
-# no checkpoint restores, a bad value, a missing file or a missing TensorFlow. main adds its
-# own before them.
-EXIT_STATUSES = ((CheckpointError, 5),
-                 ((ValueError, FileNotFoundError, lazy_tf.NotInstalled), 2))
+  exit_status = exits.CHECKPOINT
 
 
 class CheckpointSaveError(CheckpointError):
@@ -350,12 +344,3 @@ def load_params(path: str, abstract_params: Any, *, which: str = 'latest') -> tu
   raise CheckpointError(f'no checkpoint in {root} restores:\n' +
                         ''.join(f'  step {k}: {why}\n' for k, why in skipped).rstrip())
 
-
-def write_config(workdir: str, config: Any) -> None:
-  root = epath.Path(workdir)
-  root.mkdir(parents=True, exist_ok=True)
-  (root / 'config.json').write_text(config.to_json_best_effort(indent=2))
-
-
-def read_config(workdir: str) -> dict:
-  return json.loads((epath.Path(workdir) / 'config.json').read_text())

@@ -19,10 +19,10 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding
 
-from alexnet_jax.common import config_lib
-from alexnet_jax.data import pipeline, statistics
-from alexnet_jax.model import sharding, steps
-from alexnet_jax.run import checkpoints
+from alexnet_jax.common import config_lib, progress
+from alexnet_jax.data import pipeline, sources
+from alexnet_jax.model import steps
+from alexnet_jax.run import workdir as workdir_lib
 
 
 def to_global(batch: dict, batch_sharding: NamedSharding) -> dict:
@@ -45,16 +45,25 @@ def prefetch(iterator: Iterator[dict], batch_sharding: NamedSharding,
 
 def evaluate_split(built: steps.Steps, params: Any, config: ml_collections.ConfigDict,
                    mean: jax.Array, split: str,
-                   skips: pipeline.SkipReport | None = None) -> dict[str, float]:
+                   skips: pipeline.SkipReport | None = None,
+                   show_progress: bool = False) -> dict[str, float]:
   """Top-1/top-5/loss over the whole split: padded rows are masked, none dropped (images
-  that cannot be decoded are skipped and reported to `skips`)."""
+  that cannot be decoded are skipped and reported to `skips`). `show_progress`: a bar of
+  the split's batches on a terminal (the `evaluate` command; not the training loop's evals,
+  whose log lines it would split)."""
   local_batch = config.eval_batch_size // jax.process_count()
   it = pipeline.create_eval_iterator(config, split, local_batch_size=local_batch,
                                            process_index=jax.process_index(),
                                            process_count=jax.process_count(), skips=skips)
   sums = None
   start = time.time()
-  for batch in prefetch(it, built.batch, config.input.prefetch):
+  batches = prefetch(it, built.batch, config.input.prefetch)
+  if show_progress:
+    total = -(-sources.num_examples(config, split) // config.eval_batch_size)
+    batches = progress.bar(batches, total=total, unit='batch',
+                           desc=f'{split}, {config.input.eval_crops} crop(s)',
+                           enabled=jax.process_index() == 0)
+  for batch in batches:
     out = built.eval(params, batch, mean)
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   if sums is None:
@@ -66,40 +75,25 @@ def evaluate_split(built: steps.Steps, params: Any, config: ml_collections.Confi
           'images_per_sec': count / max(time.time() - start, 1e-9)}
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config.json a training run wrote into its workdir (local or gs://), over
-  config_lib.base(): fields added since the run was written take their defaults."""
-  try:
-    config = config_lib.base()
-    config.update(checkpoints.read_config(workdir))
-    return config
-  except FileNotFoundError:
-    raise FileNotFoundError(f'{workdir}/config.json not found: --workdir must be a training '
-                            "run's workdir") from None
-
-
-def evaluate_checkpoint(workdir: str, *, which: str = 'best', crops: tuple[int, ...] = (1, 10),
-                        split: str | None = None, batch_size: int | None = None) -> dict:
-  """{'crops_<n>': metrics, ...} for one checkpoint of the run in `workdir`."""
-  workdir = checkpoints.absolute(workdir)
-  config = load_run_config(workdir)
-  if batch_size:
-    config.eval_batch_size = batch_size
-  split = split or config.dataset.eval_split
+def evaluate_checkpoint(workdir: str, *, checkpoint: str = workdir_lib.DEFAULT_CHECKPOINT,
+                        crops: tuple[int, ...] = (1, 10), split: str | None = None,
+                        batch_size: int | None = None) -> dict:
+  """{'checkpoint', 'step', 'split', 'crops_<n>': metrics, ...} for one checkpoint
+  ('latest' or 'best') of the run in `workdir`; the mean comes from the workdir
+  (`workdir.run_mean`), the images of `split` from the run's dataset."""
   for n in crops:
     config_lib.check_choice('input.eval_crops', n)
-  mesh = sharding.make_mesh(config.mesh)
-  spec = config_lib.validate(config, mesh_shape=dict(mesh.shape),
-                             process_count=jax.process_count())
-  built = steps.build(config, spec, mesh)
-  params, step = checkpoints.load_params(workdir, built.abstract_state().params, which=which)
-  mean = built.device_mean(statistics.load_or_compute_mean_image(config))
-  results = {'step': int(step), 'checkpoint': which, 'split': split}
-  with jax.set_mesh(mesh):
+  run = workdir_lib.load_run(workdir, checkpoint=checkpoint, batch_size=batch_size)
+  config = run.config
+  split = split or config.dataset.eval_split
+  results = {'workdir': run.workdir, 'checkpoint': run.checkpoint, 'step': run.step,
+             'split': split}
+  with jax.set_mesh(run.mesh):
     for n in crops:
       config.input.eval_crops = n
-      m = evaluate_split(steps.build(config, spec, mesh), params, config, mean, split)
-      logging.info('%d crop(s): top1 %.4f top5 %.4f (%d images)', n, m['top1'], m['top5'],
-                   m['count'])
+      m = evaluate_split(steps.build(config, run.spec, run.mesh), run.params, config,
+                         run.mean, split, show_progress=True)
+      logging.info('%s, %d crop(s): top1 %.4f top5 %.4f (%d images)', run.describe(), n,
+                   m['top1'], m['top5'], m['count'])
       results[f'crops_{n}'] = m
   return results

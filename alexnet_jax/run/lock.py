@@ -38,6 +38,8 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from alexnet_jax.common import exits
+
 LOCK_NAME = '.lock'
 HEARTBEAT_S = 60.0
 LEASE_S = 300.0
@@ -45,6 +47,7 @@ LEASE_S = 300.0
 
 class WorkdirError(RuntimeError):
   """The workdir cannot be used: another live run holds it, or it cannot be written."""
+  exit_status = exits.WORKDIR
 
 
 class WorkdirInUseError(WorkdirError):

@@ -28,15 +28,15 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
-from etils import epath
 from jax.experimental import multihost_utils
 
-from alexnet_jax.common import config_lib
+from alexnet_jax.common import config_lib, exits
 from alexnet_jax.data import augment, pipeline, sources, statistics
 from alexnet_jax.model import nets, optimizer, sharding, steps
 from alexnet_jax.run import checkpoints
 from alexnet_jax.run import evaluate as evaluation
 from alexnet_jax.run import lock as workdir_lock
+from alexnet_jax.run import workdir as workdir_lib
 
 
 class _SignalVote:
@@ -132,7 +132,7 @@ class JsonlWriter:
   """
 
   def __init__(self, workdir: str, enabled: bool):
-    self.path = epath.Path(workdir) / 'metrics.jsonl'
+    self.path = workdir_lib.path(workdir, workdir_lib.METRICS)
     self.enabled = enabled
     self.remote = '://' in workdir
     self.lines: list[str] = []
@@ -208,6 +208,7 @@ class RunResult:
 
 class DivergedError(RuntimeError):
   """The training loss (or a gradient) stopped being finite; nothing after it was saved."""
+  exit_status = exits.DIVERGED
 
 
 class _DivergenceGuard:
@@ -285,7 +286,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh, s
                         max_steps: int | None) -> RunResult:
   is_chief = jax.process_index() == 0
   if is_chief:
-    checkpoints.write_config(workdir, config)
+    workdir_lib.write_config(workdir, config)
 
   classes = sources.num_classes(config)
   if classes != spec.num_classes:
@@ -325,6 +326,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh, s
 
   stats = statistics.load_or_compute_statistics(config)
   logging.info('PCA lighting: %s', augment.describe_lighting(config, stats.pca))
+  if is_chief:      # what evaluate/predict/figures need of the dataset, kept with the run
+    workdir_lib.write_preprocessing(workdir, stats.mean, stats.pca)
   if is_chief and int(state.step) == 0:
     JsonlWriter(workdir, True).truncate_after(0)   # rows of a run killed before its first save
   run = RunContext(config=config, workdir=workdir, steps=built, checkpointer=ckpt,
@@ -456,6 +459,6 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
     by = (f'a stop signal to process(es) {", ".join(map(str, stop.processes))}'
           if stop.processes else 'a preemption notice')
     logging.warning('Stopped at step %d (%s); checkpoint written to %s. Run the same command '
-                    'to resume.', step, by, os.path.join(run.workdir, 'checkpoints'))
+                    'to resume.', step, by, os.path.join(run.workdir, workdir_lib.CHECKPOINTS))
   return RunResult(step=step, eval=eval_metrics, state=state, stopped=stop_reason,
                    train_compilations=run.steps.train._cache_size())

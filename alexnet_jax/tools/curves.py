@@ -1,4 +1,5 @@
-"""Reading runs' metrics.jsonl and drawing their training curves (library of plots.py).
+"""Reading runs' metrics.jsonl and drawing their training curves (`figures curves`,
+experiments/ablations.py).
 
 `plot_runs` draws four panels: loss and top-1 accuracy (columns) for the train split
 (the logged running means, solid) and the eval split (dashed, with markers) (rows),
@@ -15,7 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-METRICS_FILE = 'metrics.jsonl'
+from alexnet_jax.run.workdir import metrics_path
+
 _REQUIRED = ('step', 'split')
 
 
@@ -29,11 +31,6 @@ def pyplot():
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   return plt
-
-
-def metrics_path(workdir: str) -> str:
-  """The metrics.jsonl of a workdir (a path to the file itself is accepted too)."""
-  return workdir if os.path.isfile(workdir) else os.path.join(workdir, METRICS_FILE)
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -44,7 +44,6 @@ from absl import logging
 from alexnet_jax.common import fields
 from alexnet_jax.data import augment, pipeline
 from alexnet_jax.model import nets
-from alexnet_jax.run import checkpoints
 from alexnet_jax.tools import curves as plotting
 
 KERNEL_COLUMNS = 16
@@ -412,14 +411,15 @@ def first_reaching(epochs: Sequence[float], errors: Sequence[float],
 def find_runs(paths: Sequence[str]) -> list[str]:
   """Each path that holds a metrics.jsonl, or, for a folder that does not (a sweep root of
   experiments/ablations.py), every folder below it that does, sorted."""
+  from alexnet_jax.run import workdir as workdir_lib
   out = []
   for p in paths:
-    if os.path.isfile(os.path.join(p, 'metrics.jsonl')):
+    if workdir_lib.is_run(p):
       out.append(p)
       continue
     if not os.path.isdir(p):
       raise FileNotFoundError(f'{p!r} is not a directory')
-    found = sorted(root for root, _, files in os.walk(p) if 'metrics.jsonl' in files)
+    found = sorted(root for root, _, _ in os.walk(p) if workdir_lib.is_run(root))
     if not found:
       raise FileNotFoundError(f'no metrics.jsonl in or under {p!r}: pass run workdirs or a '
                               'sweep root of experiments/ablations.py')
@@ -427,17 +427,24 @@ def find_runs(paths: Sequence[str]) -> list[str]:
   return out
 
 
-def curves_data(workdirs: Sequence[str], target_error: float) -> dict:
-  """What the curves figure shows: per run its label, epochs, training errors and the epoch
-  it first reaches target_error."""
+def curves_data(workdirs: Sequence[str], target_error: float,
+                labels: Sequence[str] | None = None) -> dict:
+  """What the curves figure shows: per run its label (`labels`, default: the config fields
+  the runs differ in), epochs, training errors and the epoch it first reaches
+  target_error."""
+  from alexnet_jax.run import workdir as workdir_lib
+  from alexnet_jax.tools import curves as plotting
   configs = []
   for w in workdirs:
     try:
-      configs.append(checkpoints.read_config(w))
+      configs.append(workdir_lib.read_config(w))
     except FileNotFoundError:
       configs.append({})
   names = plotting.default_labels(workdirs)
-  labels, fields = run_labels(configs, names)
+  auto, fields = run_labels(configs, names)
+  if labels is not None and len(labels) != len(workdirs):
+    raise ValueError(f'{len(labels)} labels for {len(workdirs)} workdirs')
+  labels = list(labels) if labels is not None else auto
   runs = []
   for w, label, name in zip(workdirs, labels, names, strict=True):
     epochs, errors = training_error(plotting.read_metrics(w))

@@ -28,21 +28,17 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import Mesh
 
-from alexnet_jax.common import config_lib
 from alexnet_jax.common.lazy_tf import tf  # imported on first use
-from alexnet_jax.data import decode, pipeline, sources, statistics
+from alexnet_jax.data import decode, pipeline, sources
 from alexnet_jax.data.classes import ClassInfo
-from alexnet_jax.model import nets, sharding, steps
-from alexnet_jax.run import checkpoints
-from alexnet_jax.run import evaluate as evaluation
+from alexnet_jax.model import steps
+from alexnet_jax.run import workdir as workdir_lib
 
 DEFAULT_BATCH = 64
 PROGRESS_EVERY_S = 10.0
@@ -51,60 +47,18 @@ PROGRESS_EVERY_S = 10.0
 # ------------------------------------------------------------------------------ the run
 
 
-@dataclasses.dataclass
-class Run:
-  """A trained run, loaded for inference: its config (batch sizes set to the inference
-  batch), model, mesh, parameters and the mean its preprocessing subtracts."""
-  workdir: str
-  config: ml_collections.ConfigDict
-  spec: nets.ModelSpec
-  mesh: Mesh
-  built: steps.Steps
-  params: Any
-  step: int
-  which: str
-  mean: jax.Array
-  batch_size: int
-
-  def put(self, images: np.ndarray) -> jax.Array:
-    """A host batch of uint8 images -> one array split over the mesh's 'data' axis."""
-    return jax.device_put(images, self.built.batch)
-
-
-def batch_size_for(requested: int | None, mesh: Mesh) -> int:
-  """`requested` (default DEFAULT_BATCH) rounded up to a multiple of the mesh's data axis."""
-  n = int(requested or DEFAULT_BATCH)
-  if n < 1:
-    raise ValueError(f'batch size {n}: expected a positive int')
-  data = int(mesh.shape['data'])
-  return -(-n // data) * data
-
-
-def load_run(workdir: str, *, which: str = 'best', batch_size: int | None = None,
-             crops: int = 1) -> Run:
-  """Loads the `which` ('best' or 'latest') checkpoint of the run in `workdir`, on every
-  local device (a mesh as the run's config.mesh, falling back like training does)."""
-  if which not in ('best', 'latest'):
-    raise ValueError(f"which={which!r}: expected 'best' or 'latest'")
+def load_run(workdir: str, *, checkpoint: str = workdir_lib.DEFAULT_CHECKPOINT,
+             batch_size: int | None = None, crops: int = 1) -> workdir_lib.Run:
+  """`workdir.load_run` for inference: one process (its local devices), batches of
+  `batch_size` (default DEFAULT_BATCH) rounded up to a multiple of the devices."""
   if jax.process_count() != 1:
     raise ValueError('inference runs in one process (its local devices); got '
                      f'{jax.process_count()} processes')
-  config_lib.check_choice('input.eval_crops', crops)
-  workdir = checkpoints.absolute(workdir)
-  config = evaluation.load_run_config(workdir)
-  config.input.eval_crops = int(crops)
-  mesh = sharding.make_mesh(config.mesh)
-  batch = batch_size_for(batch_size, mesh)
-  config.batch_size = config.eval_batch_size = batch
-  spec = config_lib.validate(config, mesh_shape=dict(mesh.shape), process_count=1)
-  built = steps.build(config, spec, mesh)
-  params, step = checkpoints.load_params(workdir, built.abstract_state().params, which=which)
-  mean = built.device_mean(statistics.load_or_compute_mean_image(config))
-  return Run(workdir=workdir, config=config, spec=spec, mesh=mesh, built=built, params=params,
-             step=int(step), which=which, mean=mean, batch_size=batch)
+  return workdir_lib.load_run(workdir, checkpoint=checkpoint,
+                              batch_size=batch_size or DEFAULT_BATCH, crops=crops)
 
 
-def make_probabilities_fn(run: Run) -> Callable:
+def make_probabilities_fn(run: workdir_lib.Run) -> Callable:
   """jit(params, images uint8 [B, R, R, 3], mean) -> class probabilities float32 [B, C]:
   the evaluation's forward pass (`steps.eval_logits`), then the softmax, or with 10 crops
   the softmax averaged over the crops. One compiled program per batch shape."""
@@ -250,7 +204,7 @@ class Progress:
     self.stream.flush()
 
 
-def predict_files(run: Run, paths: Sequence[str], *, fn: Callable | None = None,
+def predict_files(run: workdir_lib.Run, paths: Sequence[str], *, fn: Callable | None = None,
                   progress: bool = True, keep: bool = True,
                   on_result: Callable[[Prediction], None] | None = None) -> list[Prediction]:
   """One Prediction per path, in order: probabilities, or the reason it failed.

@@ -45,9 +45,10 @@ from safetensors.numpy import load_file, save_file
 
 from alexnet_jax.common import config_lib
 from alexnet_jax.common.model_spec import CONV_GEOMETRY, LAYERS, ModelSpec
+from alexnet_jax.data import statistics
 from alexnet_jax.model import nets, optimizer, sharding, steps
 from alexnet_jax.run import checkpoints
-from alexnet_jax.run import evaluate as evaluation
+from alexnet_jax.run import workdir as workdir_lib
 from alexnet_jax.tools import caffe as caffe_io
 from alexnet_jax.tools import torch_file
 
@@ -236,7 +237,7 @@ def write_torchvision(state: dict[str, np.ndarray], path: str) -> None:
     torch_file.save_state_dict(collections.OrderedDict(
         (k, np.asarray(v)) for k, v in state.items()), path)
   else:
-    raise WeightsError(f'--dst={path}: the suffix must be .pth, .pt or .safetensors')
+    raise WeightsError(f'--out={path}: the suffix must be .pth, .pt or .safetensors')
 
 
 # ------------------------------------------------------------------------------ caffe
@@ -304,17 +305,15 @@ def caffe_to_params(blobs: dict[str, list[np.ndarray]], spec, source: str = 'the
 # ------------------------------------------------------------------------------ workdirs
 
 
-RUN_ENTRIES = ('config.json', 'checkpoints', 'best', 'damaged_checkpoints', 'metrics.jsonl')
-
-
 def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict, *,
                   source: dict[str, Any], overwrite: bool = False) -> str:
-  """Writes config.json, checkpoints/0 (the train state: these parameters, zero momentum)
-  and best/0 (the parameters) through the project's Checkpointer. Refuses a workdir that
-  already holds a run unless `overwrite` (which removes that run's files first)."""
+  """Writes config.json, preprocessing.npz (the config's constant mean),
+  checkpoints/0 (the train state: these parameters, zero momentum) and best/0 (the
+  parameters) through the project's Checkpointer. Refuses a workdir that already holds a
+  run unless `overwrite` (which removes that run's files first)."""
   workdir = checkpoints.absolute(workdir)
   root = epath.Path(workdir)
-  present = [name for name in RUN_ENTRIES if (root / name).exists()]
+  present = [name for name in workdir_lib.RUN_ENTRIES if (root / name).exists()]
   if present:
     if not overwrite:
       raise WeightsError(f'{workdir} already holds a run ({", ".join(present)}); choose an '
@@ -336,7 +335,9 @@ def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict,
     raise WeightsError(f'parameter shapes {got} do not match the model {want}')
   state = steps.build(config, spec, mesh).state_from_params(
       jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params), config.seed)
-  checkpoints.write_config(workdir, config)
+  workdir_lib.write_config(workdir, config)
+  # Imported configs take a constant mean (no dataset pass) and no PCA lighting.
+  workdir_lib.write_preprocessing(workdir, statistics.load_or_compute_mean_image(config))
   schedule = optimizer.LearningRateController.from_config(config, 1).state_dict()
   ckpt = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints)
   try:
@@ -349,19 +350,11 @@ def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict,
   return workdir
 
 
-def read_workdir_params(workdir: str, *, which: str = 'best'):
-  """(config, spec, params as NumPy, step) of a run's checkpoint (`which`: best | latest)."""
-  workdir = checkpoints.absolute(workdir)
-  config = evaluation.load_run_config(workdir)
-  mesh = sharding.make_mesh(ml_collections.ConfigDict({'data': 1, 'model': 1}),
-                            devices=jax.devices()[:1])
-  spec = config_lib.validate(config, mesh_shape=dict(mesh.shape))
-  shardings = nets.param_shardings(spec, mesh)
-  abstract = jax.tree_util.tree_map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      jax.eval_shape(lambda: nets.init_params(spec)), shardings)
-  params, step = checkpoints.load_params(workdir, abstract, which=which)
-  return config, spec, jax.tree_util.tree_map(np.asarray, params), step
+def read_workdir_params(workdir: str, *, checkpoint: str = 'latest'):
+  """(config, spec, params as NumPy, step) of a run's checkpoint ('latest' or 'best'),
+  read onto one device."""
+  run = workdir_lib.load_run(workdir, checkpoint=checkpoint, one_device=True)
+  return run.config, run.spec, jax.tree_util.tree_map(np.asarray, run.params), run.step
 
 
 def torchvision_export_warnings(config: ml_collections.ConfigDict, spec) -> list[str]:
@@ -435,13 +428,14 @@ def import_caffe(src: str, workdir: str, *, overwrite: bool = False) -> str:
                        overwrite=overwrite)
 
 
-def export_torchvision(workdir: str, dst: str, *, which: str = 'best') -> list[str]:
-  """A run's parameters -> torchvision's alexnet state dict at `dst` (.pth, .pt or
-  .safetensors by the suffix); returns the warnings about inputs the run normalised
-  differently (the caller shows them)."""
+def export_torchvision(workdir: str, dst: str, *, checkpoint: str = 'latest'
+                       ) -> tuple[list[str], int]:
+  """A run's parameters (its `checkpoint`: 'latest' or 'best') -> torchvision's alexnet
+  state dict at `dst` (.pth, .pt or .safetensors by the suffix); returns the warnings about
+  inputs the run normalised differently (the caller shows them) and the step exported."""
   if not os.fspath(dst).endswith(('.pth', '.pt', '.safetensors')):
-    raise WeightsError(f'--dst={dst}: the suffix must be .pth, .pt or .safetensors')
-  config, spec, params, _ = read_workdir_params(workdir, which=which)
+    raise WeightsError(f'--out={dst}: the suffix must be .pth, .pt or .safetensors')
+  config, spec, params, step = read_workdir_params(workdir, checkpoint=checkpoint)
   check_torchvision_export(spec)
   write_torchvision(params_to_torchvision(params, spec), dst)
-  return torchvision_export_warnings(config, spec)
+  return torchvision_export_warnings(config, spec), step
