@@ -27,9 +27,7 @@ from absl import app, flags
 from alexnet_jax.common import exits, logs
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A training run\'s workdir.')
-_CHECKPOINT = flags.DEFINE_enum('checkpoint', 'latest', ['latest', 'best'],
-                                'latest: the final model (checkpoints/); best: the best '
-                                'validation top-1 (best/; biased on that split).')
+_CHECKPOINT = exits.define_checkpoint()
 _CROPS = flags.DEFINE_list('crops', ['1', '10'], '1 (centre crop) and/or 10 (paper).')
 _SPLIT = flags.DEFINE_string('split', None, 'Split to evaluate (default: the config\'s).')
 _BATCH = flags.DEFINE_integer('batch_size', None, 'Global eval batch (default: config\'s).')

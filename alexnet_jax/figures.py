@@ -47,9 +47,7 @@ _OUT = flags.DEFINE_string('out', None, 'The PNG to write (default: <figure>.png
                            'first workdir).')
 _JSON = flags.DEFINE_string('json', None, 'Where the figure\'s numbers go as JSON: a file, '
                             'or "-" for stdout (default: beside the PNG, FILE.json).')
-_CHECKPOINT = flags.DEFINE_enum('checkpoint', 'latest', ['latest', 'best'],
-                                'kernels, neighbours: latest (the final model) or best (the '
-                                'best validation top-1).')
+_CHECKPOINT = exits.define_checkpoint('kernels, neighbours: ')
 _QUERIES = flags.DEFINE_integer('queries', 5, 'neighbours: query images.', lower_bound=1)
 _MAX_TRAIN = flags.DEFINE_integer('max_train', None, 'neighbours: search only the first N '
                                   'training images.', lower_bound=6)

@@ -33,9 +33,7 @@ from alexnet_jax.common import exits
 
 _WORKDIR = flags.DEFINE_string('workdir', None, "A training run's workdir (config.json and "
                                'checkpoints).')
-_CHECKPOINT = flags.DEFINE_enum('checkpoint', 'latest', ['latest', 'best'],
-                                'latest: the final model (checkpoints/); best: the best '
-                                'validation top-1 (best/).')
+_CHECKPOINT = exits.define_checkpoint()
 _CROPS = flags.DEFINE_enum('crops', '1', ['1', '10'], '1: centre crop; 10: the paper\'s '
                            '10 crops, softmax averaged.')
 _TOP = flags.DEFINE_integer('top', 5, 'Classes shown per image.', lower_bound=1)

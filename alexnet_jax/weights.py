@@ -36,9 +36,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'import: the workdir to create; 
                                'run to read.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'import: replace a run already in '
                                '--workdir.')
-_CHECKPOINT = flags.DEFINE_enum('checkpoint', 'latest', ['latest', 'best'],
-                                'export: latest (checkpoints/, the final model) or best '
-                                '(best/, the best validation top-1).')
+_CHECKPOINT = exits.define_checkpoint('export: ')
 
 
 def main(argv) -> int:

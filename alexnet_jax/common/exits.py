@@ -96,6 +96,18 @@ def emit_json(value: Any, where: str) -> int:
 # ------------------------------------------------------------------------------ flags
 
 
+def define_checkpoint(applies_to: str = '') -> flags.FlagHolder:
+  """The one `--checkpoint=latest|best` of every command that reads a run's parameters.
+
+  `latest` (the default) is the final model; `best` is the step with the best validation
+  top-1, chosen on the split evaluate reports, so its score there is biased upward."""
+  return flags.DEFINE_enum(
+      'checkpoint', 'latest', ['latest', 'best'],
+      f'{applies_to}latest: the final model (checkpoints/); best: the best validation '
+      'top-1 (best/; biased on that split).')
+
+
+
 def _type_name(value: Any) -> str:
   kinds = {bool: 'a bool (true or false)', int: 'an int', float: 'a float',
            str: 'a string', tuple: 'a tuple, e.g. (1,2)', list: 'a list, e.g. [1,2]'}
