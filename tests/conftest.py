@@ -6,6 +6,7 @@ Tests marked `slow` (more than ~10 s each on 2 cores) are left out by the fast l
 
 import glob
 import os
+import re
 import sys
 import tempfile
 
@@ -15,6 +16,20 @@ if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', '')
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# XLA:CPU runs each device's launch of a program and each device's share of a running one
+# on one thread pool of max(NPROC or the CPU cores, devices) threads, and both can wait
+# there: a launch for its device's earlier computations, a share in every all-reduce until
+# all its participants arrive. With 8 simulated devices on a 2-core machine (8 threads),
+# when Python dispatches steps ahead, the next step's waiting launches can hold the threads
+# the current step's last participants need: XLA then aborts the whole process after 40 s
+# ("Termination timeout for all reduce ... only 3 of 4 threads arrived", SIGABRT). Two
+# threads per device leave room for both (tests/test_collectives.py). Set before JAX
+# starts; the CLIs the tests run inherit it.
+_count = re.search(r'--xla_force_host_platform_device_count=(\d+)', os.environ['XLA_FLAGS'])
+_cores = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+          else os.cpu_count() or 1)
+os.environ['NPROC'] = str(max(int(os.environ.get('NPROC') or 0) or _cores,
+                              2 * (int(_count.group(1)) if _count else 1)))
 # TensorFlow and Triton (which torchvision imports from torch's CUDA builds) each bring
 # their own LLVM, and loading both into one process crashes it (a segfault in
 # `import tensorflow; import torchvision`). The tests run torch eagerly on the CPU and
