@@ -26,7 +26,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers, periodic_actions
 from etils import epath
 
 from alexnet_jax import (
@@ -35,6 +34,7 @@ from alexnet_jax import (
   config_lib,
   evaluation,
   input_pipeline,
+  lazy_tf,
   models,
   optim,
   sharding,
@@ -43,6 +43,11 @@ from alexnet_jax import (
   steps,
   workdir_lock,
 )
+
+# CLU's writers import TensorFlow (its summary writer): imported on first use through
+# lazy_tf, after TensorFlow itself, so that its start-up noise is filtered (lazy_tf).
+metric_writers = lazy_tf.Deferred('clu.metric_writers', requires=(lazy_tf.tf,))
+periodic_actions = lazy_tf.Deferred('clu.periodic_actions', requires=(lazy_tf.tf,))
 
 
 class _StopRequest:

@@ -148,6 +148,18 @@ def test_output_of_a_failing_import_is_kept(tmp_path, monkeypatch, capfd):
       REAL, 'python-level warning line\n']
 
 
+def test_the_training_command_imports_tensorflow_only_through_lazy_tf():
+  """CLU's writers import TensorFlow: the training loop takes them through lazy_tf, so its
+  start-up noise is filtered there too (it was the one TensorFlow import that was not)."""
+  p = _python("""
+      import sys
+      import alexnet_jax.main, alexnet_jax.train
+      print('TF', 'tensorflow' in sys.modules)
+      """)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert 'TF False' in p.stdout
+
+
 @pytest.mark.slow
 def test_model_steps_and_benchmark_import_without_tensorflow_or_clu(tmp_path):
   """What an accelerator image without TensorFlow (and CLU) runs: the model, a jitted train
