@@ -22,9 +22,10 @@ def data_dir(tiny_data_dir):
 
 @pytest.fixture(scope='module')
 def runs(data_dir, tmp_path_factory) -> dict[str, train_runs.TrainRun]:
-  """The module's runs, in one subprocess: a whole run (then evaluated as the evaluate
-  command does); the same run stopped after 3 steps, then resumed; 2 steps from the whole
-  run's parameters (init_from)."""
+  """The module's runs, in one subprocess (each costs ~10 s of imports): a whole run (then
+  evaluated as the evaluate command does); the same run stopped after 3 steps, then
+  resumed; 2 steps from the whole run's parameters (init_from); a long run sent SIGTERM
+  once it has logged."""
   root = tmp_path_factory.mktemp('runs')
   tiny = {'data_dir': str(data_dir)}
   full = str(root / 'run')
@@ -35,8 +36,11 @@ def runs(data_dir, tmp_path_factory) -> dict[str, train_runs.TrainRun]:
       # lr=0: the paper's update (decay scaled by lr too) leaves the parameters untouched.
       {**tiny, 'workdir': str(root / 'finetune'), 'config': {
           'num_train_steps': 2, 'init_from': full, 'optimizer.learning_rate': 0.0}},
+      {**tiny, 'workdir': str(root / 'sigterm'), 'sigterm': True, 'config': {
+          'num_train_steps': 400, 'checkpoint_every_steps': 1000, 'eval_every_steps': 1000,
+          'log_every_steps': 2}},
   ], root / 'out')
-  return dict(zip(('full', 'first', 'second', 'finetune'), results, strict=True))
+  return dict(zip(('full', 'first', 'second', 'finetune', 'sigterm'), results, strict=True))
 
 
 @pytest.fixture(scope='module')
@@ -91,15 +95,11 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(runs):
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_exits_cleanly(data_dir, tmp_path):
-  workdir = str(tmp_path / 'sigterm')
-  (result,) = train_runs.train([{
-      'data_dir': str(data_dir), 'workdir': workdir, 'sigterm': True,
-      'config': {'num_train_steps': 400, 'checkpoint_every_steps': 1000,
-                 'eval_every_steps': 1000, 'log_every_steps': 2}}], tmp_path / 'out')
+def test_sigterm_checkpoints_and_exits_cleanly(runs):
+  result = runs['sigterm']
   assert result.stopped == 'signal'
   assert 2 <= result.step < 400
-  ckpt = checkpoints.Checkpointer(workdir)
+  ckpt = checkpoints.Checkpointer(result.workdir)
   assert ckpt.latest_step() == result.step
   ckpt.close()
 
