@@ -14,6 +14,11 @@ if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', '')
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Two XLA:CPU pool threads per simulated device (NPROC), or its collectives can deadlock
+# and abort the whole pytest process: alexnet_jax/__init__.py says why and sets it, before
+# JAX starts; the CLIs the tests run inherit it.
+import alexnet_jax  # noqa: E402, F401
+
 # TensorFlow and Triton (which torchvision imports from torch's CUDA builds) each bring
 # their own LLVM, and loading both into one process crashes it (a segfault in
 # `import tensorflow; import torchvision`). The tests run torch eagerly on the CPU and

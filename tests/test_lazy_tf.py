@@ -95,6 +95,84 @@ def test_the_import_runs_after_pending_finalizers_and_without_the_collector(
   assert gc.isenabled()
 
 
+# What TensorFlow's C++ start-up writes on fd 2 on an AVX-512 CPU (AMD Zen 4, Intel with
+# AVX-512/AMX) whatever TF_CPP_MIN_LOG_LEVEL says, and on an AVX2 one with the level unset.
+NOISE = (
+    'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n'
+    'I0000 00:00:1733218000.123456   12345 port.cc:153] oneDNN custom operations are on. You '
+    'may see slightly different numerical results due to floating-point round-off errors '
+    'from different computation orders. To turn them off, set the environment variable '
+    '`TF_ENABLE_ONEDNN_OPTS=0`.\n'
+    'I0000 00:00:1733218000.223456   12345 cpu_feature_guard.cc:227] This TensorFlow binary '
+    'is optimized to use available CPU instructions in performance-critical operations.\n'
+    'To enable the following instructions: AVX2 FMA, in other operations, rebuild '
+    'TensorFlow with the appropriate compiler flags.\n')
+REAL = 'E0000 00:00:1733218000.323456   12345 real_error.cc:1] a real error: disk on fire\n'
+
+
+def _noisy_module(tmp_path, name: str, body: str = '') -> None:
+  """A module whose import writes NOISE, REAL and more noise straight to fd 2 (as C++ does,
+  past sys.stderr), then a line through sys.stderr, then runs `body`."""
+  (tmp_path / f'{name}.py').write_text(textwrap.dedent(f"""
+      import os, sys
+      os.write(2, {NOISE!r}.encode())
+      os.write(2, {REAL!r}.encode())
+      os.write(2, {NOISE.splitlines(keepends=True)[1]!r}.encode())
+      print('python-level warning line', file=sys.stderr)
+      """) + textwrap.dedent(body))
+
+
+def test_tensorflow_start_up_noise_is_dropped_and_everything_else_kept(
+    tmp_path, monkeypatch, capfd):
+  _noisy_module(tmp_path, 'alexnet_noisy_module', 'VALUE = 7\n')
+  monkeypatch.syspath_prepend(str(tmp_path))
+  seen = []
+
+  def after(module):   # e.g. TF's device set-up: its output is filtered too
+    os.write(2, NOISE.encode())
+    seen.append(module.VALUE)
+    os.write(2, b'after-import line without a newline')
+
+  assert lazy_tf.Deferred('alexnet_noisy_module', after_import=after).VALUE == 7
+  out, err = capfd.readouterr()
+  assert seen == [7] and out == ''
+  # (capfd hands sys.stderr its own file, so the Python-level line may come first here.)
+  assert sorted(err.splitlines(keepends=True)) == sorted([
+      REAL, 'python-level warning line\n', 'after-import line without a newline'])
+  assert err.index(REAL) < err.index('after-import')
+  # The patterns match every noise line alone, and none of the real ones.
+  for line in NOISE.splitlines():
+    assert lazy_tf.STARTUP_NOISE.search(line), line
+  assert not lazy_tf.STARTUP_NOISE.search(REAL)
+  assert not lazy_tf.STARTUP_NOISE.search('WARNING: All log messages before absl::'
+                                          'InitializeLog() is called ... and more')
+  # fd 2 is the test's capture again: a later write is not swallowed.
+  os.write(2, b'later\n')
+  assert capfd.readouterr().err == 'later\n'
+
+
+def test_output_of_a_failing_import_is_kept(tmp_path, monkeypatch, capfd):
+  _noisy_module(tmp_path, 'alexnet_failing_module', 'raise ImportError("broken install")\n')
+  monkeypatch.syspath_prepend(str(tmp_path))
+  with pytest.raises(ImportError, match='alexnet_failing_module could not be imported '
+                     r'\(broken install\)'):
+    lazy_tf.Deferred('alexnet_failing_module').load()
+  assert sorted(capfd.readouterr().err.splitlines(keepends=True)) == [
+      REAL, 'python-level warning line\n']
+
+
+def test_the_training_command_imports_tensorflow_only_through_lazy_tf():
+  """CLU's writers import TensorFlow: the training loop takes them through lazy_tf, so its
+  start-up noise is filtered there too (it was the one TensorFlow import that was not)."""
+  p = _python("""
+      import sys
+      import alexnet_jax.main, alexnet_jax.run.train
+      print('TF', 'tensorflow' in sys.modules)
+      """)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert 'TF False' in p.stdout
+
+
 @pytest.mark.slow
 def test_model_steps_and_benchmark_import_without_tensorflow_or_clu(tmp_path):
   """What an accelerator image without TensorFlow (and CLU) runs: the model, a jitted train

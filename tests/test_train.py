@@ -1,18 +1,20 @@
-"""The training loop end to end on the built-in dataset (tiny model, 8 CPU devices)."""
+"""The training loop end to end on the built-in dataset (tiny model, 8 CPU devices).
+
+The runs train in subprocesses (tests/train_runs.py): an XLA abort on the 8 simulated
+devices then fails these tests, not the whole session."""
 
 import json
 import os
 import signal
-import threading
-import time
 
-import jax
 import numpy as np
 import pytest
+import train_runs
 from data_utils import run_cli, tiny_config
+from jax.sharding import PartitionSpec
 
 from alexnet_jax.data import statistics
-from alexnet_jax.run import checkpoints, evaluate, train
+from alexnet_jax.run import checkpoints, train
 from alexnet_jax.run import workdir as workdir_lib
 
 
@@ -22,10 +24,31 @@ def data_dir(tiny_data_dir):
 
 
 @pytest.fixture(scope='module')
-def finished_run(data_dir, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('run'))
-  result = train.train_and_evaluate(tiny_config(data_dir), workdir)
-  return workdir, result
+def runs(data_dir, tmp_path_factory) -> dict[str, train_runs.TrainRun]:
+  """The module's runs, in one subprocess (each costs ~10 s of imports): a whole run (then
+  evaluated as the evaluate command does); the same run stopped after 3 steps, then
+  resumed; 2 steps from the whole run's parameters (init_from); a long run sent SIGTERM
+  once it has logged."""
+  root = tmp_path_factory.mktemp('runs')
+  tiny = {'data_dir': str(data_dir)}
+  full = str(root / 'run')
+  results = train_runs.train([
+      {**tiny, 'workdir': full, 'evaluate': {'checkpoint': 'best', 'crops': [1, 10]}},
+      {**tiny, 'workdir': str(root / 'resumed'), 'max_steps': 3},
+      {**tiny, 'workdir': str(root / 'resumed')},
+      # lr=0: the paper's update (decay scaled by lr too) leaves the parameters untouched.
+      {**tiny, 'workdir': str(root / 'finetune'), 'config': {
+          'num_train_steps': 2, 'init_from': full, 'optimizer.learning_rate': 0.0}},
+      {**tiny, 'workdir': str(root / 'sigterm'), 'sigterm': True, 'config': {
+          'num_train_steps': 400, 'checkpoint_every_steps': 1000, 'eval_every_steps': 1000,
+          'log_every_steps': 2}},
+  ], root / 'out')
+  return dict(zip(('full', 'first', 'second', 'finetune', 'sigterm'), results, strict=True))
+
+
+@pytest.fixture(scope='module')
+def finished_run(runs):
+  return runs['full'].workdir, runs['full']
 
 
 @pytest.mark.slow
@@ -56,7 +79,7 @@ def test_run_logs_evaluates_every_example_once_and_never_recompiles(finished_run
 @pytest.mark.slow
 def test_evaluate_command_centre_and_ten_crops(finished_run):
   workdir, result = finished_run
-  r = evaluate.evaluate_checkpoint(workdir, checkpoint='best', crops=(1, 10))
+  r = result.evaluation        # evaluate.evaluate_checkpoint(workdir, checkpoint='best', ...)
   assert r['step'] == 8 and r['checkpoint'] == 'best'
   assert r['crops_1']['count'] == r['crops_10']['count'] == 101
   assert r['crops_1']['top1'] == pytest.approx(result.eval['top1'], abs=1e-6)
@@ -66,42 +89,25 @@ def test_evaluate_command_centre_and_ten_crops(finished_run):
 @pytest.mark.slow
 def test_params_stay_sharded_over_the_towers(finished_run):
   _, result = finished_run
-  kernel = result.state.params['conv2']['kernel']
-  assert kernel.sharding.spec == jax.sharding.PartitionSpec('model')
-  assert dict(kernel.sharding.mesh.shape) == {'data': 4, 'model': 2}
+  assert result.param_specs['conv2/kernel'] == PartitionSpec('model')
+  assert result.mesh_shape == {'data': 4, 'model': 2}
 
 
 @pytest.mark.slow
-def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(finished_run, data_dir,
-                                                                  tmp_path):
-  _, full = finished_run
-  workdir = str(tmp_path / 'resumed')
-  first = train.train_and_evaluate(tiny_config(data_dir), workdir, max_steps=3)
+def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(runs):
+  full, first, second = runs['full'], runs['first'], runs['second']
   assert first.stopped == 'max_steps' and first.step == 3
-  second = train.train_and_evaluate(tiny_config(data_dir), workdir)
   assert second.step == 8
-  for a, b in zip(jax.tree.leaves(second.state), jax.tree.leaves(full.state),
-                  strict=True):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  for a, b in zip(second.state_leaves, full.state_leaves, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_exits_cleanly(data_dir, tmp_path):
-  workdir = str(tmp_path / 'sigterm')
-  config = tiny_config(data_dir, num_train_steps=400, checkpoint_every_steps=1000,
-                       eval_every_steps=1000, log_every_steps=2)
-  metrics = os.path.join(workdir, 'metrics.jsonl')
-
-  def send_when_training():
-    while not os.path.exists(metrics):
-      time.sleep(0.05)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-  threading.Thread(target=send_when_training, daemon=True).start()
-  result = train.train_and_evaluate(config, workdir)
+def test_sigterm_checkpoints_and_exits_cleanly(runs):
+  result = runs['sigterm']
   assert result.stopped == 'signal'
   assert 2 <= result.step < 400
-  ckpt = checkpoints.Checkpointer(workdir)
+  ckpt = checkpoints.Checkpointer(result.workdir)
   assert ckpt.latest_step() == result.step
   ckpt.close()
 
@@ -122,15 +128,10 @@ def test_a_stop_signal_is_agreed_on_by_a_vote_one_step_later():
 
 
 @pytest.mark.slow
-def test_init_from_starts_from_another_runs_parameters(finished_run, data_dir, tmp_path):
-  source, full = finished_run
-  # lr=0: the paper's update (decay scaled by lr too) leaves the parameters untouched.
-  config = tiny_config(data_dir, num_train_steps=2, init_from=source,
-                       **{'optimizer.learning_rate': 0.0})
-  result = train.train_and_evaluate(config, str(tmp_path / 'finetune'))
-  for a, b in zip(jax.tree.leaves(result.state.params),
-                  jax.tree.leaves(full.state.params), strict=True):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+def test_init_from_starts_from_another_runs_parameters(runs):
+  full, result = runs['full'], runs['finetune']
+  for a, b in zip(result.params_leaves, full.params_leaves, strict=True):
+    np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize('override, text', [

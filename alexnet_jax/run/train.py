@@ -27,16 +27,20 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
-from alexnet_jax.common import config_lib, exits
+from alexnet_jax.common import config_lib, exits, lazy_tf
 from alexnet_jax.data import augment, pipeline, sources, statistics
 from alexnet_jax.model import nets, optimizer, sharding, steps
 from alexnet_jax.run import checkpoints
 from alexnet_jax.run import evaluate as evaluation
 from alexnet_jax.run import lock as workdir_lock
 from alexnet_jax.run import workdir as workdir_lib
+
+# CLU's writers import TensorFlow (its summary writer): imported on first use through
+# lazy_tf, after TensorFlow itself, so that its start-up noise is filtered (lazy_tf).
+metric_writers = lazy_tf.Deferred('clu.metric_writers', requires=(lazy_tf.tf,))
+periodic_actions = lazy_tf.Deferred('clu.periodic_actions', requires=(lazy_tf.tf,))
 
 
 class _SignalVote:
@@ -70,6 +74,11 @@ class _SignalVote:
       return []
     flags = np.asarray(self._pending.popleft().addressable_data(0))
     return sorted({p for p, f in zip(self._process_of, flags, strict=True) if f})
+
+# CLU's writers import TensorFlow (its summary writer): imported on first use through
+# lazy_tf, after TensorFlow itself, so that its start-up noise is filtered (lazy_tf).
+metric_writers = lazy_tf.Deferred('clu.metric_writers', requires=(lazy_tf.tf,))
+periodic_actions = lazy_tf.Deferred('clu.periodic_actions', requires=(lazy_tf.tf,))
 
 
 class _StopRequest:
