@@ -74,7 +74,8 @@ def test_the_class_table_ships_in_the_wheel(repo_root, tmp_path):
   wheel, = tmp_path.glob('alexnet_jax-*.whl')
   names = zipfile.ZipFile(wheel).namelist()
   assert 'alexnet_jax/data/imagenet_classes.tsv' in names
-  assert 'alexnet_jax/inference.py' in names and 'alexnet_jax/predict.py' in names
+  assert 'alexnet_jax/tools/predict.py' in names and 'alexnet_jax/predict.py' in names
+  assert 'alexnet_jax/data/classes.py' in names
 
 
 def test_imagenet_names_match_the_sample_photos(sample_photos):

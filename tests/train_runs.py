@@ -101,15 +101,17 @@ def train(runs: list[dict], out_dir, *, timeout: float = 900) -> list[TrainRun]:
 
 def _config(run: dict):
   import data_utils
+
+  from alexnet_jax.common.fields import get_field, set_fields
   if run.get('base', 'tiny') == 'tiny':
     config = data_utils.tiny_config(run['data_dir'])
   else:
     from configs import default
     config = default.get_config()
   for key, value in run.get('config', {}).items():
-    if isinstance(value, list) and isinstance(data_utils.get_field(config, key), tuple):
+    if isinstance(value, list) and isinstance(get_field(config, key), tuple):
       value = tuple(value)
-    data_utils.set_fields(config, {key: value})
+    set_fields(config, {key: value})
   return config
 
 
