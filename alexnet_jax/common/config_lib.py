@@ -89,7 +89,7 @@ def base() -> ml_collections.ConfigDict:
   c.optimizer.layer_weight_decay = ml_collections.ConfigDict()
 
   c.schedule = ml_collections.ConfigDict()
-  c.schedule.name = 'plateau'                    # 'plateau' | 'step' | 'constant'
+  c.schedule.name = 'plateau'                    # 'plateau' | 'step' | 'linear' | 'constant'
   c.schedule.factor = 0.1
   c.schedule.patience = 2                        # evaluations without improvement
   c.schedule.max_reductions = 3
@@ -151,7 +151,7 @@ ALLOWED = {
     'input.eval_crops': (1, 10),
     'input.pca_source': ('dataset', 'published'),
     'input.pca_reading': ('paper', 'cuda_convnet2'),
-    'schedule.name': ('plateau', 'step', 'constant'),
+    'schedule.name': ('plateau', 'step', 'linear', 'constant'),
 }
 
 

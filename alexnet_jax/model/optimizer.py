@@ -106,10 +106,17 @@ def set_learning_rate(opt_state: Any, value: float) -> Any:
   return opt_state._replace(hyperparams={**opt_state.hyperparams, 'learning_rate': new})
 
 
+def total_steps(config: Any, steps_per_epoch: int) -> int:
+  """The run's length in steps: num_train_steps, or num_epochs of steps_per_epoch."""
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  return int(round(float(config.num_epochs) * steps_per_epoch))
+
+
 @dataclasses.dataclass
 class LearningRateController:
-  """Host-side schedule: 'plateau' (the paper), 'step' or 'constant', after an optional
-  linear warm-up over `warmup_steps` (0 = none, the paper).
+  """Host-side schedule: 'plateau' (the paper), 'step', 'linear' or 'constant', after an
+  optional linear warm-up over `warmup_steps` (0 = none, the paper).
 
   plateau: divide by 1/factor after `patience` evaluations without an
   improvement of validation top-1 larger than `min_delta`, at most
@@ -125,6 +132,7 @@ class LearningRateController:
   min_delta: float = 1e-4
   boundaries: tuple[int, ...] = ()
   warmup_steps: int = 0
+  total_steps: int = 0
   best: float = -np.inf
   bad_evals: int = 0
   reductions: int = 0
@@ -137,12 +145,15 @@ class LearningRateController:
                factor=float(s.factor), patience=int(s.patience),
                max_reductions=int(s.max_reductions), min_delta=float(s.min_delta),
                boundaries=boundaries,
-               warmup_steps=int(round(float(s.warmup_epochs) * steps_per_epoch)))
+               warmup_steps=int(round(float(s.warmup_epochs) * steps_per_epoch)),
+               total_steps=total_steps(config, steps_per_epoch))
 
   def lr_for_step(self, step: int) -> float:
     """The rate to use for `step` (the step schedule and the warm-up depend on it)."""
     if self.name == 'step':
       lr = self.base_lr * self.factor ** sum(step >= b for b in self.boundaries)
+    elif self.name == 'linear':
+      lr = self.base_lr * max(0.0, 1.0 - step / max(1, self.total_steps))
     else:
       lr = self.base_lr * self.factor ** self.reductions
     if step < self.warmup_steps:   # linear from base/warmup_steps to base (not the paper's)

@@ -266,9 +266,7 @@ class _DivergenceGuard:
 def _steps_per_epoch_and_total(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
   n_train = sources.num_examples(config, config.dataset.train_split)
   steps_per_epoch = max(1, n_train // config.batch_size)
-  total = (config.num_train_steps if config.num_train_steps > 0
-           else int(round(config.num_epochs * steps_per_epoch)))
-  return n_train, steps_per_epoch, total
+  return n_train, steps_per_epoch, optimizer.total_steps(config, steps_per_epoch)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -405,7 +403,9 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
       if new_lr != lr:
         lr = new_lr
         state = state.replace(opt_state=optimizer.set_learning_rate(state.opt_state, lr))
-        if not controller.warming_up(step):   # one line when the warm-up ends, not per step
+        # One line per drop of a step or plateau schedule, not one per step of the warm-up
+        # or of the linear schedule (the rate is in every progress line).
+        if not controller.warming_up(step) and controller.name != 'linear':
           logging.info('Step %d: learning rate -> %g', step, lr)
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, metrics = run.steps.train(state, next(train_iter), run.mean, run.lighting)
