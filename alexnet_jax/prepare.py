@@ -36,6 +36,10 @@ flags.mark_flag_as_required('config')
 def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if _PRERESIZED.value and _CONFIG.value.input.resize_mode == 'squash':
+    raise app.UsageError("--preresized writes centre squares (input.resize_mode="
+                         "'shorter_side'); input.resize_mode='squash' reads the original "
+                         'images: drop --preresized')
   from alexnet_jax.data import prepare  # after flags: keeps --help fast
 
   logging.set_verbosity(logging.ERROR)  # TFDS warns about every absent optional file

@@ -3,12 +3,14 @@ r"""Imports published AlexNet weights into a workdir, and exports a run's to tor
   python -m alexnet_jax.weights import --from=torchvision --src=alexnet-owt-7be5be79.pth \
       --workdir=/tmp/alexnet_tv
   python -m alexnet_jax.weights import --from=caffe --src=bvlc_alexnet.caffemodel \
-      --workdir=/tmp/alexnet_caffe
+      --workdir=/tmp/alexnet_caffe [--mean=imagenet_mean.binaryproto]
   python -m alexnet_jax.weights export --to=torchvision --workdir=/tmp/alexnet_tv \
       --out=/tmp/alexnet.safetensors [--checkpoint=best]      # or .pth
 
 An imported workdir holds config.json, preprocessing.npz, checkpoints/0 and best/0:
-`evaluate`, `predict` and `--config.init_from=DIR` take it like a trained run. Export reads
+`evaluate`, `predict` and `--config.init_from=DIR` take it like a trained run. A Caffe import
+with --mean takes Caffe's own inputs: each image squashed to 256 x 256, minus that mean image,
+then the 227 crops (without it: shorter side 256 and a per-channel mean). Export reads
 --checkpoint=latest (the default: the final model) or best, and says which step. The
 mappings (layouts, flatten order, normalisation, BGR, dropout placement) are in
 alexnet_jax/tools/weights.py and docs/weights.md. Exit status (alexnet_jax/common/exits.py):
@@ -28,6 +30,9 @@ from alexnet_jax.common import exits, logs
 _FROM = flags.DEFINE_enum('from', None, ['torchvision', 'caffe'], 'import: the file\'s kind.')
 _SRC = flags.DEFINE_string('src', None, 'import: the weights file (.pth, .pt, .safetensors, '
                            '.caffemodel).')
+_MEAN = flags.DEFINE_string('mean', None, 'import --from=caffe: the mean image '
+                            '(imagenet_mean.binaryproto); inputs then squash to its size '
+                            'and subtract it, as Caffe.')
 _TO = flags.DEFINE_enum('to', 'torchvision', ['torchvision'], 'export: the format.')
 _OUT = flags.DEFINE_string('out', None, 'export: the file to write (.pth, .pt or '
                            '.safetensors).')
@@ -46,6 +51,8 @@ def main(argv) -> int:
     raise app.UsageError('--workdir is required')
   if argv[1] == 'import' and not (_FROM.value and _SRC.value):
     raise app.UsageError('import needs --from=torchvision|caffe and --src=FILE')
+  if _MEAN.value and not (argv[1] == 'import' and _FROM.value == 'caffe'):
+    raise app.UsageError('--mean is for import --from=caffe (a Caffe .binaryproto mean image)')
   out = exits.deprecated_flag(_DST, _OUT)
   if argv[1] == 'export' and not out:
     raise app.UsageError('export needs --out=FILE (.pth, .pt or .safetensors)')
@@ -53,10 +60,14 @@ def main(argv) -> int:
   from alexnet_jax.tools import weights as weight_io  # after flags: keeps --help fast
   try:
     if argv[1] == 'import':
-      run = (weight_io.import_torchvision if _FROM.value == 'torchvision'
-             else weight_io.import_caffe)
-      workdir = run(_SRC.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
-      print(f'imported {_SRC.value} ({_FROM.value}) into {workdir}: config.json, '
+      if _FROM.value == 'torchvision':
+        workdir = weight_io.import_torchvision(_SRC.value, _WORKDIR.value,
+                                               overwrite=_OVERWRITE.value)
+      else:
+        workdir = weight_io.import_caffe(_SRC.value, _WORKDIR.value,
+                                         overwrite=_OVERWRITE.value, mean=_MEAN.value)
+      with_mean = f' with the mean image {_MEAN.value} (inputs squashed)' if _MEAN.value else ''
+      print(f'imported {_SRC.value} ({_FROM.value}){with_mean} into {workdir}: config.json, '
             'preprocessing.npz, checkpoints/0, best/0')
     else:
       export = {'torchvision': weight_io.export_torchvision}[_TO.value]

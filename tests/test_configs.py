@@ -64,6 +64,7 @@ def test_default_config_is_valid_and_offline():
 @pytest.mark.parametrize('field, value', [
     ('model.lrn', 'lcn'), ('model.dropout_scaling', 'scaled'), ('input.resize_method', 'cubic'),
     ('input.eval_crops', 5), ('schedule.name', 'cosine'), ('model.towers', True),
+    ('input.resize_mode', 'stretch'),
 ])
 def test_every_choice_field_is_checked_against_the_one_table(field, value):
   c = paper.get_config()
@@ -72,6 +73,15 @@ def test_every_choice_field_is_checked_against_the_one_table(field, value):
   with pytest.raises(ValueError, match=f'{field}={value!r} is invalid.*--config.{field}='):
     config_lib.validate(c)
   assert field in config_lib.ALLOWED
+
+
+def test_squash_is_refused_with_the_centre_square_preresized_copy():
+  c = paper.get_config()
+  c.input.resize_mode = 'squash'
+  config_lib.validate(c)                     # trains on the original images
+  c.input.use_preresized = True
+  with pytest.raises(ValueError, match="input.resize_mode='squash' is invalid.*centre squares"):
+    config_lib.validate(c)
 
 
 def test_a_run_config_from_before_a_field_existed_still_loads(tmp_path):

@@ -84,6 +84,31 @@ def test_decode_centre_matches_numpy(name, size, method):
   assert diff.mean() < 0.05
 
 
+@pytest.mark.parametrize('method', decode.RESIZE_METHODS)
+@pytest.mark.parametrize('name,size', [
+    ('n01440764_tench', 256),        # landscape 500x375: both sides to 256
+    ('pencil_sharpener', 227),        # grayscale portrait
+    ('n01440764_tench', 64),         # 375 >= 4 * 64: decoded at 1/4 by libjpeg
+])
+def test_decode_squash_is_the_whole_photo_resized_to_a_square(name, size, method):
+  """input.resize_mode='squash' (Caffe): the whole photo, both sides to `size`."""
+  data = _photo(name)
+  h, w = tf.image.extract_jpeg_shape(data).numpy()[:2]
+  got = decode.decode_resized(tf.constant(data), size, method, 'squash').numpy()
+  ref = _np_resize(_np_window(data, 0, 0, h, w, size), size, method)
+  assert got.shape == (size, size, 3) and got.dtype == np.uint8
+  diff = np.abs(got.astype(int) - ref.astype(int))
+  assert diff.max() <= 1, diff.max()
+  assert diff.mean() < 0.05
+  # Not the centre square: the squash keeps the sides the centre crop cuts away.
+  centre = decode.decode_resized(tf.constant(data), size, method, 'shorter_side').numpy()
+  np.testing.assert_array_equal(centre, decode.decode_centre(tf.constant(data), size,
+                                                             method).numpy())
+  assert np.abs(centre.astype(int) - got.astype(int)).mean() > 10
+  with pytest.raises(ValueError, match="resize mode 'stretch'"):
+    decode.decode_resized(tf.constant(data), size, method, 'stretch')
+
+
 def test_decode_centre_upscales_small_and_shrinks_large_photos():
   by_size = sorted(PHOTOS, key=os.path.getsize)
   for path, size in ((by_size[0], 256), (by_size[-1], 64), (by_size[-1], 256)):

@@ -65,15 +65,19 @@ def test_folder_holdout_sizes_classes(tmp, folder):
   assert not set(train) & set(val)
 
 
-def test_train_batches_are_the_centre_square_with_labels(tmp, folder):
-  c = _config(tmp, folder, resize_size=48)
+@pytest.mark.parametrize('mode', decode.RESIZE_MODES)
+def test_train_batches_are_the_host_square_with_labels(tmp, folder, mode):
+  """The centre square (the paper), or with input.resize_mode='squash' the whole photo
+  squashed (Caffe): training takes the same host square as evaluation."""
+  c = _config(tmp, folder, resize_size=48, resize_mode=mode)
   b = next(pipeline.create_train_iterator(c, local_batch_size=8))
   assert b['image'].shape == (8, 48, 48, 3) and b['image'].dtype == np.uint8
   assert b['label'].dtype == np.int32 and set(b) == {'image', 'label'}
   # Every yielded image is the host op applied to one of the files, with that file's label.
   by_digest = {}
   for path in glob.glob(str(folder / '*' / '*')):
-    image = decode.decode_centre(tf.constant(open(path, 'rb').read()), 48).numpy()
+    image = decode.decode_resized(tf.constant(open(path, 'rb').read()), 48, 'area',
+                                  mode).numpy()
     by_digest[_digest(image)] = int(os.path.basename(os.path.dirname(path))[-1])
   for image, label in zip(b['image'], b['label'], strict=True):
     assert by_digest[_digest(image)] == label

@@ -88,6 +88,17 @@ def test_cli_refuses_without_archives(tmp_path):
     assert f'missing: {os.path.join(config.dataset.manual_dir, f)}' in proc.stderr
 
 
+def test_cli_refuses_a_preresized_copy_for_squashed_inputs(tmp_path):
+  """The copy holds centre squares: input.resize_mode='squash' could never read it."""
+  r = data_utils.run_cli('alexnet_jax.prepare', '--config=configs/paper.py',
+                         f'--config.dataset.data_dir={tmp_path}',
+                         '--config.input.resize_mode=squash', '--preresized')
+  assert r.returncode == 2 and 'Traceback' not in r.stderr
+  assert "error: --preresized writes centre squares (input.resize_mode='shorter_side')" in (
+      r.stderr)
+  assert not os.listdir(tmp_path)                  # refused before anything is written
+
+
 def test_tfds_imagenet2012_splits_and_labels(prepared):
   config, tiny = prepared
   b = tfds.builder('imagenet2012', data_dir=config.dataset.data_dir)

@@ -43,6 +43,10 @@ def test_mean_image_is_the_training_mean_and_cached(tmp_path, folder):
   assert os.fspath(statistics.mean_image_path(other)).endswith('_train_-50pc_48.npy')
   c.input.use_preresized = True
   assert statistics.mean_image_path(c) == path
+  # Squashed images are other pixels: their own cache; the default mode keeps the old name.
+  squash = data_utils.folder_config(tmp_path / 'stats_tfds', folder, resize_mode='squash')
+  assert os.fspath(statistics.mean_image_path(squash)) == os.fspath(path)[:-4] + '_squash.npy'
+  assert not os.fspath(path).endswith('_squash.npy')
 
 
 def test_synthetic_has_no_mean_and_no_file(tmp_path):

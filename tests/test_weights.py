@@ -528,3 +528,164 @@ def test_constant_mean_and_std_rgb_in_the_pipeline():
     fields.set_fields(bad, {field: value})
     with pytest.raises(ValueError, match=field):
       config_lib.validate(bad)
+
+
+# ------------------------------------------------------------------------------ caffe mean
+
+
+def _mean_bgr(size=256, seed=1):
+  """A Caffe mean image as compute_image_mean writes it: (1, 3, R, R), B, G, R, 0-255; each
+  channel a different level so that a channel-order slip shows."""
+  rng = np.random.default_rng(seed)
+  levels = np.array([104.0, 117.0, 123.0], np.float32)[None, :, None, None]
+  return (levels + rng.uniform(-20, 20, (1, 3, size, size))).astype(np.float32)
+
+
+def _two_to_one_png(path, photo):
+  """A 2:1 (512 x 256) PNG made from a real photo: lossless, so the decode is exact."""
+  from PIL import Image
+  with Image.open(photo) as im:
+    im.convert('RGB').resize((512, 256), Image.BILINEAR).save(path)
+  return np.asarray(Image.open(path).convert('RGB'))
+
+
+def test_caffe_mean_file_is_read_in_rgb_and_bad_ones_refused(tmp_path):
+  bgr = _mean_bgr()
+  for legacy in (True, False):                  # num/channels/height/width, or shape.dim
+    path = str(tmp_path / f'mean_{legacy}.binaryproto')
+    caffe_io.write_blobproto(path, bgr, legacy_shape=legacy)
+    rgb = weight_io.read_caffe_mean(path)
+    assert rgb.shape == (256, 256, 3) and rgb.dtype == np.float32
+    np.testing.assert_array_equal(rgb[..., 0], bgr[0, 2])     # R is Caffe's channel 2
+    np.testing.assert_array_equal(rgb[..., 2], bgr[0, 0])
+  bad = {'non_square': (bgr[:, :, :, :240], 'found shape (3, 256, 240)'),
+         'two_channels': (bgr[:, :2], 'found shape (2, 256, 256)'),
+         'small': (bgr[:, :, :200, :200], 'found shape (3, 200, 200)')}
+  for name, (array, found) in bad.items():
+    path = str(tmp_path / f'{name}.binaryproto')
+    caffe_io.write_blobproto(path, array)
+    with pytest.raises(weight_io.WeightsError) as e:
+      weight_io.read_caffe_mean(path)
+    assert f'--mean={path}: expected a Caffe mean image' in str(e.value)
+    assert 'R >= 227' in str(e.value) and found in str(e.value), str(e.value)
+  model = str(tmp_path / 'net.caffemodel')       # a .caffemodel passed as the mean
+  _write_caffe(model, {'conv1': [np.ones((2, 3, 1, 1), np.float32)]}, v1=True)
+  with pytest.raises(weight_io.WeightsError, match='found no values .*not a .binaryproto'):
+    weight_io.read_caffe_mean(model)
+  cut = str(tmp_path / 'cut.binaryproto')
+  with open(str(tmp_path / 'mean_True.binaryproto'), 'rb') as f:
+    open(cut, 'wb').write(f.read()[:1000])
+  with pytest.raises(weight_io.WeightsError, match='cannot be parsed as a Caffe BlobProto'):
+    weight_io.read_caffe_mean(cut)
+
+
+def test_cli_refuses_a_bad_mean_file_before_reading_the_weights(tmp_path):
+  path = str(tmp_path / 'mean.binaryproto')
+  caffe_io.write_blobproto(path, _mean_bgr()[:, :, :, :240])
+  r = data_utils.run_cli('alexnet_jax.weights', 'import', '--from=caffe',
+                         f'--src={tmp_path / "absent.caffemodel"}', f'--mean={path}',
+                         f'--workdir={tmp_path / "run"}')
+  assert r.returncode == 2, r.stderr
+  assert 'Traceback' not in r.stderr
+  errors = [line for line in r.stderr.splitlines() if line.startswith('error: ')]
+  assert errors == [f'error: --mean={path}: expected a Caffe mean image, a BlobProto of shape '
+                    '(1, 3, R, R) (channels B, G, R; square, R >= 227; '
+                    "Caffe's imagenet_mean.binaryproto is (1, 3, 256, 256)); found shape "
+                    '(3, 256, 240)'], r.stderr
+  assert not os.path.exists(tmp_path / 'run' / 'config.json')
+  r = data_utils.run_cli('alexnet_jax.weights', 'import', '--from=torchvision',
+                         f'--src={tmp_path / "a.pth"}', f'--mean={path}',
+                         f'--workdir={tmp_path / "run"}')
+  assert r.returncode == 2 and 'error: --mean is for import --from=caffe' in r.stderr
+
+
+def test_caffe_mean_inputs_are_squashed_minus_the_mean_then_cropped(sample_photos, tmp_path):
+  """What evaluate and predict feed bvlc_alexnet with --mean: a 2:1 photo squashed to
+  256 x 256 (not its centre square), minus the 256 x 256 mean, then the centre 227 (or the
+  ten crops), against NumPy and PIL."""
+  from PIL import Image
+
+  from alexnet_jax.data import pipeline
+  from alexnet_jax.tools import predict
+  mean = weight_io.read_caffe_mean(_write_mean(tmp_path))
+  config = weight_io.caffe_config(mean)
+  assert (config.input.resize_mode, config.input.mean, config.input.resize_size) == (
+      'squash', 'image', 256)
+  np.testing.assert_allclose(config.input.mean_rgb, mean.mean(axis=(0, 1), dtype=np.float64),
+                             rtol=1e-9)
+  assert weight_io.caffe_config().input.resize_mode == 'shorter_side'   # without --mean
+  for split in ('train', 'validation'):
+    (tmp_path / 'data' / split / 'a').mkdir(parents=True)
+  png = str(tmp_path / 'data' / 'validation' / 'a' / 'wide.png')
+  pixels = _two_to_one_png(png, sample_photos[0])
+  Image.fromarray(pixels).save(tmp_path / 'data' / 'train' / 'a' / 'x.png')
+  # The import's 'fast' filter halves the width exactly: each output column is the mean of
+  # two input columns (bilinear at 2j + 0.5), rounded half to even like tf.round.
+  x = pixels.astype(np.float64)
+  squash = np.round((x[:, 0::2] + x[:, 1::2]) / 2).astype(np.uint8)
+  fields.set_fields(config, {'dataset.name': 'folder', 'dataset.folder': str(tmp_path / 'data')})
+  (evaluated,) = [b['image'][0] for b in pipeline.create_eval_iterator(
+      config, 'validation', local_batch_size=1)]
+  (predicted,) = [b.images[0] for b in predict.host_batches(config, [png], 1)]
+  np.testing.assert_array_equal(evaluated, squash)
+  np.testing.assert_array_equal(predicted, squash)
+  centre = data_utils.resize_center_crop_pil(png, 256).astype(int)
+  assert np.abs(centre - squash.astype(int)).mean() > 10       # not the shorter-side crop
+  # With the antialiased filter, the same squash as PIL's.
+  config.input.resize_method = 'bilinear'
+  (smooth,) = [b.images[0] for b in predict.host_batches(config, [png], 1)]
+  pil = np.asarray(Image.open(png).resize((256, 256), Image.BILINEAR))
+  assert np.abs(smooth.astype(int) - pil.astype(int)).max() <= 1
+  # The device: minus the 256 x 256 mean, then the crops.
+  minus = squash.astype(np.float64) - mean
+  got = np.asarray(augment.device_preprocess(squash[None], None, config=config, mean=mean,
+                                             train=False))[0]
+  np.testing.assert_allclose(got, minus[14:241, 14:241], atol=1e-4)
+  config.input.eval_crops = 10
+  ten = np.asarray(augment.device_preprocess(squash[None], None, config=config, mean=mean,
+                                             train=False))[0]
+  windows = [minus[y:y + 227, x:x + 227] for y, x in ((14, 14), (0, 0), (0, 29), (29, 0),
+                                                       (29, 29))]
+  np.testing.assert_allclose(ten, np.stack(windows + [w[:, ::-1] for w in windows]),
+                             atol=1e-4)
+
+
+def _write_mean(tmp_path, seed=1):
+  path = str(tmp_path / 'imagenet_mean.binaryproto')
+  caffe_io.write_blobproto(path, _mean_bgr(seed=seed))
+  return path
+
+
+@pytest.mark.slow
+def test_caffe_import_with_mean_gives_caffe_logits_on_a_squashed_photo(
+    caffe_blobs, sample_photos, tmp_path):
+  """The command end to end: preprocessing.npz holds the file's mean in RGB, and the
+  imported run's logits on a 2:1 photo are Caffe's on that photo squashed to 256, minus
+  the BGR mean, centre 227."""
+  from alexnet_jax.tools import predict
+  src = str(tmp_path / 'bvlc_alexnet.caffemodel')
+  _write_caffe(src, caffe_blobs, v1=True)
+  mean_path = _write_mean(tmp_path)
+  workdir = str(tmp_path / 'run')
+  r = data_utils.run_cli('alexnet_jax.weights', 'import', '--from=caffe', f'--src={src}',
+                         f'--mean={mean_path}', f'--workdir={workdir}', timeout=600)
+  assert r.returncode == 0, r.stderr
+  assert 'with the mean image' in r.stdout
+  bgr_mean = _mean_bgr()[0].transpose(1, 2, 0).astype(np.float64)       # H, W, (B, G, R)
+  saved = workdir_lib.read_preprocessing(workdir)
+  assert sorted(saved) == ['mean']
+  np.testing.assert_array_equal(saved['mean'], bgr_mean[..., ::-1].astype(np.float32))
+  config = workdir_lib.load_config(workdir)
+  assert (config.input.resize_mode, config.input.mean) == ('squash', 'image')
+  png = str(tmp_path / 'wide.png')
+  x = _two_to_one_png(png, sample_photos[1]).astype(np.float64)
+  squash = np.round((x[:, 0::2] + x[:, 1::2]) / 2)
+  run = predict.load_run(workdir, checkpoint='best', batch_size=1)
+  (batch,) = list(predict.host_batches(run.config, [png], run.batch_size))
+  np.testing.assert_array_equal(batch.images[0], squash)
+  with jax.set_mesh(run.mesh):
+    logits = np.asarray(jax.jit(lambda p, i, m: steps.eval_logits(
+        run.config, run.spec, p, i, m))(run.params, run.put(batch.images), run.mean))
+  caffe_input = (squash[..., ::-1] - bgr_mean)[None, 14:241, 14:241]    # Caffe: BGR, then crop
+  _assert_logits_close(logits[:1].astype(np.float64), _np_caffe_forward(caffe_blobs,
+                                                                         caffe_input))

@@ -47,6 +47,9 @@ def base() -> ml_collections.ConfigDict:
   c.input = ml_collections.ConfigDict()
   c.input.resize_size = 256                      # shorter side, then centre square
   c.input.resize_method = 'fast'                 # host shrink: 'fast' | 'area' | 'bilinear' (PIL)
+  # 'shorter_side': the paper's shorter side -> resize_size, centre square | 'squash':
+  # Caffe's both sides -> resize_size, aspect ratio not kept (bvlc_alexnet's inputs).
+  c.input.resize_mode = 'shorter_side'
   c.input.mean = 'image'                         # 'image' | 'channel' | 'constant' | 'none'
   c.input.mean_rgb = (0.0, 0.0, 0.0)             # input.mean='constant': R, G, B in 0-255
   # Per-channel divisor after the mean (R, G, B, 0-255 units), before input.scale:
@@ -146,6 +149,7 @@ ALLOWED = {
     **{f'model.{field}': allowed for field, allowed in CHOICES.items()},
     'dataset.shapes_variant': ('easy', 'hard'),
     'input.resize_method': ('fast', 'area', 'bilinear'),
+    'input.resize_mode': ('shorter_side', 'squash'),
     'input.mean': ('image', 'channel', 'constant', 'none'),
     'input.random_crop': ('paper', 'resized', 'none'),
     'input.eval_crops': (1, 10),
@@ -250,6 +254,11 @@ def validate(config, *, mesh_shape: dict[str, int] | None = None, process_count:
   for field in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
     if config[field] < 1:
       raise refuse(field, config[field], 'a positive int')
+  if config.input.resize_mode == 'squash' and config.input.use_preresized:
+    raise refuse('input.resize_mode', 'squash',
+                 "'shorter_side' with input.use_preresized=True (the pre-resized copy holds "
+                 'centre squares, the sides already cut); or keep squash and set '
+                 '--config.input.use_preresized=False')
   if config.input.resize_size < config.model.input_size:
     raise refuse('input.resize_size', config.input.resize_size,
                  f'>= model.input_size ({config.model.input_size}), the crop taken from it')

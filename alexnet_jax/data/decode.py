@@ -19,6 +19,8 @@ RESIZED_CROP_SCALE = (0.08, 1.0)
 RESIZED_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 # The allowed values of input.resize_method (see resize_uint8).
 RESIZE_METHODS = ('area', 'bilinear', 'fast')
+# The allowed values of input.resize_mode (see decode_resized).
+RESIZE_MODES = ('shorter_side', 'squash')
 
 
 def is_jpeg(data: tf.Tensor) -> tf.Tensor:
@@ -116,6 +118,26 @@ def decode_centre(data: tf.Tensor, size: int, method: str = 'area') -> tf.Tensor
     return y, x, side, side
 
   return resize_uint8(_decode_window(data, window, size), size, method)
+
+
+def decode_squash(data: tf.Tensor, size: int, method: str = 'area') -> tf.Tensor:
+  """Caffe: both sides -> `size`, whatever the aspect ratio (the whole image, squashed);
+  uint8 [size, size, 3]. How bvlc_alexnet's training and test images were made, so its
+  mean image and weights expect this geometry."""
+
+  def window(h, w):
+    return 0, 0, h, w
+
+  return resize_uint8(_decode_window(data, window, size), size, method)
+
+
+def decode_resized(data: tf.Tensor, size: int, method: str = 'area',
+                   mode: str = 'shorter_side') -> tf.Tensor:
+  """The host's fixed `size` x `size` square of an image for input.resize_mode `mode`:
+  'shorter_side' (the paper: `decode_centre`) or 'squash' (Caffe: `decode_squash`)."""
+  if mode not in RESIZE_MODES:
+    raise ValueError(f'resize mode {mode!r}: expected one of {RESIZE_MODES}')
+  return (decode_squash if mode == 'squash' else decode_centre)(data, size, method)
 
 
 def decode_random_resized_crop(data: tf.Tensor, size: int, seed: tf.Tensor,

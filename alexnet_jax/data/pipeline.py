@@ -230,7 +230,7 @@ def host_image_size(config, train: bool) -> int:
 def _decode_fn(config, *, train: bool, seed_base: int, is_path: bool):
   size = host_image_size(config, train)
   resized = train and config.input.random_crop == 'resized'
-  method = config.input.resize_method
+  method, mode = config.input.resize_method, config.input.resize_mode
 
   def decode_one(index, item, label):
     data = tf.io.read_file(item) if is_path else item
@@ -238,7 +238,7 @@ def _decode_fn(config, *, train: bool, seed_base: int, is_path: bool):
       seed = tf.stack([tf.constant(seed_base, tf.int64), index])
       image = decode.decode_random_resized_crop(data, size, seed, method=method)
     else:
-      image = decode.decode_centre(data, size, method)
+      image = decode.decode_resized(data, size, method, mode)
     image = tf.ensure_shape(image, [size, size, 3])
     return {'index': index, 'image': image, 'label': label}
 

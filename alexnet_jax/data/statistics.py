@@ -35,7 +35,8 @@ STATS_DIR = 'alexnet_jax_stats'
 
 
 def _dataset_tag(config: ml_collections.ConfigDict) -> str:
-  """The cache files' name for this dataset, training split and resize_size."""
+  """The cache files' name for this dataset, training split, resize_size and (for
+  input.resize_mode='squash', whose images are other pixels) resize mode."""
   d = config.dataset
   if d.name == 'folder':
     # A name, not a path access: the normalised folder string is only hashed.
@@ -51,7 +52,9 @@ def _dataset_tag(config: ml_collections.ConfigDict) -> str:
   split = d.train_split.replace('[', '_').replace(']', '').replace(':', '-').replace('%', 'pc')
   if split != 'train':
     tag += f'_{split}'
-  return f'{tag}_{config.input.resize_size}'
+  tag = f'{tag}_{config.input.resize_size}'
+  # The default mode keeps the cache names written before the mode existed.
+  return tag + ('_squash' if config.input.resize_mode == 'squash' else '')
 
 
 def _cache_path(config: ml_collections.ConfigDict, suffix: str = '',

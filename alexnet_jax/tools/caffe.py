@@ -1,4 +1,5 @@
-"""Reading (and, for tests, writing) Caffe's .caffemodel files without Caffe or protoc.
+"""Reading (and, for tests, writing) Caffe's .caffemodel and .binaryproto files without
+Caffe or protoc.
 
 A .caffemodel is a serialised `caffe.NetParameter` (BVLC caffe, src/caffe/proto/caffe.proto).
 Only the few fields needed to find each layer's weights are declared, in a descriptor built
@@ -6,7 +7,7 @@ here in code; protobuf keeps every other field as unknown bytes. Both layer form
 read: the current `layer` (LayerParameter, field 100, `type` a string such as
 "Convolution") and the old `layers` (V1LayerParameter, field 2, `type` an enum) in which
 bvlc_alexnet.caffemodel was written. A blob's shape is `shape.dim` or, in old files, the
-4-D (num, channels, height, width).
+4-D (num, channels, height, width). A .binaryproto (a mean image) is one BlobProto.
 """
 
 from __future__ import annotations
@@ -165,20 +166,50 @@ def write_caffemodel(path: str, layers: dict[str, tuple[str, list[np.ndarray]]],
     else:
       layer = net.layer.add(name=name, type=kind)
     for a in arrays:
-      a = np.ascontiguousarray(a, '<f4')
-      head = classes['BlobProto']()
-      if legacy:
-        dims = (1,) * (4 - a.ndim) + a.shape
-        head.num, head.channels, head.height, head.width = (int(d) for d in dims)
-      else:
-        head.shape.dim.extend(int(d) for d in a.shape)
-      payload = a.tobytes()
       blob = classes['BlobProto']()
-      blob.ParseFromString(head.SerializeToString() + b'\x2a' + _varint(len(payload))
-                           + payload)
+      blob.ParseFromString(_blob_bytes(a, legacy))
       layer.blobs.add().CopyFrom(blob)
   with open(path, 'wb') as f:
     f.write(net.SerializeToString())
+
+
+def _blob_bytes(a: np.ndarray, legacy: bool) -> bytes:
+  """A serialised BlobProto of `a`: its shape as shape.dim or (legacy) as
+  num/channels/height/width, and the float payload appended as bytes, not Python floats."""
+  a = np.ascontiguousarray(a, '<f4')
+  head = _classes()['BlobProto']()
+  if legacy:
+    dims = (1,) * (4 - a.ndim) + a.shape
+    head.num, head.channels, head.height, head.width = (int(d) for d in dims)
+  else:
+    head.shape.dim.extend(int(d) for d in a.shape)
+  payload = a.tobytes()
+  return head.SerializeToString() + b'\x2a' + _varint(len(payload)) + payload
+
+
+def read_blobproto(path: str) -> np.ndarray:
+  """A .binaryproto file (one serialised BlobProto, such as Caffe's
+  imagenet_mean.binaryproto) as a float32 array of its shape (`blob_array`: legacy 4-D
+  shapes lose their leading 1s)."""
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise CaffeModelError(f'{path}: no such file')
+  with open(path, 'rb') as f:
+    data = f.read()
+  blob = _classes()['BlobProto']()
+  try:
+    blob.ParseFromString(data)
+  except Exception as e:  # noqa: BLE001 - DecodeError and the like
+    raise CaffeModelError(f'{path}: cannot be parsed as a Caffe BlobProto ({len(data)} '
+                          f'bytes; truncated or not a .binaryproto?): {e}') from None
+  return blob_array(blob, path)
+
+
+def write_blobproto(path: str, array: np.ndarray, *, legacy_shape: bool = True) -> None:
+  """Writes `array` as a .binaryproto (for tests): shape as num/channels/height/width as
+  Caffe's compute_image_mean writes it, or with legacy_shape=False as shape.dim."""
+  with open(path, 'wb') as f:
+    f.write(_blob_bytes(array, legacy_shape))
 
 
 def _varint(n: int) -> bytes:

@@ -1,8 +1,9 @@
 """Classifying image files with a trained run: the library of `alexnet_jax.predict`.
 
 What a prediction goes through is the run's own evaluation path, rebuilt from its
-config.json: the host decodes each file with `decode.decode_centre` (shorter side to
-input.resize_size, centre square; grayscale, CMYK and PNG/GIF/BMP/WebP come out RGB,
+config.json: the host decodes each file with `decode.decode_resized` (shorter side to
+input.resize_size and the centre square, or with input.resize_mode='squash' both sides to
+input.resize_size, as Caffe; grayscale, CMYK and PNG/GIF/BMP/WebP come out RGB,
 whatever the file's extension says), and the jitted `steps.eval_logits` takes the centre
 crop (or the paper's 10 crops), subtracts the run's mean, applies input.scale and runs the
 model; the class probabilities are the softmax (10 crops: the softmax averaged over the
@@ -100,10 +101,10 @@ def list_images(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def _decode_one(config: ml_collections.ConfigDict):
   size = pipeline.host_image_size(config, train=False)
-  method = config.input.resize_method
+  method, mode = config.input.resize_method, config.input.resize_mode
 
   def decode_file(index, path):
-    image = decode.decode_centre(tf.io.read_file(path), size, method)
+    image = decode.decode_resized(tf.io.read_file(path), size, method, mode)
     return index, tf.ensure_shape(image, [size, size, 3])
 
   return decode_file

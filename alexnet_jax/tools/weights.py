@@ -26,7 +26,9 @@ half of their output channels (and of their input channels) on tower 0; conv3, f
 read both towers in Caffe's channel order; fc6 reads pool5 as (C, H, W); fc8's input rows
 split by tower. conv1 reads BGR in Caffe: its input-channel axis is reversed here so the
 pipeline stays RGB, and Caffe's mean (B, G, R = 104.007, 116.669, 122.679) is stored in
-RGB order. LRN k=1, alpha/n, n=5 across all 96/256 channels (lrn='caffe',
+RGB order; or, given its mean image (imagenet_mean.binaryproto, `read_caffe_mean`), that
+image in RGB order with Caffe's geometry: every image squashed to 256 x 256, minus the image,
+then the 227 crops. LRN k=1, alpha/n, n=5 across all 96/256 channels (lrn='caffe',
 lrn_across_towers=True), input 227 without padding, inverted dropout after fc6 and fc7.
 """
 
@@ -94,9 +96,16 @@ def torchvision_config() -> ml_collections.ConfigDict:
   return c
 
 
-def caffe_config() -> ml_collections.ConfigDict:
+def caffe_config(mean_image: np.ndarray | None = None) -> ml_collections.ConfigDict:
   """configs/paper.py with bvlc_alexnet's differences: Caffe LRN across the towers, 227
-  inputs, Caffe's per-channel mean (RGB order here), init and inverted dropout."""
+  inputs, Caffe's per-channel mean (RGB order here), init and inverted dropout.
+
+  With `mean_image` (`read_caffe_mean`: float32 [R, R, 3], RGB) the inputs are Caffe's own:
+  every image squashed to R x R (input.resize_mode='squash', what bvlc_alexnet was trained
+  and tested on) minus that image (input.mean='image'; the image itself goes in the
+  workdir's preprocessing.npz), then cropped. input.mean_rgb becomes its per-channel average,
+  so that --config.input.mean=constant stays Caffe's mean.
+  """
   c = config_lib.base()
   c.model.lrn = 'caffe'
   c.model.lrn_across_towers = True
@@ -105,6 +114,11 @@ def caffe_config() -> ml_collections.ConfigDict:
   c.model.dropout_scaling = 'inverted'
   c.input.mean = 'constant'
   c.input.mean_rgb = tuple(reversed(CAFFE_MEAN_BGR))
+  if mean_image is not None:
+    c.input.mean = 'image'
+    c.input.resize_mode = 'squash'
+    c.input.resize_size = int(mean_image.shape[0])
+    c.input.mean_rgb = tuple(float(v) for v in mean_image.mean(axis=(0, 1), dtype=np.float64))
   c.input.pca_lighting = 0.0
   c.optimizer.decay_biases = False
   return c
@@ -302,12 +316,35 @@ def caffe_to_params(blobs: dict[str, list[np.ndarray]], spec, source: str = 'the
   return params
 
 
+def read_caffe_mean(path: str, *, min_size: int = 227) -> np.ndarray:
+  """A Caffe mean image (.binaryproto: a BlobProto of shape (1, 3, R, R), channels B, G, R in
+  0-255; Caffe's imagenet_mean.binaryproto, the ILSVRC-2012 mean, has R = 256) -> float32
+  [R, R, 3] in RGB order, the order the importer gives conv1's input channels. Square and at
+  least `min_size` (the crop), because the pipeline squashes every image to one R x R square
+  and crops the model's input from it."""
+  try:
+    blob = caffe_io.read_blobproto(path)
+  except caffe_io.CaffeModelError as e:
+    raise WeightsError(f'--mean={e}') from None
+  shape = blob.shape[1:] if blob.ndim == 4 and blob.shape[0] == 1 else blob.shape
+  if (len(shape) != 3 or shape[0] != 3 or shape[1] != shape[2] or shape[1] < min_size):
+    raise WeightsError(
+        f'--mean={path}: expected a Caffe mean image, a BlobProto of shape (1, 3, R, R) '
+        f"(channels B, G, R; square, R >= {min_size}; Caffe's imagenet_mean.binaryproto is "
+        '(1, 3, 256, 256)); found ' + (f'shape {_shape(blob.shape)}' if blob.size else
+                                        'no values (empty, or not a .binaryproto?)'))
+  if not np.isfinite(blob).all():
+    raise WeightsError(f'--mean={path}: the mean image holds NaN or infinite values')
+  return np.ascontiguousarray(blob.reshape(shape).transpose(1, 2, 0)[..., ::-1], np.float32)
+
+
 # ------------------------------------------------------------------------------ workdirs
 
 
 def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict, *,
-                  source: dict[str, Any], overwrite: bool = False) -> str:
-  """Writes config.json, preprocessing.npz (the config's constant mean),
+                  source: dict[str, Any], overwrite: bool = False,
+                  mean: np.ndarray | None = None) -> str:
+  """Writes config.json, preprocessing.npz (`mean`, else the config's constant mean),
   checkpoints/0 (the train state: these parameters, zero momentum) and best/0 (the
   parameters) through the project's Checkpointer. Refuses a workdir that already holds a
   run unless `overwrite` (which removes that run's files first)."""
@@ -336,8 +373,10 @@ def write_workdir(workdir: str, config: ml_collections.ConfigDict, params: dict,
   state = steps.build(config, spec, mesh).state_from_params(
       jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params), config.seed)
   workdir_lib.write_config(workdir, config)
-  # Imported configs take a constant mean (no dataset pass) and no PCA lighting.
-  workdir_lib.write_preprocessing(workdir, statistics.load_or_compute_mean_image(config))
+  # Imported configs take a constant mean or the file's image (no dataset pass) and no PCA
+  # lighting.
+  workdir_lib.write_preprocessing(
+      workdir, statistics.load_or_compute_mean_image(config) if mean is None else mean)
   schedule = optimizer.LearningRateController.from_config(config, 1).state_dict()
   ckpt = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints)
   try:
@@ -414,9 +453,14 @@ def import_torchvision(src: str, workdir: str, *, overwrite: bool = False) -> st
                        overwrite=overwrite)
 
 
-def import_caffe(src: str, workdir: str, *, overwrite: bool = False) -> str:
-  """bvlc_alexnet.caffemodel -> a two-tower workdir (see the module docstring)."""
-  config = caffe_config()
+def import_caffe(src: str, workdir: str, *, overwrite: bool = False,
+                 mean: str | None = None) -> str:
+  """bvlc_alexnet.caffemodel -> a two-tower workdir (see the module docstring); with `mean`
+  (a .binaryproto mean image, read first: a bad one fails before the big file is read)
+  Caffe's squash-and-subtract preprocessing (`caffe_config`)."""
+  mean_image = (None if mean is None
+                else read_caffe_mean(mean, min_size=caffe_config().model.input_size))
+  config = caffe_config(mean_image)
   spec = ModelSpec.from_config(config.model)
   try:
     layers = caffe_io.read_caffemodel(src)
@@ -424,8 +468,11 @@ def import_caffe(src: str, workdir: str, *, overwrite: bool = False) -> str:
     raise WeightsError(str(e)) from None
   blobs = {name: arrays for name, (_, arrays) in layers.items()}
   params = caffe_to_params(blobs, spec, source=os.fspath(src))
-  return write_workdir(workdir, config, params, source=_source('caffe', src),
-                       overwrite=overwrite)
+  source = _source('caffe', src)
+  if mean is not None:
+    source['mean'] = os.path.basename(os.fspath(mean))
+  return write_workdir(workdir, config, params, source=source, overwrite=overwrite,
+                       mean=mean_image)
 
 
 def export_torchvision(workdir: str, dst: str, *, checkpoint: str = 'latest'
