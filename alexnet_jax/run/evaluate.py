@@ -102,18 +102,19 @@ def evaluate_checkpoint(workdir: str, *, checkpoint: str = workdir_lib.DEFAULT_C
   listing = None
   if folder is not None:  # checked before the checkpoint is read: a wrong folder fails fast
     folder = checkpoints.absolute(folder)
-    names = classes.class_info(workdir_lib.load_config(checkpoints.absolute(workdir)))
-    listing = sources.labelled_folder(folder, [c.label for c in names])
+    run_classes = classes.class_info(workdir_lib.load_config(checkpoints.absolute(workdir)))
+    listing = sources.labelled_folder(folder, [c.label for c in run_classes])
     split = f'folder:{folder}'
   run = workdir_lib.load_run(workdir, checkpoint=checkpoint, batch_size=batch_size)
   config = run.config
   split = split or config.dataset.eval_split
   results = {'workdir': run.workdir, 'checkpoint': run.checkpoint, 'step': run.step,
              'split': split}
+  skips = pipeline.SkipReport()
   with jax.set_mesh(run.mesh):
     for n in crops:
       config.input.eval_crops = n
-      skips = pipeline.SkipReport()
+      skips = pipeline.SkipReport()       # one per pass: each pass meets the same files
       m = evaluate_split(steps.build(config, run.spec, run.mesh), run.params, config,
                          run.mean, split, skips=skips, show_progress=True, listing=listing)
       logging.info('%s, %d crop(s): top1 %.4f top5 %.4f (%d images)', run.describe(), n,
