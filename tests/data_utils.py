@@ -76,6 +76,26 @@ def run_cli(module: str, *args: str, timeout: float = 120, env: dict | None = No
                         capture_output=True, text=True, timeout=timeout)
 
 
+# 200 real CIFAR-10 JPEGs, 20 per class, in class folders (the tests of the CIFAR configs).
+CIFAR_DIR = os.path.join(REPO, 'tests', 'data', 'cifar10')
+
+
+def train_cifar(module: str, workdir: str, data_dir: str, *extra: str
+                ) -> tuple[subprocess.CompletedProcess, list[dict]]:
+  """Three steps of `configs/<module>.py` on CIFAR_DIR through the `main` command (batches
+  of 16 on the 8 devices, one checkpoint and one evaluation at the end); fails the test
+  unless it exits 0. Returns the process and the run's metrics.jsonl records."""
+  r = run_cli('alexnet_jax.main', f'--config=configs/{module}.py', f'--workdir={workdir}',
+              f'--config.dataset.folder={CIFAR_DIR}', f'--config.dataset.data_dir={data_dir}',
+              '--config.num_train_steps=3', '--config.batch_size=16',
+              '--config.eval_batch_size=16', '--config.log_every_steps=1',
+              '--config.checkpoint_every_steps=3', '--config.eval_every_steps=3', *extra,
+              timeout=900)
+  assert r.returncode == 0, r.stderr[-3000:]
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return r, [json.loads(line) for line in f]
+
+
 def write_metrics(workdir, final_top1, *, steps_per_epoch=78, evals=3, extra_lines=()):
   """A synthetic run: `workdir`/metrics.jsonl with a train record every 20 steps and an
   eval per epoch, the last eval at top-1 `final_top1`; returns the lines written."""

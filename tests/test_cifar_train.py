@@ -5,13 +5,12 @@ import json
 import os
 
 import pytest
-from data_utils import run_cli
+from data_utils import CIFAR_DIR, run_cli, train_cifar
 
 from alexnet_jax.common import config_lib
 from alexnet_jax.data import pipeline, sources
 from configs import cifar10_conv_local, cifar10_fast
 
-CIFAR_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'cifar10')
 CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
            'truck')
 
@@ -39,24 +38,13 @@ def test_configs_keep_cifar_images_at_32_and_crop_24(module, crop):
   assert not c.optimizer.decay_biases
 
 
-def _train(module: str, workdir: str, data_dir: str, *extra: str):
-  r = run_cli('alexnet_jax.main', f'--config=configs/{module}.py', f'--workdir={workdir}',
-              f'--config.dataset.folder={CIFAR_DIR}', f'--config.dataset.data_dir={data_dir}',
-              '--config.num_train_steps=3', '--config.batch_size=16',
-              '--config.eval_batch_size=16', '--config.log_every_steps=1',
-              '--config.checkpoint_every_steps=3', '--config.eval_every_steps=3', *extra,
-              timeout=900)
-  assert r.returncode == 0, r.stderr[-3000:]
-  return r, [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('module,params', [('cifar10_fast', '116,906'),
                                            ('cifar10_conv_local', '1,116,490')])
 def test_three_training_steps_and_an_evaluation_through_the_commands(module, params,
                                                                        tmp_path):
   workdir = str(tmp_path / 'run')
-  r, records = _train(module, workdir, str(tmp_path / 'data'))
+  r, records = train_cifar(module, workdir, str(tmp_path / 'data'))
   assert f'{params} parameters' in r.stderr
   train = [r for r in records if r['split'] == 'train']
   evals = [r for r in records if r['split'] == 'eval']

@@ -131,10 +131,12 @@ def _shard_bounds(n: int, index: int, count: int) -> tuple[int, int]:
   return index * n // count, (index + 1) * n // count
 
 
-def shard(config, split: str, process_index: int = 0, process_count: int = 1) -> Shard:
-  """This process's part of `split` (folder or TFDS source, see `sources`)."""
-  if config.dataset.name == 'folder':
-    paths, labels, _ = sources.folder_listing(config.dataset.folder, split)
+def shard(config, split: str, process_index: int = 0, process_count: int = 1,
+          listing: sources.FolderListing | None = None) -> Shard:
+  """This process's part of `split` (folder or TFDS source, see `sources`), or of `listing`
+  (files labelled elsewhere: `sources.labelled_folder`; then `split` only names it)."""
+  if listing is not None or config.dataset.name == 'folder':
+    paths, labels, _ = listing or sources.folder_listing(config.dataset.folder, split)
     lo, hi = _shard_bounds(len(paths), process_index, process_count)
     records = tf.data.Dataset.from_tensor_slices(
         (tf.constant(paths[lo:hi], tf.string), tf.constant(labels[lo:hi], tf.int32)))
@@ -369,15 +371,21 @@ def train_dataset(config, *, local_batch_size: int, start_step: int = 0,
   return ds.with_options(_options())
 
 
-def eval_steps(config, split: str, global_batch_size: int) -> int:
-  """Batches every process yields for `split`: each example once, in padded batches."""
-  return -(-sources.num_examples(config, split) // global_batch_size)
+def eval_steps(config, split: str, global_batch_size: int,
+               listing: sources.FolderListing | None = None) -> int:
+  """Batches every process yields for `split` (or `listing`): each example once, in padded
+  batches."""
+  n = len(listing.paths) if listing is not None else sources.num_examples(config, split)
+  return -(-n // global_batch_size)
 
 
 def create_eval_iterator(config, split: str, *, local_batch_size: int, process_index: int = 0,
-                         process_count: int = 1,
-                         skips: SkipReport | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """One pass of {'image', 'label', 'mask'} batches over this process's part of `split`.
+                         process_count: int = 1, skips: SkipReport | None = None,
+                         listing: sources.FolderListing | None = None
+                         ) -> Iterator[dict[str, np.ndarray]]:
+  """One pass of {'image', 'label', 'mask'} batches over this process's part of `split`, or
+  of `listing` where given (files and labels from elsewhere, e.g. `evaluate --folder`; the
+  config then only decides the decode, and `split` names the pass in `skips`).
 
   Padding examples (mask False) fill the last batch, and whole masked batches make every
   process yield `eval_steps(config, split, local_batch_size * process_count)` batches.
@@ -385,11 +393,11 @@ def create_eval_iterator(config, split: str, *, local_batch_size: int, process_i
   eval path, not num_examples(split) of them). Undecodable images are recorded in `skips`
   (or only logged without one) when the pass ends.
   """
-  if config.dataset.name == sources.SYNTHETIC:
+  if listing is None and config.dataset.name == sources.SYNTHETIC:
     sources.num_examples(config, split)  # refuses an unknown split
     return _synthetic_eval(config, local_batch_size, process_index)
-  src = shard(config, split, process_index, process_count)
-  steps = eval_steps(config, split, local_batch_size * process_count)
+  src = shard(config, split, process_index, process_count, listing)
+  steps = eval_steps(config, split, local_batch_size * process_count, listing)
   size = host_image_size(config, train=False)
   ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), src.records)
   ds = ds.map(lambda i, rec: (i, rec[0], rec[1]))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import zlib
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import ml_collections
@@ -150,6 +151,74 @@ def _folder_listing(root: str | os.PathLike, split: str) -> FolderListing:
     if unknown:
       raise ValueError(f'classes {sorted(unknown)} of {split_dir} are not in the train split')
   return FolderListing(tuple(paths), tuple(labels), tuple(classes))
+
+
+class UnlabelledFolderError(ValueError):
+  """A folder given to score a run holds no class sub-folders of images."""
+
+
+def labelled_folder(root: str | os.PathLike, classes: Sequence[str]) -> FolderListing:
+  """(paths, labels, `classes`) of every image in the class sub-folders of `root`, labelled
+  by the index in `classes` (a run's label order, `data.classes`) of its sub-folder's name.
+
+  Unlike `folder_listing`, the label order is not `root`'s own: `root` may hold any subset
+  of `classes`, so a test folder is scored by the model that knows the classes, whatever
+  the folder lacks. `root`'s immediate sub-folders are the classes (no train/validation
+  level); each one's images are the files directly in it with an IMAGE_EXTENSIONS suffix.
+  A sub-folder that is not one of `classes`, images lying in `root` itself (they carry no
+  label) and a folder without any image raise UnlabelledFolderError (a ValueError: exit
+  status USAGE), each naming what is wrong and what to do instead."""
+  try:
+    return _labelled_folder(epath.Path(root), tuple(classes))
+  except (FileNotFoundError, ValueError):
+    raise
+  except (OSError, tf.errors.OpError) as e:
+    raise _io_error('folder', os.fspath(root), e) from None
+
+
+def _labelled_folder(root: epath.Path, classes: tuple[str, ...]) -> FolderListing:
+  where = os.fspath(root)
+  if not root.is_dir():
+    raise FileNotFoundError(f'{where} is not a directory: pass a folder of class '
+                            'sub-folders of images (DIR/<class>/<image>)')
+  entries = sorted(root.iterdir(), key=lambda p: p.name)
+  folders = [p for p in entries if p.is_dir()]
+  loose = [p.name for p in entries
+           if not p.is_dir() and p.name.lower().endswith(IMAGE_EXTENSIONS)]
+  if loose:
+    raise UnlabelledFolderError(
+        f'{where} holds {len(loose)} image(s) directly ({", ".join(loose[:3])}'
+        f'{", ..." if len(loose) > 3 else ""}), outside any class sub-folder, so they have '
+        'no label: put each image in a sub-folder named after its class (DIR/<class>/<image>), '
+        'or classify unlabelled photos with python -m alexnet_jax.predict --workdir=WORKDIR '
+        f'{where}')
+  index = {name: i for i, name in enumerate(classes)}
+  unknown = [p.name for p in folders if p.name not in index]
+  if unknown:
+    shown = ', '.join(classes[:8]) + (f', ... ({len(classes)} in all)' if len(classes) > 8
+                                      else '')
+    hint = ''
+    splits = sorted(set(unknown) & {'train', *FOLDER_EVAL_SPLITS})
+    if splits:
+      hint = (' A split folder is not a class: pass the split itself, e.g. '
+              f'--folder={os.path.join(where, splits[-1])}.')
+    raise UnlabelledFolderError(
+        f'sub-folder(s) {", ".join(repr(u) for u in unknown[:5])}'
+        f'{", ..." if len(unknown) > 5 else ""} of {where} are not classes of the run; '
+        f'its classes are {shown}. Name each sub-folder exactly as one of them (an ImageNet '
+        f'run: the WordNet synset, e.g. n01440764).{hint}')
+  paths, labels = [], []
+  for folder in folders:
+    for f in sorted(p.name for p in folder.iterdir()
+                    if p.name.lower().endswith(IMAGE_EXTENSIONS) and not p.is_dir()):
+      paths.append(os.fspath(folder / f))
+      labels.append(index[folder.name])
+  if not paths:
+    raise UnlabelledFolderError(
+        f'no images in {where}' + (f' or its {len(folders)} class sub-folder(s)' if folders
+                                   else ' (it has no class sub-folders)') +
+        f': expected DIR/<class>/<image> with one of the suffixes {" ".join(IMAGE_EXTENSIONS)}')
+  return FolderListing(tuple(paths), tuple(labels), classes)
 
 
 # ------------------------------------------------------------------------------ TFDS
