@@ -66,11 +66,12 @@ def main(argv) -> int:
   from alexnet_jax.run import train
 
   config = _CONFIG.value
-  if config.dataset.name == 'imagenet2012':
-    message = sources.missing_message(config)
-    if message:
-      print(message, file=sys.stderr)
-      return exits.USAGE
+  # A TFDS dataset that is not prepared (ImageNet, cifar10, ...): what to run, once, before
+  # JAX starts or the workdir is made.
+  message = sources.missing_message(config)
+  if message:
+    print(message, file=sys.stderr)
+    return exits.USAGE
   _initialize_distributed()
   try:
     train.train_and_evaluate(config, _WORKDIR.value)

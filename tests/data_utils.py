@@ -20,6 +20,9 @@ pythonpath); the fixtures built on them are in conftest.py.
   therefore only gets correct labels if it is a prefix 1..n; the first three
   validation labels (n01751748, n09193705, n02105855) are classes of which the
   sample holds a photo, so val image i is that class's photo.
+* `make_tfds_cifar10` prepares the real TFDS `cifar10` builder offline from a few JPEGs
+  (tests/data/cifar10, `CIFAR_DIR`): it writes the CIFAR-10 binary batches the builder
+  downloads and hands them to it, so data_dir holds what `tfds build cifar10` writes.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import os
 import subprocess
 import sys
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from alexnet_jax.common.fields import set_fields
 
@@ -40,6 +43,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (tests/data/imagenet-sample/PROVENANCE.md); $ALEXNET_IMAGENET_SAMPLE may point elsewhere.
 SAMPLE_DIR = os.environ.get('ALEXNET_IMAGENET_SAMPLE',
                             os.path.join(REPO, 'tests', 'data', 'imagenet-sample'))
+# 200 CIFAR-10 training images as JPEGs in class folders (the first 20 of each class).
+CIFAR_DIR = os.path.join(REPO, 'tests', 'data', 'cifar10')
+# CIFAR-10's classes in label order (batches.meta.txt of the download), written out here
+# as a check on alexnet_jax.data.classes.
+CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
+                   'ship', 'truck')
 
 # The tiny training run (tests/test_train.py, test_multihost.py, test_logs.py): dotted
 # config field -> value, applied on top of configs/default.py.
@@ -257,3 +266,57 @@ def folder_config(data_dir, folder, **input_fields):
   for k, v in input_fields.items():
     c.input[k] = v
   return c
+
+
+def _cifar_pixels(path: str):
+  """The uint8 [32, 32, 3] pixels the folder pipeline decodes from the JPEG at `path`
+  (decode.decode_centre: TensorFlow's INTEGER_FAST IDCT), so the two sources compare
+  exactly."""
+  from alexnet_jax.common.lazy_tf import tf
+  from alexnet_jax.data import decode
+  return decode.decode_centre(tf.io.read_file(path), 32).numpy()
+
+
+def make_tfds_cifar10(data_dir, splits: dict[str, Sequence[tuple[str, int]]],
+                      prepare: Callable[[], None] | None = None) -> str:
+  """Prepares TFDS `cifar10` in `data_dir` from JPEGs, offline, with the real builder.
+
+  `splits` maps 'train' / 'test' to (JPEG path, label) pairs, neither empty (TFDS refuses
+  an empty split). Their pixels (decoded as the folder pipeline decodes them) go into the
+  CIFAR-10 binary files the builder downloads (cifar-10-binary.tar.gz: data_batch_1..5.bin,
+  test_batch.bin, one label byte then the R, G and B planes per image; batches.meta.txt the
+  class names); the builder's download is pointed at them and the rest is TFDS's own:
+  shuffling by key, TFRecords of PNGs, dataset_info.json with the split sizes and label
+  names. The id of a train image is
+  'train_%05d' of its position in `splits['train']`. `prepare`, when given, is called in
+  place of the builder's download_and_prepare (e.g. the command a message names), with the
+  download redirected the same way. -> the prepared version's folder."""
+  import tempfile
+  from unittest import mock
+
+  import tensorflow_datasets as tfds
+
+  def records(pairs):
+    return b''.join(bytes([label]) + _cifar_pixels(p).transpose(2, 0, 1).tobytes()
+                    for p, label in pairs)
+
+  train = list(splits.get('train', ()))
+  builder = tfds.builder('cifar10', data_dir=os.fspath(data_dir))
+  with tempfile.TemporaryDirectory(prefix='cifar10_download_') as raw:
+    batches = os.path.join(raw, 'cifar-10-batches-bin')
+    os.makedirs(batches)
+    with open(os.path.join(batches, 'batches.meta.txt'), 'w') as f:
+      f.write('\n'.join(CIFAR10_CLASSES) + '\n\n')
+    for i in range(5):    # the five training batches, in order
+      with open(os.path.join(batches, f'data_batch_{i + 1}.bin'), 'wb') as f:
+        f.write(records(train[i * len(train) // 5:(i + 1) * len(train) // 5]))
+    with open(os.path.join(batches, 'test_batch.bin'), 'wb') as f:
+      f.write(records(splits.get('test', ())))
+    with mock.patch.object(tfds.download.DownloadManager, 'download_and_extract',
+                           lambda self, url: raw):
+      if prepare is not None:
+        prepare()
+      else:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return os.fspath(builder.data_dir)

@@ -1,7 +1,8 @@
 """Class names of a run's dataset, without reading the data: ImageNet's from the shipped
 table (`imagenet_classes.tsv` beside this file: index, WordNet synset, name, in the
-sorted-synset order of TFDS's labels), a folder dataset's from its sub-folders, the built-in
-dataset's from its module, any other TFDS dataset's from its registered builder's info."""
+sorted-synset order of TFDS's labels), CIFAR-10's from the table below, a folder dataset's
+from its sub-folders, the built-in dataset's from its module, any other TFDS dataset's from
+its registered builder's info."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ IMAGENET_CLASSES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                      'imagenet_classes.tsv')
 IMAGENET_NAMES = ('imagenet2012', 'imagenet2012_subset', 'imagenet2012_real',
                   'imagenet_v2', 'imagenet2012_corrupted')
+# TFDS `cifar10`'s label names in label order. Its builder reads them from the download
+# (batches.meta.txt), so an unprepared builder's info has only '0'..'9': a run copied
+# without its dataset still names its classes from here.
+CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
+                   'ship', 'truck')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +69,8 @@ def class_info(config: ml_collections.ConfigDict) -> tuple[ClassInfo, ...]:
   labels: Sequence[str] | None = None
   if name in IMAGENET_NAMES and n == 1000:
     return imagenet_classes()
+  if name == 'cifar10' and n == len(CIFAR10_CLASSES):
+    return _named(CIFAR10_CLASSES)
   try:
     if name == 'folder':
       labels = sources.folder_listing(config.dataset.folder, config.dataset.train_split).classes

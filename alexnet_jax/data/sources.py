@@ -350,6 +350,14 @@ def prepare_command(config: ml_collections.ConfigDict) -> str:
   return command + (' --preresized' if config.input.use_preresized else '')
 
 
+def download_command(name: str, ddir: str | os.PathLike) -> str:
+  """The shell line that downloads and prepares the TFDS dataset `name` in `ddir`: TFDS's
+  own Python call, since `tfds build` fails to start without apache_beam (an optional
+  dependency) in tensorflow-datasets 4.9."""
+  return (f'python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}, '
+          f'data_dir={os.fspath(ddir)!r}).download_and_prepare()"')
+
+
 def missing_message(config: ml_collections.ConfigDict) -> str:
   """'' when the dataset training reads is ready; otherwise what is missing, where it goes
   and what to run."""
@@ -405,8 +413,9 @@ def _not_prepared_message(config: ml_collections.ConfigDict) -> str:
     how = (f'Write the pre-resized copy with: {prepare_command(config)}, or set '
            '--config.input.use_preresized=False')
   else:
-    how = (f'Prepare it on a machine with internet access: tfds build {name} '
-           f'--data_dir={ddir} (then copy the folder here), or use '
+    how = (f'Prepare it on a machine with internet access: {download_command(name, ddir)} '
+           f'(or tfds build {name} --data_dir={ddir}, which needs apache_beam with '
+           'tensorflow-datasets 4.9), then copy the folder here; or use '
            "--config.dataset.name=alexnet_shapes (built-in, offline) or "
            "--config.dataset.name=folder --config.dataset.folder=DIR")
   return f'{head} {how}'
