@@ -34,6 +34,7 @@ is not labelled by the run's classes); 5 no checkpoint of the run restores.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from absl import app, flags
@@ -53,10 +54,13 @@ _JSON = flags.DEFINE_string('json', None, 'Where the results go as JSON: a file,
 
 
 def _default_json(r: dict, folder: str | None) -> str:
-  """WORKDIR/eval_<split>_<checkpoint>.json, or eval_folder_<folder's basename>_... ."""
+  """WORKDIR/eval_<split>_<checkpoint>.json, or eval_folder_<folder's basename>_... ; a
+  TFDS slice's characters that a shell would trip on become '_' (train[90%:] ->
+  train_90pct)."""
   name = r['split']
   if folder is not None:
     name = 'folder_' + os.path.basename(os.path.normpath(folder))
+  name = re.sub(r'[^A-Za-z0-9_.-]+', '_', name.replace('%', 'pct')).strip('_')
   return os.path.join(r['workdir'], f'eval_{name}_{r["checkpoint"]}.json')
 
 

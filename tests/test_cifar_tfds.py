@@ -190,9 +190,9 @@ def test_three_training_steps_and_an_evaluation_on_tfds_cifar10(tfds_dir, tmp_pa
   r = run_cli('alexnet_jax.evaluate', f'--workdir={workdir}', '--checkpoint=latest',
               timeout=900)
   assert r.returncode == 0, r.stderr[-3000:]
-  # Named after the eval split as given: eval_train[90%:]_latest.json.
+  # Named after the eval split, shell-safe: train[90%:] -> eval_train_90pct_latest.json.
   (written,) = re.findall(r'^written: (.*)$', r.stdout, flags=re.M)
-  assert written == os.fspath(workdir / 'eval_train[90%:]_latest.json')
+  assert written == os.fspath(workdir / 'eval_train_90pct_latest.json')
   result = json.load(open(written))
   assert result['crops_1']['count'] == result['crops_10']['count'] == EVAL_PART
   config = json.load(open(workdir / 'config.json'))
