@@ -15,7 +15,10 @@ mean over pixels of the std across R, G, B of the normalised kernel: 0 for grey 
 neighbours (Figure 4): for --queries eval-split images (the first image of each of the
 first classes met), the 6 training images nearest in fc7 space (Euclidean, after the ReLU),
 searched in batches on the devices over the whole training split (or its first
---max_train images). curves (Figure 1 style): training error against epochs for several
+--max_train images); for a CIFAR-10 net (model.arch=cifar10_*), which has no fc7, in the
+space of its last hidden layer, what its output layer reads (local4, conv3_avg or fc64;
+the JSON's feature_layer says which). kernels draws a CIFAR-10 net's 5x5 conv1 as one
+tower. curves (Figure 1 style): training error against epochs for several
 runs (workdirs, or a sweep root of experiments/ablations.py: every run below it), each
 labelled by the config fields in which the runs differ (or --labels), with the epoch each
 first reaches --target_error marked. curves --panels: four panels instead, loss and top-1
@@ -119,18 +122,20 @@ def main(argv) -> int:
         nb = figures_lib.find_neighbours(run, images, labels, query_indices=indices,
                                          max_train=_MAX_TRAIN.value)
         figures_lib.plot_neighbours(nb, [c.name for c in classes], out, title=title)
-        data = {'train_images_searched': nb.train_images, 'queries': [
-            {'eval_index': int(indices[i]), 'label': int(labels[i]),
-             'neighbours': [{'train_index': int(nb.indices[i, j]),
-                             'label': int(nb.labels[i, j]),
-                             'distance': float(nb.distances[i, j])}
-                            for j in range(nb.labels.shape[1])]}
-            for i in range(len(labels))]}
+        queries = [{'eval_index': int(indices[i]), 'label': int(labels[i]),
+                    'neighbours': [{'train_index': int(nb.indices[i, j]),
+                                    'label': int(nb.labels[i, j]),
+                                    'distance': float(nb.distances[i, j])}
+                                   for j in range(nb.labels.shape[1])]}
+                   for i in range(len(labels))]
+        data = {'feature_layer': nb.layer, 'train_images_searched': nb.train_images,
+                'queries': queries}
         same = sum(int(q['label'] == n['label']) for q in data['queries']
                    for n in q['neighbours'])
         total = sum(len(q['neighbours']) for q in data['queries'])
-        print(f'{len(labels)} queries, {nb.train_images} training images searched: '
-              f'{same} of {total} neighbours share the query\'s class', file=text)
+        print(f'{len(labels)} queries, {nb.train_images} training images searched in '
+              f'{nb.layer} space: {same} of {total} neighbours share the query\'s class',
+              file=text)
       data = {'workdir': run.workdir, 'checkpoint': run.checkpoint, 'step': run.step, **data}
   except Exception as e:
     return exits.user_fault(e)

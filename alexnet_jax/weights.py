@@ -1,4 +1,5 @@
-r"""Imports published AlexNet weights into a workdir, and exports a run's to torchvision.
+r"""Imports published AlexNet weights into a workdir, and exports a run's to torchvision (or
+any run's own parameters, the CIFAR-10 nets' too, to .npz/.safetensors/.pth).
 
   python -m alexnet_jax.weights import --from=torchvision --src=alexnet-owt-7be5be79.pth \
       --workdir=/tmp/alexnet_tv
@@ -6,6 +7,7 @@ r"""Imports published AlexNet weights into a workdir, and exports a run's to tor
       --workdir=/tmp/alexnet_caffe [--mean=imagenet_mean.binaryproto]
   python -m alexnet_jax.weights export --to=torchvision --workdir=/tmp/alexnet_tv \
       --out=/tmp/alexnet.safetensors [--checkpoint=best]      # or .pth
+  python -m alexnet_jax.weights export --to=params --workdir=/tmp/c10 --out=/tmp/c10.npz
 
 An imported workdir holds config.json, preprocessing.npz, checkpoints/0 and best/0:
 `evaluate`, `predict` and `--config.init_from=DIR` take it like a trained run. A Caffe import
@@ -13,7 +15,10 @@ with --mean takes Caffe's own inputs: each image squashed to 256 x 256, minus th
 then the 227 crops (without it: shorter side 256 and a per-channel mean). Export reads
 --checkpoint=latest (the default: the final model) or best, and says which step. The
 mappings (layouts, flatten order, normalisation, BGR, dropout placement) are in
-alexnet_jax/tools/weights.py and docs/weights.md. Exit status (alexnet_jax/common/exits.py):
+alexnet_jax/tools/weights.py and docs/weights.md. --to=params writes the run's parameters
+as they are, keyed '<layer>.kernel'/'<layer>.bias' by its own layer names (.npz,
+.safetensors, .pth or .pt): the one export of a CIFAR-10 net (model.arch=cifar10_*), which
+--to=torchvision refuses naming the arch. Exit status (alexnet_jax/common/exits.py):
 2 with one `error:` line for a bad flag, a file of another architecture, a truncated file
 or an occupied workdir; 5 when no checkpoint of the run restores. --dst is the old name of
 --out (deprecated, removed in the next release).
@@ -33,9 +38,11 @@ _SRC = flags.DEFINE_string('src', None, 'import: the weights file (.pth, .pt, .s
 _MEAN = flags.DEFINE_string('mean', None, 'import --from=caffe: the mean image '
                             '(imagenet_mean.binaryproto); inputs then squash to its size '
                             'and subtract it, as Caffe.')
-_TO = flags.DEFINE_enum('to', 'torchvision', ['torchvision'], 'export: the format.')
+_TO = flags.DEFINE_enum('to', 'torchvision', ['torchvision', 'params'],
+                        "export: torchvision's AlexNet state dict, or the run's own "
+                        'parameters by its layer names (any model.arch).')
 _OUT = flags.DEFINE_string('out', None, 'export: the file to write (.pth, .pt or '
-                           '.safetensors).')
+                           '.safetensors; --to=params also .npz).')
 _DST = flags.DEFINE_string('dst', None, 'Deprecated: the old name of --out.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'import: the workdir to create; export: the '
                                'run to read.')
@@ -55,7 +62,8 @@ def main(argv) -> int:
     raise app.UsageError('--mean is for import --from=caffe (a Caffe .binaryproto mean image)')
   out = exits.deprecated_flag(_DST, _OUT)
   if argv[1] == 'export' and not out:
-    raise app.UsageError('export needs --out=FILE (.pth, .pt or .safetensors)')
+    raise app.UsageError('export needs --out=FILE (.pth, .pt or .safetensors; --to=params '
+                         'also .npz)')
   logs.setup()
   from alexnet_jax.tools import weights as weight_io  # after flags: keeps --help fast
   try:
@@ -70,7 +78,8 @@ def main(argv) -> int:
       print(f'imported {_SRC.value} ({_FROM.value}){with_mean} into {workdir}: config.json, '
             'preprocessing.npz, checkpoints/0, best/0')
     else:
-      export = {'torchvision': weight_io.export_torchvision}[_TO.value]
+      export = {'torchvision': weight_io.export_torchvision,
+                'params': weight_io.export_params}[_TO.value]
       notes, step = export(_WORKDIR.value, out, checkpoint=_CHECKPOINT.value)
       for note in notes:
         print(f'warning: {note}', file=sys.stderr)

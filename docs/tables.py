@@ -17,7 +17,8 @@ ABLATIONS_JSON = 'experiments/results/ablations_hard/ablations.json'
 # The column headings of the compact ablation table, by variant name of
 # experiments/ablations_lib.py (a variant not listed here is headed by its name).
 _HEADINGS = {
-    'baseline': 'baseline', 'lrn': 'no LRN', 'pooling': 'non-overlapping pooling',
+    'baseline': 'baseline', 'lrn': 'no LRN',
+    'lrn_constant': "LRN's constant only (the control)", 'pooling': 'non-overlapping pooling',
     'towers': 'one tower', 'lighting': 'no lighting', 'activation': 'tanh',
     'dropout': 'no dropout',
 }
@@ -30,7 +31,12 @@ def _p(p: float) -> str:
 
 def ablations_table(report: dict) -> str:
   """The compact table of an ablations.json: one column per variant, final top-1 (%) mean
-  ± std over seeds, then the difference to the baseline with Welch's p-value."""
+  ± std over seeds, then the difference to the baseline with Welch's p-value, and, where
+  the sweep ran a control (lrn_constant), a row with each ablation against its control.
+
+  For the LRN the right comparison is baseline vs lrn_constant (the normalisation with vs
+  without, the constant factor k^-beta kept in both); "no LRN" vs baseline also removes
+  that factor (docs/ablations.md)."""
   variants = report['variants']
   head = [_HEADINGS.get(v['name'], v['name']) for v in variants]
   means = [f"{100 * v['final_top1_mean']:.1f} ± {100 * v['final_top1_std']:.1f}"
@@ -41,7 +47,12 @@ def ablations_table(report: dict) -> str:
     diffs.append('' if vs is None else
                  f"{100 * vs['diff_top1']:+.1f} (p {_p(vs['p_welch'])})")
   rows = [head, ['---'] * len(head), means, diffs]
-  return '\n'.join('| ' + ' | '.join(r) + ' |' for r in rows).replace('|  |', '| |')
+  if any('vs_control' in v for v in variants):
+    rows.append([
+        '' if 'vs_control' not in v else
+        f"vs {v['vs_control']['control']}: {100 * v['vs_control']['diff_top1']:+.1f} "
+        f"(p {_p(v['vs_control']['p_welch'])})" for v in variants])
+  return '\n'.join('|' + '|'.join(f' {c} ' if c else ' ' for c in r) + '|' for r in rows)
 
 
 def main(argv: list[str]) -> int:

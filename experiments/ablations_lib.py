@@ -10,6 +10,8 @@ reports hold no path of the machine they ran on.
 
 The named ablations (section 3 and 4 of the paper), as config overrides of the base config:
   lrn         no local response normalisation            model.lrn=none
+              and its control, variant lrn_constant:     model.lrn=constant
+              the LRN's constant factor k^-beta kept, no normalisation (`CONTROLS`)
   pooling     non-overlapping 2x2/2 pooling (not 3x3/2)  model.pooling=non_overlapping
   towers      one tower, half the kernels in conv1-4     model.towers=1, mesh.model=1,
               (conv5 and the fc layers keep theirs)      model.conv_widths=<halved>
@@ -23,9 +25,16 @@ Grid variants (`parse_grid`): any `--config.x=` overrides, e.g.
 (';' separates variants, whitespace the overrides of one variant, an optional 'name:' names
 it, and 'a|b' in a value expands to one variant per alternative, the product over keys).
 
-Statistics (`group_stats`, `compare`): per variant the mean and sample std (ddof 1) over
+Statistics (`group_stats`, `welch`): per variant the mean and sample std (ddof 1) over
 seeds of the final eval top-1/top-5/loss, and against the baseline the difference of the
-means, its standard error sqrt(s1^2/n1 + s2^2/n2) and Welch's two-sided t-test p-value.
+means, its standard error sqrt(s1^2/n1 + s2^2/n2) and Welch's two-sided t-test p-value;
+an ablation with a control in the sweep (lrn: lrn_constant) is also compared with it.
+
+Why the LRN needs a control: model.lrn=none removes the normalisation *and* the formula's
+constant factor k^-beta (2^-0.75 = 0.595 for the paper's k=2), so "no LRN" against the
+baseline also measures a rescaling of conv1/conv2's outputs. The LRN's normalisation
+effect is baseline vs lrn_constant (both have the factor; only the baseline normalises);
+lrn vs lrn_constant is the rescaling alone.
 """
 
 from __future__ import annotations
@@ -60,6 +69,23 @@ def _lrn(c) -> dict:
   if c.model.lrn == 'none':
     raise NotApplicable('the base config has no LRN already')
   return {'model.lrn': 'none'}
+
+
+def _lrn_constant(c) -> dict:
+  # model.lrn=constant multiplies by the paper formula's k^-beta; it is the control only
+  # for a base whose LRN has that constant (the paper's, at any lrn_gain).
+  if c.model.lrn == 'paper':
+    return {'model.lrn': 'constant'}
+  reasons = {
+      'none': 'the base config has no LRN',
+      'constant': 'the base config is the constant control already (model.lrn=constant)',
+      'caffe': "the base's 'caffe' LRN has k=1, so its constant factor 1^-0.75 is 1 and "
+               "model.lrn=none is its own control (model.lrn=constant is the paper's "
+               '2^-0.75)',
+      'cuda_convnet': "cuda-convnet's response norms have constant 1 (1^-power = 1): "
+                      'model.lrn=constant is the same net as model.lrn=none',
+  }
+  raise NotApplicable(reasons.get(c.model.lrn, f'model.lrn={c.model.lrn!r} has no control'))
 
 
 def _pooling(c) -> dict:
@@ -108,6 +134,15 @@ ABLATIONS: dict[str, tuple[str, Callable[[Any], dict]]] = {
     'activation': ('tanh instead of ReLU', _activation),
     'dropout': ('dropout 0.5 toggled (on if the base has none, else off)', _dropout),
 }
+
+
+# The control variants some ablations are run with (plan puts each right after its
+# ablation, under its own name): ablation -> (variant name, description, overrides).
+CONTROLS: dict[str, tuple[str, str, Callable[[Any], dict]]] = {
+    'lrn': ('lrn_constant', "control for no LRN: the LRN's constant factor k^-beta kept, "
+            'no normalisation', _lrn_constant),
+}
+CONTROL_OF = {control: name for name, (control, _, _) in CONTROLS.items()}
 
 
 def parse_sweep(text: str, *, allow_empty: bool = False) -> list[str]:
@@ -186,7 +221,7 @@ def parse_grid(texts: str | Sequence[str], base_config=None) -> list[GridVariant
         variants.append(GridVariant(label, overrides))
   names = [v.name for v in variants]
   for n in names:
-    if n == BASELINE or n in ABLATIONS or not _NAME_RE.match(n):
+    if n == BASELINE or n in ABLATIONS or n in CONTROL_OF or not _NAME_RE.match(n):
       raise ValueError(f'grid variant name {n!r} is reserved or not a plain folder name')
   dupes = sorted({n for n in names if names.count(n) > 1})
   if dupes:
@@ -219,10 +254,13 @@ def ablation_overrides(name: str, base_config) -> dict[str, Any]:
   """The config overrides (dotted field -> value) of one ablation of base_config.
 
   Raises ValueError for an unknown name (listing the allowed ones) and NotApplicable
-  if the ablation would leave base_config unchanged.
+  if the ablation would leave base_config unchanged. A control's variant name
+  (lrn_constant) gives the control's overrides.
   """
   if name == BASELINE:
     return {}
+  if name in CONTROL_OF:
+    return CONTROLS[CONTROL_OF[name]][2](base_config)
   if name not in ABLATIONS:
     raise ValueError(f'unknown ablation {name!r}; allowed: {", ".join(ABLATIONS)}')
   return ABLATIONS[name][1](base_config)
@@ -285,8 +323,9 @@ def portable_config_arg(base: str) -> str:
 def plan(sweep: Sequence[str], base: str, runs_dir: str, *, epochs: float | None = None,
          base_config=None, log=print, grid: Sequence[GridVariant] = (),
          seeds: int | None = None) -> list[Variant]:
-  """The baseline, each applicable ablation in `sweep` and each grid variant, once per
-  seed (see `seed_list`), with their commands: for each seed in turn, baseline first.
+  """The baseline, each applicable ablation in `sweep` (followed by its control, see
+  `CONTROLS`, where the base has one) and each grid variant, once per seed (see
+  `seed_list`), with their commands: for each seed in turn, baseline first.
 
   Workdirs are <runs_dir>/<name> (seeds=None) or <runs_dir>/<name>/seed<S>; they and the
   base config's path are written as `portable_path` gives them.
@@ -302,6 +341,12 @@ def plan(sweep: Sequence[str], base: str, runs_dir: str, *, epochs: float | None
       continue
     description = 'the base config unchanged' if name == BASELINE else ABLATIONS[name][0]
     entries.append((name, description, overrides))
+    if name in CONTROLS:
+      control, description, _ = CONTROLS[name]
+      try:
+        entries.append((control, description, ablation_overrides(control, base_config)))
+      except NotApplicable as e:
+        log(f'no control {control} for {name}: {e}')
   for g in grid:
     entries.append((g.name, 'grid: ' + ' '.join(f'{k}={v}' for k, v in g.overrides.items()),
                     dict(g.overrides)))
@@ -483,9 +528,21 @@ def results(variants: Sequence[Variant], base_name: str, epochs: float | None) -
   """Everything the report shows, as the JSON written next to it (see write_report)."""
   groups = group(variants)
   per_run = {v.workdir: summarize(v) for v in variants}
-  base_top1 = [per_run[v.workdir]['final_top1'] for v in groups.get(BASELINE, [])
-               if per_run[v.workdir]['finished'] and per_run[v.workdir]['final_top1'] is not None]
-  comparisons = len([n for n in groups if n != BASELINE])
+
+  def top1s(name: str) -> list[float]:
+    rows = [per_run[v.workdir] for v in groups.get(name, [])]
+    return [r['final_top1'] for r in rows if r['finished'] and r['final_top1'] is not None]
+
+  # Each ablation whose control is in the sweep is compared with it too (one more test).
+  controlled = {name: CONTROLS[name][0] for name in groups
+                if name in CONTROLS and CONTROLS[name][0] in groups}
+  comparisons = len([n for n in groups if n != BASELINE]) + len(controlled)
+
+  def versus(name: str, other: str) -> dict:
+    w = welch(top1s(name), top1s(other))
+    return {'diff_top1': w['diff'], 'se': w['se'], 't': w['t'], 'df': w['df'],
+            'p_welch': w['p'], 'significant': significance(w['p'], comparisons)}
+
   out_variants = []
   for name, runs in groups.items():
     rows = [per_run[v.workdir] for v in runs]
@@ -495,11 +552,9 @@ def results(variants: Sequence[Variant], base_name: str, epochs: float | None) -
              **stats, 'runs': [{**r, 'command': shlex.join(v.command)}
                                for r, v in zip(rows, runs, strict=True)]}
     if name != BASELINE:
-      top1 = [r['final_top1'] for r in rows if r['finished'] and r['final_top1'] is not None]
-      w = welch(top1, base_top1)
-      entry['vs_baseline'] = {'diff_top1': w['diff'], 'se': w['se'], 't': w['t'],
-                              'df': w['df'], 'p_welch': w['p'],
-                              'significant': significance(w['p'], comparisons)}
+      entry['vs_baseline'] = versus(name, BASELINE)
+    if name in controlled:
+      entry['vs_control'] = {'control': controlled[name], **versus(name, controlled[name])}
     out_variants.append(entry)
   return {
       'base': portable_config_arg(base_name),
@@ -507,7 +562,9 @@ def results(variants: Sequence[Variant], base_name: str, epochs: float | None) -
       'seeds': sorted({v.seed for v in variants if v.seed is not None}) or None,
       'metric': 'final eval top-1/top-5/loss (the last evaluation of each run)',
       'std': 'sample standard deviation over seeds (ddof 1)',
-      'test': (f"Welch's two-sided t-test of the final top-1 against the baseline's; "
+      'test': ("Welch's two-sided t-test of the final top-1 against the baseline's"
+               + (" (and, in vs_control, against the ablation's control)" if controlled
+                  else '') + '; '
                f'significant = p < {ALPHA:g} / {comparisons} (Bonferroni over the '
                f'{comparisons} comparisons)'),
       'variants': out_variants,
@@ -524,30 +581,68 @@ def _pm(mean: float | None, std: float | None) -> str:
   return f'{100 * mean:.1f}' + ('' if std is None else f' ± {100 * std:.1f}')
 
 
+def _versus_cells(vs: dict | None) -> list[str]:
+  """Δ (± SE) in pp, Welch p and the significance of a vs_baseline/vs_control entry."""
+  if vs is None or vs['diff_top1'] is None:
+    return ['-', '-', '-']
+  delta = f'{100 * vs["diff_top1"]:+.1f}' + (
+      '' if vs['se'] is None else f' ± {100 * vs["se"]:.1f}')
+  return [delta, '-' if vs['p_welch'] is None else f'{vs["p_welch"]:.3g}', vs['significant']]
+
+
 def markdown_table(report: dict) -> str:
-  lines = ['| variant | overrides | n | top-1 % (mean ± std) | top-1 per seed | '
-           'top-5 % (mean ± std) | Δ top-1 vs baseline (± SE), pp | Welch p | beyond noise | '
-           'wall time per run |',
-           '|---|---|---|---|---|---|---|---|---|---|']
+  """The report's table; with a control in the sweep (lrn_constant), three more columns
+  compare each controlled ablation with its control."""
+  controlled = any('vs_control' in e for e in report['variants'])
+  head = ['variant', 'overrides', 'n', 'top-1 % (mean ± std)', 'top-1 per seed',
+          'top-5 % (mean ± std)', 'Δ top-1 vs baseline (± SE), pp', 'Welch p', 'beyond noise']
+  if controlled:
+    head += ['Δ top-1 vs its control (± SE), pp', 'Welch p (control)',
+             'beyond noise (control)']
+  head.append('wall time per run')
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for entry in report['variants']:
     overrides = ', '.join(f'`{k}={x}`' for k, x in entry['overrides'].items()) or '-'
     per_seed = ', '.join(
         ('' if r['seed'] is None else f's{r["seed"]}: ') + _pct(r['final_top1'])
         + ('' if r['finished'] else ' (unfinished)') for r in entry['runs'])
-    vs = entry.get('vs_baseline')
-    if vs is None or vs['diff_top1'] is None:
-      delta, p, sig = '-', '-', '-'
-    else:
-      delta = f'{100 * vs["diff_top1"]:+.1f}' + (
-          '' if vs['se'] is None else f' ± {100 * vs["se"]:.1f}')
-      p = '-' if vs['p_welch'] is None else f'{vs["p_welch"]:.3g}'
-      sig = vs['significant']
-    wall = '-' if entry['wall_s_mean'] is None else fmt_time(entry['wall_s_mean'])
-    lines.append(f'| {entry["name"]} | {overrides} | {entry["n"]} | '
-                 f'{_pm(entry["final_top1_mean"], entry["final_top1_std"])} | {per_seed} | '
-                 f'{_pm(entry["final_top5_mean"], entry["final_top5_std"])} | {delta} | {p} | '
-                 f'{sig} | {wall} |')
+    cells = [entry['name'], overrides, str(entry['n']),
+             _pm(entry['final_top1_mean'], entry['final_top1_std']), per_seed,
+             _pm(entry['final_top5_mean'], entry['final_top5_std']),
+             *_versus_cells(entry.get('vs_baseline'))]
+    if controlled:
+      vs = entry.get('vs_control')
+      cells += _versus_cells(vs)
+      if vs is not None:
+        cells[-3] = f'{cells[-3]} (vs {vs["control"]})'
+    cells.append('-' if entry['wall_s_mean'] is None else fmt_time(entry['wall_s_mean']))
+    lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
+
+
+def control_notes(report: dict) -> list[str]:
+  """What each controlled comparison measures, with the numbers (the LRN: which of the
+  three differences is its normalisation effect)."""
+  by_name = {e['name']: e for e in report['variants']}
+  notes = []
+  lrn, control = by_name.get('lrn'), by_name.get(CONTROLS['lrn'][0])
+  if lrn is None or control is None:
+    return notes
+  pp = lambda vs: ('-' if vs is None or vs['diff_top1'] is None
+                   else f'{100 * vs["diff_top1"]:+.1f} pp')
+  effect = control.get('vs_baseline')
+  effect = None if effect is None or effect['diff_top1'] is None else {
+      **effect, 'diff_top1': -effect['diff_top1']}
+  notes.append(
+      '**LRN: compare the baseline with `lrn_constant`, not with `lrn`.** `model.lrn=none` '
+      '(`lrn`) removes the normalisation *and* the formula\'s constant factor k^-β '
+      '(2^-0.75 = 0.595 for the paper\'s k=2), so baseline vs `lrn` is confounded with a '
+      'rescaling of the normalised layers\' outputs. `model.lrn=constant` (`lrn_constant`) '
+      'keeps that factor without normalising, so the LRN\'s normalisation effect is '
+      f'baseline - lrn_constant = {pp(effect)} (the sign-reversed Δ of the `lrn_constant` '
+      f'row); lrn - lrn_constant = {pp(lrn.get("vs_control"))} is the rescaling alone, and '
+      f'lrn - baseline = {pp(lrn.get("vs_baseline"))} is both together.')
+  return notes
 
 
 def _schedule_note(config) -> str:
@@ -601,7 +696,8 @@ def write_report(variants: Sequence[Variant], root: str, base_name: str,
                    f'{config.num_epochs:g}); the rest of its schedule '
                    f'({config.schedule.name}, {_schedule_note(config)}) is unchanged, so '
                    'a shortened run may stop before any decay.')
-  comparisons = len([e for e in report['variants'] if e['name'] != BASELINE])
+  comparisons = len([e for e in report['variants'] if e['name'] != BASELINE]) + len(
+      [e for e in report['variants'] if 'vs_control' in e])
   text = [
       '# Ablations',
       '',
@@ -617,6 +713,7 @@ def write_report(variants: Sequence[Variant], root: str, base_name: str,
       '',
       markdown_table(report),
       '',
+      *[line for note in control_notes(report) for line in (note, '')],
       ' '.join(caveats),
       '',
       '![final top-1 and curves](ablations.png)' if png else

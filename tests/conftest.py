@@ -93,3 +93,15 @@ def fresh_workdir(tiny_data_dir, tmp_path_factory) -> str:
   workdir = tmp_path_factory.mktemp('fresh_run')
   workdir_utils.make_workdir(workdir, tiny_data_dir, seed=3)
   return str(workdir)
+
+
+@pytest.fixture(scope='session')
+def cifar_workdir(tmp_path_factory) -> str:
+  """A run's workdir of a CIFAR-10 net (cifar10_18pct: its output layer reads a pooling,
+  'conv3_avg') with fresh parameters on tests/data/cifar10 (workdir_utils.cifar_config):
+  the weights-export and figure tests of the CIFAR nets."""
+  import workdir_utils
+  workdir = tmp_path_factory.mktemp('cifar_run')
+  config = workdir_utils.cifar_config('cifar10_18pct', tmp_path_factory.mktemp('cifar_data'))
+  workdir_utils.make_workdir(workdir, None, config=config, seed=1)
+  return str(workdir)

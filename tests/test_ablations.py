@@ -70,7 +70,8 @@ def test_overrides_and_command(name, default_config, tmp_path):
 
 def test_baseline_is_first_and_unchanged(default_config, tmp_path):
   variants = ablations.plan(['lrn', 'pooling'], DEFAULT, str(tmp_path), base_config=default_config)
-  assert [v.name for v in variants] == ['baseline', 'lrn', 'pooling']
+  # lrn brings its control, lrn_constant, right after it.
+  assert [v.name for v in variants] == ['baseline', 'lrn', 'lrn_constant', 'pooling']
   assert variants[0].overrides == {}
   assert not [a for a in variants[0].command if a.startswith('--config.')]
 
@@ -110,6 +111,33 @@ def test_ablations_follow_the_base_config(tmp_path):
   assert ablations.ablation_overrides('dropout', one_tower) == {'model.dropout_rate': 0.0}
 
 
+def test_the_lrn_control_follows_the_base_lrn(default_config, tmp_path):
+  """lrn_constant (model.lrn=constant keeps the paper formula's 2^-0.75) is the control only
+  for the paper's LRN; for the others the reason is logged and the variant left out."""
+  assert ablations.ablation_overrides('lrn_constant', default_config) == {
+      'model.lrn': 'constant'}
+  for lrn, reason in (('caffe', 'k=1'), ('cuda_convnet', 'same net as model.lrn=none'),
+                      ('constant', 'constant control already'), ('none', 'no LRN')):
+    config = ablations.load_config(DEFAULT)
+    config.model.lrn = lrn
+    with pytest.raises(ablations.NotApplicable, match=reason):
+      ablations.ablation_overrides('lrn_constant', config)
+    logged = []
+    names = [v.name for v in ablations.plan(['lrn'], DEFAULT, str(tmp_path),
+                                            base_config=config, log=logged.append)]
+    assert 'lrn_constant' not in names
+    assert names == (['baseline'] if lrn == 'none' else ['baseline', 'lrn'])
+    assert len(logged) == 1
+  with pytest.raises(ValueError, match='reserved'):
+    ablations.parse_grid('lrn_constant:model.lrn=constant', default_config)
+  out = run_cli('experiments.ablations', '--sweep=lrn', f'--base={DEFAULT}',
+                f'--out={tmp_path}', '--dry_run')
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.strip().splitlines()
+  assert len(lines) == 3 and lines[1].endswith(f'{tmp_path}/runs/lrn --config.model.lrn=none')
+  assert lines[2].endswith(f'{tmp_path}/runs/lrn_constant --config.model.lrn=constant')
+
+
 def test_dry_run_prints_commands_and_runs_nothing(tmp_path):
   root = tmp_path / 'root'
   out = run_cli('experiments.ablations', '--sweep=towers', f'--base={DEFAULT}', f'--out={root}',
@@ -131,7 +159,7 @@ def test_report_table_from_finished_runs(default_config, tmp_path, monkeypatch):
   os.symlink(os.path.join(REPO, 'configs'), 'configs')
   variants = ablations.plan(['lrn', 'pooling'], DEFAULT, 'results/runs',
                             base_config=default_config, epochs=3)
-  for v, top1 in zip(variants, (0.60, 0.55, 0.625), strict=True):
+  for v, top1 in zip(variants, (0.60, 0.55, 0.57, 0.625), strict=True):
     write_metrics(v.workdir, top1)
     done = v.name != 'pooling'                  # pooling: interrupted, resumable
     ablations.write_marker(v.workdir, {'command': v.command, 'wall_s': 95.0,
@@ -141,11 +169,17 @@ def test_report_table_from_finished_runs(default_config, tmp_path, monkeypatch):
   assert md == os.path.join('results', 'ablations.md')
   text = open(md).read()
   rows = [line for line in text.splitlines() if line.startswith('| ')][1:]
-  assert [r.split(' | ')[0] for r in rows] == ['| baseline', '| lrn', '| pooling']
-  # One seed: no std, no test; the unfinished run is listed but not counted.
-  assert '| - | 1 | 60.0 | 60.0% | 90.0 | - | - | - | 1m35s |' in rows[0]
+  assert [r.split(' | ')[0] for r in rows] == ['| baseline', '| lrn', '| lrn_constant',
+                                               '| pooling']
+  # One seed: no std, no test; the unfinished run is listed but not counted. lrn is also
+  # compared with its control (55.0 - 57.0).
+  assert '| - | 1 | 60.0 | 60.0% | 90.0 | - | - | - | - | - | - | 1m35s |' in rows[0]
   assert '| 1 | 55.0 | 55.0% |' in rows[1] and '| -5.0 | - | n/a |' in rows[1]
-  assert '| 0 | - | 62.5% (unfinished) |' in rows[2]
+  assert '| -2.0 (vs lrn_constant) | - | n/a |' in rows[1]
+  assert '`model.lrn=constant` | 1 | 57.0 |' in rows[2] and '| -3.0 | - | n/a | - |' in rows[2]
+  assert '| 0 | - | 62.5% (unfinished) |' in rows[3]
+  assert ('normalisation effect is baseline - lrn_constant = +3.0 pp' in text
+          and 'lrn - lrn_constant = -2.0 pp is the rescaling alone' in text)
   assert '`model.lrn=none`' in rows[1]
   assert os.path.getsize(png) > 0 and '](ablations.png)' in text
   assert 'standard error of one evaluation is about 1.5 pp' in text   # sqrt(.6 * .4 / 1000)
@@ -187,13 +221,13 @@ def test_seeds_expand_every_variant_with_its_own_workdir(default_config, tmp_pat
   variants = ablations.plan(['lrn'], DEFAULT, str(tmp_path), base_config=default_config,
                             grid=grid, seeds=3)
   assert [(v.name, v.seed) for v in variants] == [
-      (n, s) for s in (0, 1, 2) for n in ('baseline', 'lrn', 'lrn=caffe')]
-  assert len({v.workdir for v in variants}) == 9
+      (n, s) for s in (0, 1, 2) for n in ('baseline', 'lrn', 'lrn_constant', 'lrn=caffe')]
+  assert len({v.workdir for v in variants}) == 12
   v = variants[-1]
   assert v.workdir == str(tmp_path / 'lrn=caffe' / 'seed2')
   assert v.command[-2:] == ['--config.model.lrn=caffe', '--config.seed=2']
   assert v.overrides == {'model.lrn': 'caffe'}          # the seed is not an override
-  assert list(ablations.group(variants)) == ['baseline', 'lrn', 'lrn=caffe']
+  assert list(ablations.group(variants)) == ['baseline', 'lrn', 'lrn_constant', 'lrn=caffe']
   assert ablations.seed_list(5, None) == [None] and ablations.seed_list(5, 2) == [5, 6]
   with pytest.raises(ValueError, match='at least 1'):
     ablations.seed_list(0, 0)
@@ -233,12 +267,13 @@ def test_json_and_table_with_seeds(default_config, tmp_path, monkeypatch):
   import json
   monkeypatch.chdir(tmp_path)
   os.symlink(os.path.join(REPO, 'configs'), 'configs')
-  top1s = {'baseline': [0.60, 0.62, 0.64], 'lrn': [0.50, 0.51, 0.52]}
+  top1s = {'baseline': [0.60, 0.62, 0.64], 'lrn': [0.50, 0.51, 0.52],
+           'lrn_constant': [0.55, 0.56, 0.57]}
   variants = _fake_sweep(tmp_path, default_config, top1s, unfinished={('lrn', 2)})
   md, png = ablations.write_report(variants, 'results', DEFAULT, None)
   report = json.load(open(os.path.join('results', 'ablations.json')))
   assert report['base'] == DEFAULT and report['seeds'] == [0, 1, 2]
-  base, lrn = report['variants']
+  base, lrn, control = report['variants']
   assert base['name'] == 'baseline' and base['n'] == 3 and 'vs_baseline' not in base
   assert base['final_top1_mean'] == pytest.approx(0.62)
   assert base['final_top1_std'] == pytest.approx(0.02)
@@ -250,19 +285,31 @@ def test_json_and_table_with_seeds(default_config, tmp_path, monkeypatch):
   vs = lrn['vs_baseline']
   assert vs['diff_top1'] == pytest.approx(0.505 - 0.62)
   assert vs['p_welch'] < 0.05 and vs['significant'] in ('yes', 'p<0.05 only')
+  # The control: the LRN's constant factor kept, compared with the baseline (the LRN's
+  # normalisation effect, sign reversed) and with no LRN (the rescaling alone).
+  assert control['name'] == 'lrn_constant' and control['overrides'] == {'model.lrn': 'constant'}
+  assert control['vs_baseline']['diff_top1'] == pytest.approx(0.56 - 0.62)
+  assert 'vs_control' not in control and 'vs_control' not in base
+  vc = lrn['vs_control']
+  assert vc['control'] == 'lrn_constant' and vc['diff_top1'] == pytest.approx(0.505 - 0.56)
+  # Welch on (0.50, 0.51) vs (0.55, 0.56, 0.57): sample variances 5e-5 and 1e-4, so
+  # se = sqrt(5e-5 / 2 + 1e-4 / 3) = 0.0076.
+  assert vc['se'] == pytest.approx((0.0001 / 2 * 0.5 + 0.0001 / 3) ** 0.5, rel=1e-6)
+  assert '3 comparisons' in report['test'] and 'vs_control' in report['test']
   text = open(md).read()
   row = [line for line in text.splitlines() if line.startswith('| lrn ')][0]
   assert '| 2 | 50.5 ± 0.7 |' in row and 's2: 52.0% (unfinished)' in row
   assert '-11.5 ± ' in row
   assert '| 62.0 ± 2.0 | s0: 60.0%, s1: 62.0%, s2: 64.0% |' in text
-  assert 'Bonferroni' in text and os.path.getsize(png) > 0
+  assert '-5.5 ± 0.8 (vs lrn_constant)' in row
+  assert 'Bonferroni over the 3 comparisons' in text and os.path.getsize(png) > 0
   assert str(tmp_path) not in text and str(tmp_path) not in json.dumps(report)
 
 
 def test_finished_runs_are_skipped(default_config, tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)
   os.symlink(os.path.join(REPO, 'configs'), 'configs')
-  top1s = {'baseline': [0.6] * 3, 'lrn': [0.5] * 3}
+  top1s = {'baseline': [0.6] * 3, 'lrn': [0.5] * 3, 'lrn_constant': [0.55] * 3}
   variants = _fake_sweep(tmp_path, default_config, top1s)
   calls = []
   monkeypatch.setattr(ablations.subprocess, 'call', lambda *a, **k: calls.append(a) or 0)

@@ -1,13 +1,15 @@
 """Each device preprocessing op against an independent NumPy computation on real photos,
 and `device_preprocess`, the one entry the jitted steps call."""
 
+import logging
+
 import data_utils
 import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_jax.common import config_lib
+from alexnet_jax.common import config_lib, fields
 from alexnet_jax.data import augment, decode
 
 PHOTOS = data_utils.sample_jpegs()
@@ -31,9 +33,9 @@ PUBLISHED = {'eigval': augment.PCA_EIGVAL, 'eigvec': augment.PCA_EIGVEC}
 
 
 def _np_lighting(alpha, eigval=augment.PCA_EIGVAL, eigvec=augment.PCA_EIGVEC,
-                 reading='paper'):
+                 reading='unit_pixel_eigenvalues'):
   scale = np.asarray(eigval, np.float64)
-  scale = scale if reading == 'paper' else np.sqrt(scale)
+  scale = scale if reading == 'unit_pixel_eigenvalues' else np.sqrt(scale)
   return (np.asarray(eigvec, np.float64) @ (alpha.astype(np.float64) * scale).T).T * 255.0
 
 
@@ -44,16 +46,42 @@ def test_lighting_formula():
                              rtol=1e-5)
   np.testing.assert_allclose(got, _np_lighting(alpha), rtol=1e-5, atol=1e-4)
   # Krizhevsky's cuda-convnet2: alpha times the std along each component, in 0-255 units.
-  got = np.asarray(augment.lighting_shift(alpha, reading='cuda_convnet2'))
+  got = np.asarray(augment.lighting_shift(alpha, reading='component_std'))
   np.testing.assert_allclose(got[0], np.sqrt(0.2175 * 255**2) * np.array([-0.5675, -0.5808,
                                                                           -0.5836]), rtol=1e-5)
-  np.testing.assert_allclose(got, _np_lighting(alpha, reading='cuda_convnet2'), rtol=1e-5,
+  np.testing.assert_allclose(got, _np_lighting(alpha, reading='component_std'), rtol=1e-5,
                              atol=1e-4)
   with pytest.raises(ValueError, match='input.pca_reading'):
     augment.lighting_shift(alpha, reading='sqrt')
 
 
-@pytest.mark.parametrize('reading', ['paper', 'cuda_convnet2'])
+def test_old_reading_names_are_aliases_and_unknown_ones_are_refused(caplog):
+  """'paper' and 'cuda_convnet2' were the readings' names: they still compute the same
+  noise, and validate() rewrites them to the new names with a log line."""
+  assert config_lib.choice('input.pca_reading', 'paper') == 'unit_pixel_eigenvalues'
+  assert config_lib.choice('input.pca_reading', 'cuda_convnet2') == 'component_std'
+  assert config_lib.choice('input.pca_reading', 'component_std') == 'component_std'
+  alpha = np.array([[0.1, -0.2, 0.3]], np.float32)
+  for old, new in (('paper', 'unit_pixel_eigenvalues'), ('cuda_convnet2', 'component_std')):
+    np.testing.assert_array_equal(np.asarray(augment.lighting_shift(alpha, reading=old)),
+                                  np.asarray(augment.lighting_shift(alpha, reading=new)))
+  c = config_lib.base()
+  assert c.input.pca_reading == 'unit_pixel_eigenvalues'       # the default is unchanged
+  c.input.pca_reading = 'cuda_convnet2'
+  with caplog.at_level(logging.INFO):
+    config_lib.validate(c)
+  assert c.input.pca_reading == 'component_std'
+  assert "--config.input.pca_reading=component_std" in caplog.text
+  for bad in ('sqrt', 'Paper', 'cuda-convnet2'):
+    with pytest.raises(ValueError) as e:
+      config_lib.validate(fields.set_fields(config_lib.base(), {'input.pca_reading': bad}))
+    assert str(e.value).startswith(
+        f"input.pca_reading={bad!r} is invalid; allowed: 'unit_pixel_eigenvalues', "
+        "'component_std' (old names: 'paper' for 'unit_pixel_eigenvalues', 'cuda_convnet2' "
+        "for 'component_std')")
+
+
+@pytest.mark.parametrize('reading', ['unit_pixel_eigenvalues', 'component_std'])
 def test_lighting_noise_in_pixel_levels(reading):
   """The std of the per-image shift per channel, sampled, is lighting_noise_std's."""
   rng = np.random.default_rng(0)
@@ -64,7 +92,7 @@ def test_lighting_noise_in_pixel_levels(reading):
   np.testing.assert_allclose(shift.std(axis=0), want, rtol=0.01)
   # Published constants, sigma 0.1: about 3 levels (paper) vs about 7 (cuda-convnet2).
   std = augment.lighting_noise_std(augment.PCA_EIGVAL, augment.PCA_EIGVEC, 0.1, reading)
-  lo, hi = (3.0, 3.3) if reading == 'paper' else (7.0, 7.4)
+  lo, hi = (3.0, 3.3) if reading == 'unit_pixel_eigenvalues' else (7.0, 7.4)
   assert ((lo < std) & (std < hi)).all(), std
 
 
@@ -217,11 +245,11 @@ def test_device_preprocess_lighting_is_an_input():
   np.testing.assert_allclose(np.asarray(got - unlit), np.broadcast_to(
       shift[:, None, None, :], got.shape), atol=1e-3)
   # The reading is the config's: cuda-convnet2 scales by sqrt(eigval).
-  c.input.pca_reading = 'cuda_convnet2'
+  c.input.pca_reading = 'component_std'
   got = jax.jit(lambda im, k, light: augment.device_preprocess(
       im, k, config=c, mean=mean, train=True, lighting=light))(images, key, other)
   shift = _np_lighting(np.asarray(aug['alpha']), other['eigval'], other['eigvec'],
-                       'cuda_convnet2')
+                       'component_std')
   np.testing.assert_allclose(np.asarray(got - unlit), np.broadcast_to(
       shift[:, None, None, :], got.shape), atol=1e-3)
   with pytest.raises(ValueError, match='needs `lighting`'):

@@ -182,6 +182,9 @@ def test_sweeps_apply_the_ablations_that_exist_in_each_net():
     ablations['dropout'](cifar10_conv_local.get_config())
   assert ablations['dropout'](cifar10_fast.get_config()) == {'model.dropout_rate': 0.5}
   assert ablations['lrn'](cifar10_conv_local.get_config()) == {'model.lrn': 'none'}
+  # cuda-convnet's norms have constant 1: lrn=constant is lrn=none there, no control run.
+  with pytest.raises(ablations_lib.NotApplicable, match='same net as model.lrn=none'):
+    ablations_lib.ablation_overrides('lrn_constant', cifar10_conv_local.get_config())
   for name in ('lrn', 'towers'):                 # 80sec has no norm; no net has towers
     with pytest.raises(ablations_lib.NotApplicable):
       ablations[name](cifar10_fast.get_config())

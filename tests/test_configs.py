@@ -38,7 +38,7 @@ def test_every_paper_value_of_the_paper_config():
   assert c.input.random_crop == 'paper' and c.input.flip
   assert c.input.pca_lighting == 0.1
   # PCA of the training pixels, added as alpha * eigval (not cuda-convnet2's sqrt), all images.
-  assert c.input.pca_source == 'dataset' and c.input.pca_reading == 'paper'
+  assert c.input.pca_source == 'dataset' and c.input.pca_reading == 'unit_pixel_eigenvalues'
   assert c.input.pca_max_images == -1
   # Validation during training on the centre crop; the 10-crop test of section 4.1 is
   # `python -m alexnet_jax.evaluate --crops=1,10` on the finished run.

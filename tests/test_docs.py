@@ -107,6 +107,25 @@ def test_ablations_table_matches_the_committed_json():
   assert '| 40.0 ± 1.0 |' in table and '-9.2 (p 0.044)' in table
 
 
+def test_ablations_table_compares_no_lrn_with_its_control():
+  """A sweep with the LRN control (lrn_constant) gets a row of each ablation against its
+  control; the committed sweep predates it and has none."""
+  def variant(name, mean, diff=None, p=None, control=None):
+    v = {'name': name, 'final_top1_mean': mean, 'final_top1_std': 0.01}
+    if diff is not None:
+      v['vs_baseline'] = {'diff_top1': diff, 'p_welch': p}
+    if control is not None:
+      v['vs_control'] = {'control': 'lrn_constant', 'diff_top1': control, 'p_welch': 0.5}
+    return v
+  table = _tables().ablations_table({'variants': [
+      variant('baseline', 0.40), variant('lrn', 0.45, 0.05, 0.1, control=0.08),
+      variant('lrn_constant', 0.37, -0.03, 0.2)]})
+  lines = table.splitlines()
+  assert lines[0] == "| baseline | no LRN | LRN's constant only (the control) |"
+  assert lines[3] == '| | +5.0 (p 0.10) | -3.0 (p 0.20) |'
+  assert lines[4] == '| | vs lrn_constant: +8.0 (p 0.50) | |'
+
+
 def test_tables_script_prints_the_table():
   out = subprocess.run([sys.executable, 'docs/tables.py', 'ablations'], cwd=REPO, check=True,
                        capture_output=True, text=True).stdout

@@ -67,10 +67,10 @@ def run(fresh_workdir):
 def test_neighbours_equal_brute_force_over_all_features(run):
   images, labels, indices = figures_lib.pick_queries(run, 3)
   assert len(set(labels.tolist())) == 3          # the first image of 3 different classes
-  fc7 = figures_lib.make_fc7_fn(run)
+  fc7 = figures_lib.make_feature_fn(run)
   max_train = 100                                 # 3 full batches of 32 and 4 of a fourth
   nb = figures_lib.find_neighbours(run, images, labels, query_indices=indices,
-                                   max_train=max_train, fc7_fn=fc7)
+                                   max_train=max_train, feature_fn=fc7)
   assert nb.train_images == max_train
   # Brute force: every training image's fc7 vector, then NumPy distances and a full sort.
   feats, all_images, all_labels = [], [], []
@@ -92,6 +92,66 @@ def test_neighbours_equal_brute_force_over_all_features(run):
                              atol=1e-5)
   np.testing.assert_array_equal(nb.labels, np.concatenate(all_labels)[order])
   np.testing.assert_array_equal(nb.images, np.concatenate(all_images)[order])
+
+
+def test_feature_layer_is_what_the_output_layer_reads():
+  """fc7 for AlexNet; a CIFAR-10 net's last hidden layer (after the pooling that follows
+  it, if any), with the config's switches applied."""
+  import workdir_utils
+
+  from alexnet_jax.common.model_spec import ModelSpec
+  assert figures_lib.feature_layer(ModelSpec()) == 'fc7'
+  want = {'cifar10_conv_local': 'local4', 'cifar10_18pct': 'conv3_avg',
+          'cifar10_80sec': 'fc64'}
+  for arch, layer in want.items():
+    model = workdir_utils.cifar_config(arch, '/unused').model
+    assert figures_lib.feature_layer(ModelSpec.from_config(model)) == layer
+    model.lrn = 'none'
+    assert figures_lib.feature_layer(ModelSpec.from_config(model)) == layer
+
+
+@pytest.mark.slow
+def test_cifar_neighbours_equal_brute_force_and_kernels_are_one_tower(cifar_workdir, tmp_path):
+  run = predict.load_run(cifar_workdir, batch_size=16)
+  images, labels, indices = figures_lib.pick_queries(run, 2)
+  features = figures_lib.make_feature_fn(run)
+  nb = figures_lib.find_neighbours(run, images, labels, query_indices=indices, max_train=40,
+                                   feature_fn=features)
+  assert nb.layer == 'conv3_avg' and nb.train_images == 40
+  feats = []
+  with jax.set_mesh(run.mesh):
+    for batch in figures_lib.train_batches(run, 40):
+      feats.append(np.asarray(features(run.params, run.put(batch['image']), run.mean))
+                   [batch['mask']])
+    padded = np.concatenate([images, np.zeros((14,) + images.shape[1:], np.uint8)])
+    q = np.asarray(features(run.params, run.put(padded), run.mean), np.float64)[:2]
+  feats = np.concatenate(feats).astype(np.float64)
+  # 32x32 inputs: conv3 and its 3/2 pooling give 4 x 4 x 64 (pooled ReLU outputs).
+  assert feats.shape == (40, 4 * 4 * 64) and (feats >= 0).all()
+  d = np.sqrt(((q[:, None, :] - feats[None]) ** 2).sum(-1))
+  order = np.argsort(d, axis=1, kind='stable')[:, :figures_lib.NEIGHBOURS]
+  np.testing.assert_array_equal(nb.indices, order)
+  np.testing.assert_allclose(nb.distances, np.take_along_axis(d, order, 1), rtol=1e-4,
+                             atol=1e-5)
+  data = figures_lib.plot_kernels(run.params, str(tmp_path / 'k.png'))
+  assert len(data['saturation']) == 1 and data['kernels_per_tower'] == 32
+  assert data['kernel_shape'] == [5, 5, 3]
+
+
+@pytest.mark.slow
+def test_cli_figures_of_a_cifar_run(cifar_workdir, tmp_path):
+  import data_utils
+  out = data_utils.run_cli('alexnet_jax.figures', 'neighbours', f'--workdir={cifar_workdir}',
+                           f'--out={tmp_path / "n.png"}', '--queries=2', '--max_train=30',
+                           '--batch_size=16', timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert '30 training images searched in conv3_avg space' in out.stdout
+  data = json.loads((tmp_path / 'n.json').read_text())
+  assert data['feature_layer'] == 'conv3_avg' and len(data['queries'][1]['neighbours']) == 6
+  out = data_utils.run_cli('alexnet_jax.figures', 'kernels', f'--workdir={cifar_workdir}',
+                           f'--out={tmp_path / "k.png"}', timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'tower 0: mean colour saturation' in out.stdout and '(32 kernels)' in out.stdout
 
 
 def test_running_top_k_merge_keeps_the_nearest_across_batches():

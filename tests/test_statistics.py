@@ -149,7 +149,7 @@ def test_pca_max_images_reads_only_the_first_images(tmp_path, folder, monkeypatc
 def test_published_constants_are_refused_for_other_datasets(tmp_path):
   from configs import default, paper
   c = default.get_config()                  # alexnet_shapes: computes its own
-  assert c.input.pca_source == 'dataset' and c.input.pca_reading == 'paper'
+  assert c.input.pca_source == 'dataset' and c.input.pca_reading == 'unit_pixel_eigenvalues'
   assert paper.get_config().input.pca_source == 'dataset'
   c.input.pca_source = 'published'
   with pytest.raises(ValueError, match="pca_source='published' is ImageNet's.*"

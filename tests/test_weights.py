@@ -327,6 +327,79 @@ def test_cli_refusal_is_one_error_line_and_exit_2(tmp_path):
   assert r.returncode == 2 and 'Traceback' not in r.stderr and 'config.json not found' in r.stderr
 
 
+# ------------------------------------------------------------------------------ own params
+
+
+@pytest.mark.slow
+def test_params_export_of_a_cifar_net_by_its_own_layer_names(cifar_workdir, tmp_path):
+  """A CIFAR-10 net's run exports to .npz, .safetensors and .pth keyed by its layers, the
+  arrays as the checkpoint holds them; torchvision's AlexNet layout refuses it by name."""
+  _, spec, params, step = weight_io.read_workdir_params(cifar_workdir)
+  assert spec.arch == 'cifar10_18pct' and step == 2
+  keys = [f'{layer}.{part}' for layer in ('conv1', 'conv2', 'conv3', 'fc10')
+          for part in ('kernel', 'bias')]
+  for suffix in ('.npz', '.safetensors', '.pth'):
+    out = str(tmp_path / f'c10{suffix}')
+    assert weight_io.export_params(cifar_workdir, out) == ([], 2)
+    if suffix == '.npz':
+      with np.load(out) as f:
+        got = {k: f[k] for k in f.files}
+    else:
+      got = weight_io.read_torchvision(out)
+    # safetensors stores its keys sorted; .npz and .pth keep the layer order.
+    assert list(got) == (sorted(keys) if suffix == '.safetensors' else keys), suffix
+    assert got['conv1.kernel'].shape == (5, 5, 3, 32) and got['fc10.kernel'].shape == (1024, 10)
+    for key, array in got.items():
+      layer, part = key.split('.')
+      np.testing.assert_array_equal(array, params[layer][part])
+      assert array.dtype == np.float32
+  # best/ holds the same fresh parameters at step 1
+  assert weight_io.export_params(cifar_workdir, str(tmp_path / 'b.npz'),
+                                 checkpoint='best')[1] == 1
+  with pytest.raises(weight_io.WeightsError, match=r"\.npz, \.safetensors, \.pth, \.pt"):
+    weight_io.export_params(cifar_workdir, str(tmp_path / 'c10.h5'))
+  with pytest.raises(weight_io.WeightsError) as e:
+    weight_io.export_torchvision(cifar_workdir, str(tmp_path / 'tv.pth'))
+  assert "model.arch='cifar10_18pct'" in str(e.value) and '--to=params' in str(e.value)
+  assert 'conv1, conv2, conv3, fc10' in str(e.value)
+  assert not os.path.exists(tmp_path / 'tv.pth')
+
+
+def test_torchvision_export_refuses_a_cifar_net_by_name():
+  from configs import cifar10_fast
+  spec = nets.ModelSpec.from_config(cifar10_fast.get_config().model)
+  with pytest.raises(weight_io.WeightsError,
+                     match=r"model\.arch='cifar10_80sec'.*conv1, conv2, conv3, fc64, fc10.*"
+                           r'--to=params'):
+    weight_io.check_torchvision_export(spec)
+
+
+@pytest.mark.slow
+def test_params_export_of_alexnet_keeps_the_tower_axis(fresh_workdir, tmp_path):
+  _, spec, params, _ = weight_io.read_workdir_params(fresh_workdir)
+  out = str(tmp_path / 'alexnet.npz')
+  weight_io.export_params(fresh_workdir, out)
+  with np.load(out) as f:
+    assert f.files == [f'{layer}.{part}' for layer in spec.layer_names()
+                       for part in ('kernel', 'bias')]
+    assert f['conv1.kernel'].shape == (2,) + params['conv1']['kernel'].shape[1:]
+    np.testing.assert_array_equal(f['fc6.kernel'], params['fc6']['kernel'])
+
+
+@pytest.mark.slow
+def test_export_commands_on_a_cifar_run(cifar_workdir, tmp_path):
+  r = data_utils.run_cli('alexnet_jax.weights', 'export', '--to=params',
+                         f'--workdir={cifar_workdir}', f'--out={tmp_path / "c10.npz"}')
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert f'exported the latest checkpoint (step 2) of {cifar_workdir}' in r.stdout
+  with np.load(tmp_path / 'c10.npz') as f:
+    assert len(f.files) == 8
+  r = data_utils.run_cli('alexnet_jax.weights', 'export', '--to=torchvision',
+                         f'--workdir={cifar_workdir}', f'--out={tmp_path / "tv.pth"}')
+  assert r.returncode == 2 and 'Traceback' not in r.stderr
+  assert "error: this run is model.arch='cifar10_18pct'" in r.stderr
+
+
 # ------------------------------------------------------------------------------ caffe
 
 

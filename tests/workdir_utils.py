@@ -14,18 +14,35 @@ import data_utils
 OVERRIDES = {'input.resize_size': 72}
 
 
+CIFAR_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'cifar10')
+CIFAR_CONFIGS = {'cifar10_80sec': 'cifar10_fast', 'cifar10_18pct': 'cifar10_18pct',
+                 'cifar10_conv_local': 'cifar10_conv_local'}
+
+
+def cifar_config(arch: str, data_dir):
+  """configs/<arch's file>.py on tests/data/cifar10 (167 training, 33 validation images),
+  batches of 16, its statistics cached in `data_dir`."""
+  import importlib
+  config = importlib.import_module(f'configs.{CIFAR_CONFIGS[arch]}').get_config()
+  return data_utils.set_fields(config, {
+      'dataset.folder': CIFAR_DIR, 'dataset.data_dir': os.fspath(data_dir),
+      'batch_size': 16, 'eval_batch_size': 16})
+
+
 def make_workdir(workdir, data_dir, *, seed: int = 0, best_seed: int | None = None,
-                 preprocessing: bool = True, **overrides):
-  """Writes `workdir`/config.json (data_utils.tiny_config + OVERRIDES + `overrides`), its
-  preprocessing.npz as training does (unless `preprocessing` is False: a workdir of an
-  older version), checkpoints/2 holding nets.init_params(seed) and best/1 holding
-  nets.init_params(best_seed) (default: the same parameters); returns (config, params)."""
+                 preprocessing: bool = True, config=None, **overrides):
+  """Writes `workdir`/config.json (data_utils.tiny_config + OVERRIDES + `overrides`, or
+  `config` as given, e.g. `cifar_config`), its preprocessing.npz as training does (unless
+  `preprocessing` is False: a workdir of an older version), checkpoints/2 holding
+  nets.init_params(seed) and best/1 holding nets.init_params(best_seed) (default: the same
+  parameters); returns (config, params)."""
   from alexnet_jax.common import config_lib
   from alexnet_jax.data import statistics
   from alexnet_jax.model import nets, sharding
   from alexnet_jax.run import checkpoints
   from alexnet_jax.run import workdir as workdir_lib
-  config = data_utils.tiny_config(data_dir, **{**OVERRIDES, **overrides})
+  if config is None:
+    config = data_utils.tiny_config(data_dir, **{**OVERRIDES, **overrides})
   mesh = sharding.make_mesh(config.mesh)
   spec = config_lib.validate(config, mesh_shape=dict(mesh.shape))
   params = nets.init_params(spec, seed=seed, mesh=mesh)

@@ -6,8 +6,10 @@ few fields, so that a field overridden on the command line
 """
 
 import dataclasses
+from typing import Any
 
 import ml_collections
+from absl import logging
 
 from alexnet_jax.common import fields
 from alexnet_jax.common.fields import refuse
@@ -62,10 +64,12 @@ def base() -> ml_collections.ConfigDict:
   # 'dataset': of this dataset's training pixels, computed once and cached (paper) |
   # 'published': fb.resnet.torch's ImageNet constants (refused for other datasets).
   c.input.pca_source = 'dataset'
-  # How eigval scales alpha: 'paper': eigvec @ (alpha * eigval) x255 |
-  # 'cuda_convnet2': eigvec @ (alpha * sqrt(eigval)) x255 (std in 0-255 units): on ImageNet's
-  # photos 2.2-2.4x the paper's noise (docs/deviations.md).
-  c.input.pca_reading = 'paper'
+  # What alpha multiplies (the paper leaves the eigenvalues' units open):
+  # 'unit_pixel_eigenvalues': the eigenvalues of pixels in [0, 1], eigvec @ (alpha * eigval)
+  # x255 (the paper's formula; was 'paper') | 'component_std': the std along each component,
+  # eigvec @ (alpha * sqrt(eigval)) x255, the same in any pixel unit (cuda-convnet2's; was
+  # 'cuda_convnet2'): on ImageNet's photos 2.2-2.4x the noise (docs/deviations.md).
+  c.input.pca_reading = 'unit_pixel_eigenvalues'
   c.input.pca_max_images = -1                    # training images the PCA reads; -1: all (paper)
   c.input.scale = 1.0                            # x after mean subtraction (paper: raw 0-255)
   c.input.eval_crops = 1                         # 1 (centre) or 10 (paper's 10 crops)
@@ -154,8 +158,14 @@ ALLOWED = {
     'input.random_crop': ('paper', 'resized', 'none'),
     'input.eval_crops': (1, 10),
     'input.pca_source': ('dataset', 'published'),
-    'input.pca_reading': ('paper', 'cuda_convnet2'),
+    'input.pca_reading': ('unit_pixel_eigenvalues', 'component_std'),
     'schedule.name': ('plateau', 'step', 'linear', 'constant'),
+}
+
+# Old names of choices, still accepted: `choice` maps them to the new ones, and `validate`
+# rewrites the config's field and logs the new name (a run's config.json holds it).
+ALIASES = {
+    'input.pca_reading': {'paper': 'unit_pixel_eigenvalues', 'cuda_convnet2': 'component_std'},
 }
 
 
@@ -180,23 +190,47 @@ def check_pca_source(config) -> None:
         f'--config.input.pca_lighting=0')
 
 
+def choice(field: str, value: Any) -> Any:
+  """`value` if ALLOWED[field] lists it, the new name if it is an old one (ALIASES), else a
+  ValueError naming the allowed values (and the old names)."""
+  aliases = ALIASES.get(field, {})
+  if isinstance(value, str) and value in aliases:
+    return aliases[value]
+  try:
+    fields.check_choice(field, value, ALLOWED[field])
+  except ValueError:
+    if not aliases:
+      raise
+    old = ', '.join(f'{a!r} for {n!r}' for a, n in aliases.items())
+    raise refuse(field, value, f'{", ".join(map(repr, ALLOWED[field]))} (old names: {old})'
+                 ) from None
+  return value
+
+
 def check_choice(field: str, value) -> None:
-  """Refuses `value` unless ALLOWED[field] lists it (True is not 1 here)."""
-  fields.check_choice(field, value, ALLOWED[field])
+  """Refuses `value` unless ALLOWED[field] lists it or it is an old name (ALIASES) of one
+  (True is not 1 here)."""
+  choice(field, value)
 
 
 def validate(config, *, mesh_shape: dict[str, int] | None = None, process_count: int = 1):
   """Refuses a bad config before anything is compiled; errors name the field.
 
   The one check at the boundary: the commands call it once and hand the
-  validated `ModelSpec` it returns to the code below them. mesh_shape
+  validated `ModelSpec` it returns to the code below them. An old name of a choice
+  (ALIASES) is replaced in `config` by its new one, with a log line. mesh_shape
   ({'data': d, 'model': m}) adds the checks that depend on the devices: the
   'data' axis must divide the batch sizes, the 'model' axis the towers.
   """
   spec = ModelSpec.from_config(config.model)
   for field in ALLOWED:
     if not field.startswith('model.'):
-      check_choice(field, fields.get_field(config, field))
+      value = fields.get_field(config, field)
+      new = choice(field, value)
+      if new != value:
+        logging.info('%s=%r is the old name of %r (the same behaviour); set to %r: write '
+                      '--config.%s=%s', field, value, new, new, field, new)
+        fields.set_fields(config, {field: new})
   mesh_shape = mesh_shape or {'data': 1, 'model': 1}
   data_parallel = mesh_shape['data']
   if config.dataset.name == 'folder' and not config.dataset.folder:

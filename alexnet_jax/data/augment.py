@@ -58,17 +58,27 @@ def device_preprocess(images: jax.Array, key: jax.Array | None, *,
   return x * config.input.scale
 
 
+def _reading_scale(eigval, reading: str, sqrt):
+  """What alpha multiplies under input.pca_reading `reading` (an old name is accepted)."""
+  reading = config_lib.choice('input.pca_reading', reading)
+  return eigval if reading == 'unit_pixel_eigenvalues' else sqrt(eigval)
+
+
 def lighting_shift(alpha: jax.Array, eigval=PCA_EIGVAL, eigvec=PCA_EIGVEC,
-                   reading: str = 'paper') -> jax.Array:
+                   reading: str = 'unit_pixel_eigenvalues') -> jax.Array:
   """PCA colour noise for pixels in [0, 255], one RGB offset per image: alpha [B, 3] -> [B, 3].
 
   eigval, eigvec: the eigen-decomposition of the RGB covariance of pixels in [0, 1]
-  (columns of eigvec). reading='paper' (section 4.1): eigvec @ (alpha * eigval) * 255.
-  reading='cuda_convnet2' (Krizhevsky's code: alpha times the std along each component,
-  in 0-255 units): eigvec @ (alpha * sqrt(eigval)) * 255, i.e. sqrt(255^2 eigval).
+  (columns of eigvec). The paper (section 4.1) adds eigvec @ (alpha * eigval) without
+  saying in which pixel units eigval is; the readings:
+  'unit_pixel_eigenvalues' (was 'paper'): eigval of pixels in [0, 1] as they are, the
+  shift then x255 to pixel levels: eigvec @ (alpha * eigval) * 255. (The same formula with
+  the eigenvalues of 0-255 pixels would be 255x larger, hundreds of levels: not offered.)
+  'component_std' (was 'cuda_convnet2', Krizhevsky's code): alpha times the std along each
+  component, which is the same in any pixel unit: eigvec @ (alpha * sqrt(eigval)) * 255,
+  i.e. sqrt(255^2 eigval).
   """
-  config_lib.check_choice('input.pca_reading', reading)
-  scale = eigval if reading == 'paper' else jnp.sqrt(eigval)
+  scale = _reading_scale(eigval, reading, jnp.sqrt)
   # The barriers keep XLA's arithmetic what it was when the published constants were baked
   # into the trace (bit for bit): with eigval an input it would fold alpha's sigma into it
   # (sigma * eigval first), and contract a transposed input in another order.
@@ -76,12 +86,11 @@ def lighting_shift(alpha: jax.Array, eigval=PCA_EIGVAL, eigvec=PCA_EIGVEC,
   return (alpha * scale) @ rows * 255.0
 
 
-def lighting_noise_std(eigval, eigvec, sigma: float, reading: str = 'paper') -> np.ndarray:
+def lighting_noise_std(eigval, eigvec, sigma: float,
+                       reading: str = 'unit_pixel_eigenvalues') -> np.ndarray:
   """float64 [3]: the std of `lighting_shift` per RGB channel, in pixel levels (0-255), for
   alpha ~ N(0, sigma^2): sigma * 255 * sqrt(sum_i eigvec[c, i]^2 scale_i^2)."""
-  config_lib.check_choice('input.pca_reading', reading)
-  eigval = np.asarray(eigval, np.float64)
-  scale = eigval if reading == 'paper' else np.sqrt(eigval)
+  scale = _reading_scale(np.asarray(eigval, np.float64), reading, np.sqrt)
   return sigma * 255.0 * np.sqrt((np.asarray(eigvec, np.float64) ** 2) @ scale ** 2)
 
 
@@ -91,8 +100,9 @@ def describe_lighting(config: ml_collections.ConfigDict, pca) -> str:
   if pca is None:
     return 'off (input.pca_lighting=0)'
   i = config.input
-  std = lighting_noise_std(pca.eigval, pca.eigvec, float(i.pca_lighting), i.pca_reading)
-  return (f'{pca.describe()}; reading {i.pca_reading!r}, sigma {i.pca_lighting:g}: '
+  reading = config_lib.choice('input.pca_reading', i.pca_reading)
+  std = lighting_noise_std(pca.eigval, pca.eigvec, float(i.pca_lighting), reading)
+  return (f'{pca.describe()}; reading {reading!r}, sigma {i.pca_lighting:g}: '
           f'noise std (R, G, B) {", ".join(f"{v:.2f}" for v in std)} pixel levels')
 
 
@@ -145,8 +155,8 @@ def _flip(x: jax.Array, flips: jax.Array) -> jax.Array:
 
 def train_preprocess(images: jax.Array, key: jax.Array, *, crop_size: int, mean=None,
                      random_crop: bool = True, flip: bool = True, pca_sigma: float = 0.1,
-                     eigval=PCA_EIGVAL, eigvec=PCA_EIGVEC, reading: str = 'paper'
-                     ) -> jax.Array:
+                     eigval=PCA_EIGVAL, eigvec=PCA_EIGVEC,
+                     reading: str = 'unit_pixel_eigenvalues') -> jax.Array:
   """uint8 [B, R, R, 3] -> float32 [B, S, S, 3]: crop, minus the mean of the same window,
   flip, plus PCA lighting (`lighting_shift`; the eigen-decomposition defaults to ImageNet's
   published one for this op only; `device_preprocess` always passes the config's). The

@@ -1,8 +1,10 @@
 """The paper's figures from any run: conv1's kernels (Figure 3), fc7 nearest neighbours
-(Figure 4) and training-error curves of runs that differ in one field (Figure 1 style).
+(Figure 4; a CIFAR-10 net's last hidden layer) and training-error curves of runs that
+differ in one field (Figure 1 style).
 The library of `alexnet_jax.figures`; matplotlib's Agg backend, no display needed.
 
-Kernels. conv1's kernel of tower t is params['conv1']['kernel'][t]: (11, 11, 3, K/towers).
+Kernels. conv1's kernel of tower t is params['conv1']['kernel'][t]: (11, 11, 3, K/towers)
+(a CIFAR-10 net's conv1, (5, 5, 3, K), is one tower).
 Each kernel is contrast-normalised on its own to [0, 1] (its minimum over all pixels and
 channels to 0, its maximum to 1) and drawn in a grid with one block of rows per tower
 (`KERNEL_COLUMNS` kernels a row, `KERNEL_PAD` pixels between kernels, `TOWER_GAP` between
@@ -15,6 +17,10 @@ largely colour-agnostic and the other's colour-specific: a low and a high number
 
 Neighbours. A query's fc7 vector (after the ReLU, `nets.intermediates`) is compared with
 every training image's by Euclidean distance; the 6 nearest (the paper's figure) are kept.
+fc7 is AlexNet's last hidden layer, what its output layer reads; a CIFAR-10 net has no fc7,
+and its counterpart is the same (`feature_layer`): what its output layer reads, flattened
+(cifar10_conv_local: local4; cifar10_18pct: conv3 after its average pooling,
+'conv3_avg'; cifar10_80sec: fc64).
 The training split streams through one jitted function in batches sharded over the mesh's
 'data' axis; a running top-k per query (distances, indices, labels and the images
 themselves, on the devices) is merged with each batch, so no feature of the training split
@@ -43,7 +49,7 @@ from absl import logging
 
 from alexnet_jax.common import fields
 from alexnet_jax.data import augment, pipeline
-from alexnet_jax.model import nets
+from alexnet_jax.model import cifar, nets
 from alexnet_jax.tools import curves as plotting
 
 KERNEL_COLUMNS = 16
@@ -81,8 +87,10 @@ def colour_saturation(kernels: np.ndarray) -> np.ndarray:
 
 def conv1_kernels(params: dict) -> np.ndarray:
   """(towers, kernels per tower, 11, 11, 3) from params['conv1']['kernel'] (towers, 11, 11,
-  3, kernels per tower), on the host."""
+  3, kernels per tower), on the host; a CIFAR-10 net's (h, w, 3, n) is one tower."""
   k = np.asarray(jax.device_get(params['conv1']['kernel']), np.float32)
+  if k.ndim == 4:
+    k = k[None]
   if k.ndim != 5 or k.shape[3] != 3:
     raise ValueError(f"conv1 kernel of shape {k.shape}: expected (towers, h, w, 3, n)")
   return np.moveaxis(k, 4, 1)
@@ -151,18 +159,37 @@ def plot_kernels(params: dict, out_path: str, *, title: str | None = None,
 # ------------------------------------------------------------------------------ neighbours
 
 
-def make_fc7_fn(run) -> Callable:
-  """jit(params, images uint8 [B, R, R, 3], mean) -> fc7 after its ReLU, float32 [B, D]:
-  the evaluation's centre-crop preprocessing, then the model's intermediates."""
+def feature_layer(spec) -> str:
+  """The `nets.intermediates` key whose output the neighbours compare: the last hidden
+  layer, what the output layer reads. AlexNet: 'fc7' (after its ReLU). A CIFAR-10 net:
+  the step before its output layer (a weight layer after its ReLU, or the pooling after
+  one: 'local4', 'conv3_avg', 'fc64'), with the config's switches applied (`cifar.ops`)."""
+  if spec.arch == 'alexnet':
+    return 'fc7'
+  key = last = None
+  for op in cifar.ops(spec):
+    if op.kind == 'fc' and not op.act:
+      return key
+    key = op.name or f'{last}_{op.kind}'
+    last = op.name or last
+  raise ValueError(f'model.arch={spec.arch!r} has no output layer')
+
+
+def make_feature_fn(run) -> Callable:
+  """jit(params, images uint8 [B, R, R, 3], mean) -> the `feature_layer` output, flattened,
+  float32 [B, D] (fc7 after its ReLU for AlexNet): the evaluation's centre-crop
+  preprocessing, then the model's intermediates."""
   config, spec = run.config, run.spec
+  layer = feature_layer(spec)
   if int(config.input.eval_crops) != 1:
-    raise ValueError('fc7 features are of the centre crop: load the run with crops=1')
+    raise ValueError(f'{layer} features are of the centre crop: load the run with crops=1')
 
-  def fc7(params, images, mean):
+  def features(params, images, mean):
     x = augment.device_preprocess(images, None, config=config, mean=mean, train=False)
-    return nets.intermediates(spec, params, x)['fc7'].astype(jnp.float32)
+    out = nets.intermediates(spec, params, x)[layer]
+    return out.reshape(out.shape[0], -1).astype(jnp.float32)
 
-  return jax.jit(fc7, in_shardings=(run.built.state_shardings.params, run.built.batch,
+  return jax.jit(features, in_shardings=(run.built.state_shardings.params, run.built.batch,
                                     run.built.replicated), out_shardings=run.built.batch)
 
 
@@ -214,6 +241,7 @@ class Neighbours:
   indices: np.ndarray            # int [Q, k]: positions in the training split's stream
   distances: np.ndarray          # float [Q, k]: Euclidean
   train_images: int              # how many training images were searched
+  layer: str = 'fc7'             # the features compared (`feature_layer`)
 
 
 def pick_queries(run, count: int, *, distinct: bool = True) -> tuple[np.ndarray, ...]:
@@ -263,14 +291,15 @@ def train_batches(run, max_train: int | None):
     yield dict(batch, mask=mask)
 
 
-def _features(run, fc7_fn: Callable, images: np.ndarray) -> np.ndarray:
-  """fc7 of any number of images, in padded batches of run.batch_size (the compiled shape)."""
+def _features(run, feature_fn: Callable, images: np.ndarray) -> np.ndarray:
+  """The features of any number of images, in padded batches of run.batch_size (the
+  compiled shape)."""
   out = []
   for start in range(0, len(images), run.batch_size):
     chunk = images[start:start + run.batch_size]
     padded = np.zeros((run.batch_size,) + images.shape[1:], np.uint8)
     padded[:len(chunk)] = chunk
-    out.append(np.asarray(jax.device_get(fc7_fn(run.params, run.put(padded), run.mean)))
+    out.append(np.asarray(jax.device_get(feature_fn(run.params, run.put(padded), run.mean)))
                [:len(chunk)])
   return np.concatenate(out)
 
@@ -278,25 +307,27 @@ def _features(run, fc7_fn: Callable, images: np.ndarray) -> np.ndarray:
 def find_neighbours(run, query_images: np.ndarray, query_labels: Sequence[int], *,
                     query_indices: Sequence[int] | None = None, k: int = NEIGHBOURS,
                     max_train: int | None = None, batches=None,
-                    fc7_fn: Callable | None = None) -> Neighbours:
-  """The k training images nearest to each query in fc7 space (see the module doc).
+                    feature_fn: Callable | None = None) -> Neighbours:
+  """The k training images nearest to each query in fc7 space (a CIFAR-10 net's: its last
+  hidden layer's, `feature_layer`; see the module doc).
 
   `batches` (default `train_batches(run, max_train)`) yields {'image', 'label', 'mask'} of
   run.batch_size rows; the training images are numbered by their row in that stream
   (padding rows included, which never win).
   """
-  fc7_fn = fc7_fn or make_fc7_fn(run)
+  feature_fn = feature_fn or make_feature_fn(run)
+  layer = feature_layer(run.spec)
   replicated = run.built.replicated
   batches = batches if batches is not None else train_batches(run, max_train)
   with jax.set_mesh(run.mesh):
-    queries = jax.device_put(_features(run, fc7_fn, np.asarray(query_images, np.uint8)),
+    queries = jax.device_put(_features(run, feature_fn, np.asarray(query_images, np.uint8)),
                              replicated)
     best = jax.device_put(init_top_k(queries.shape[0], k, query_images.shape[1:]), replicated)
     merge = jax.jit(merge_top_k, out_shardings=replicated)
     start = last = time.time()
     seen = searched = 0
     for batch in batches:
-      feats = fc7_fn(run.params, run.put(batch['image']), run.mean)
+      feats = feature_fn(run.params, run.put(batch['image']), run.mean)
       mask = np.asarray(batch['mask'])
       best = merge(best, queries, feats, run.put(batch['image']),
                    run.put(np.asarray(batch['label'], np.int32)), run.put(mask),
@@ -305,8 +336,8 @@ def find_neighbours(run, query_images: np.ndarray, query_labels: Sequence[int], 
       searched += int(mask.sum())
       if time.time() - last > PROGRESS_EVERY_S:
         last = time.time()
-        logging.info('fc7 neighbours: %d training images searched (%.0f img/s)', searched,
-                     searched / (last - start))
+        logging.info('%s neighbours: %d training images searched (%.0f img/s)', layer,
+                     searched, searched / (last - start))
     best = jax.device_get(best)
   found = int(np.sum(np.isfinite(best['dist'][0])))
   if found < k:
@@ -315,7 +346,7 @@ def find_neighbours(run, query_images: np.ndarray, query_labels: Sequence[int], 
                     query_labels=np.asarray(query_labels),
                     query_indices=None if query_indices is None else np.asarray(query_indices),
                     images=best['image'], labels=best['label'], indices=best['index'],
-                    distances=np.sqrt(best['dist']), train_images=searched)
+                    distances=np.sqrt(best['dist']), train_images=searched, layer=layer)
 
 
 def plot_neighbours(nb: Neighbours, class_names: Sequence[str], out_path: str, *,
@@ -347,7 +378,7 @@ def plot_neighbours(nb: Neighbours, class_names: Sequence[str], out_path: str, *
       ax.set_xticks([])
       ax.set_yticks([])
   fig.suptitle((title + '\n' if title else '') +
-               f'nearest training images in fc7 space ({nb.train_images} searched)',
+               f'nearest training images in {nb.layer} space ({nb.train_images} searched)',
                fontsize=10)
   fig.tight_layout()
   # Photos do not compress: a lower resolution keeps the PNG a few hundred kB.

@@ -1,4 +1,5 @@
-"""Published AlexNet weights in and out: torchvision's state dict and Caffe's bvlc_alexnet.
+"""Published AlexNet weights in and out: torchvision's state dict and Caffe's bvlc_alexnet;
+and any run's own parameters out, by its own layer names (`export_params`).
 
 The library of `python -m alexnet_jax.weights`. An import turns a weights file into a
 workdir that every command accepts like a trained run's: `config.json` (a full config,
@@ -30,6 +31,12 @@ RGB order; or, given its mean image (imagenet_mean.binaryproto, `read_caffe_mean
 image in RGB order with Caffe's geometry: every image squashed to 256 x 256, minus the image,
 then the 227 crops. LRN k=1, alpha/n, n=5 across all 96/256 channels (lrn='caffe',
 lrn_across_towers=True), input 227 without padding, inverted dropout after fc6 and fc7.
+
+A run of a CIFAR-10 net (model.arch != 'alexnet', model/cifar.py) has other layers (conv1,
+conv2, local3, local4, fc10, ...): neither torchvision's AlexNet nor bvlc_alexnet can hold
+it, so `export_torchvision` refuses it naming the arch; `export_params` writes any run's
+parameters as they are, '<layer>.kernel' / '<layer>.bias' in the project's layouts (.npz,
+.safetensors or .pth).
 """
 
 from __future__ import annotations
@@ -418,6 +425,12 @@ def torchvision_export_warnings(config: ml_collections.ConfigDict, spec) -> list
 
 def check_torchvision_export(spec) -> None:
   """Refuses a run whose architecture is not torchvision's alexnet."""
+  if spec.arch != 'alexnet':
+    raise WeightsError(
+        f"this run is model.arch={spec.arch!r}, a CIFAR-10 net (layers "
+        f"{', '.join(spec.layer_names())}), not AlexNet: torchvision's AlexNet layout cannot "
+        'hold it. Export its own parameters instead: --to=params --out=FILE.npz (or '
+        '.safetensors, .pth)')
   tv = ModelSpec.from_config(torchvision_config().model)
   problems = []
   if spec.towers != 1:
@@ -486,3 +499,36 @@ def export_torchvision(workdir: str, dst: str, *, checkpoint: str = 'latest'
   check_torchvision_export(spec)
   write_torchvision(params_to_torchvision(params, spec), dst)
   return torchvision_export_warnings(config, spec), step
+
+
+PARAMS_SUFFIXES = ('.npz', '.safetensors', '.pth', '.pt')
+
+
+def params_state(params: dict, spec) -> dict[str, np.ndarray]:
+  """A run's parameters flat, in layer order: '<layer>.kernel', '<layer>.bias' (float32,
+  the project's layouts: HWIO convolutions, (in, out) fc kernels reading the input
+  flattened as (H, W, C), AlexNet's with a leading tower axis, a local layer's kernel
+  (Ho, Wo, kh, kw, Cin, Cout))."""
+  return collections.OrderedDict(
+      (f'{layer}.{part}', np.ascontiguousarray(params[layer][part], np.float32))
+      for layer in spec.layer_names() for part in ('kernel', 'bias'))
+
+
+def export_params(workdir: str, dst: str, *, checkpoint: str = 'latest'
+                  ) -> tuple[list[str], int]:
+  """A run's parameters (any model.arch, its `checkpoint`) -> `dst` by its own layer names
+  (`params_state`): .npz (numpy.load), .safetensors or .pth/.pt (a state dict that
+  `torch.load(weights_only=True)` reads); returns (no warnings, the step exported). The
+  run's config.json says which net the arrays belong to."""
+  dst = os.fspath(dst)
+  if not dst.endswith(PARAMS_SUFFIXES):
+    raise WeightsError(f'--out={dst}: the suffix must be one of {", ".join(PARAMS_SUFFIXES)}')
+  _, spec, params, step = read_workdir_params(workdir, checkpoint=checkpoint)
+  state = params_state(params, spec)
+  if dst.endswith('.npz'):
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    with open(dst, 'wb') as f:            # a file object: numpy adds no second suffix
+      np.savez(f, **state)
+  else:
+    write_torchvision(state, dst)
+  return [], step
