@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,18 +40,26 @@ import time
 
 from absl import app, flags
 
-_FOLDER = flags.DEFINE_string('folder', None, 'CIFAR-10 training images in class '
-                              'sub-folders (the validation part is held out of them).')
-_CONFIG = flags.DEFINE_string('config', 'configs/cifar10_fast.py', 'The recipe both sides train.')
-_TARGET = flags.DEFINE_float('target_error', 0.26, 'Validation error to reach.')
-_FRAMEWORKS = flags.DEFINE_list('frameworks', ['jax', 'torch'], 'Sides to run, in order.')
-_SET = flags.DEFINE_multi_string('set', [], 'FIELD=VALUE config overrides for both sides.')
-_OUT = flags.DEFINE_string('out', 'benchmarks/logs/time_to_accuracy',
-                           'Path prefix of the .json, .md and .png written.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where the runs go (default: a new '
-                               'temporary directory, removed after).')
-_MAX_MINUTES = flags.DEFINE_float('max_minutes', 60.0, 'Stop a side after this long.')
+FLAGS = flags.FLAGS
 
+
+def _define_flags() -> None:
+  """Only when run as a command: tests import this module beside other commands."""
+  flags.DEFINE_string('folder', None, 'CIFAR-10 training images in class sub-folders (the '
+                      'validation part is held out of them).')
+  flags.DEFINE_string('config', 'configs/cifar10_fast.py', 'The recipe both sides train.')
+  flags.DEFINE_float('target_error', 0.26, 'Validation error to reach.')
+  flags.DEFINE_list('frameworks', ['jax', 'torch'], 'Sides to run, in order.')
+  flags.DEFINE_multi_string('set', [], 'FIELD=VALUE config overrides for both sides.')
+  flags.DEFINE_string('out', 'benchmarks/logs/time_to_accuracy',
+                      'Path prefix of the .json, .md and .png written.')
+  flags.DEFINE_string('workdir', None, 'Where the runs go (default: a new temporary '
+                      'directory, removed after).')
+  flags.DEFINE_float('max_minutes', 60.0, 'Stop a side after this long.')
+
+
+SIDE_NAMES = {'jax': 'alexnet_jax (python -m alexnet_jax.main)',
+              'torch': 'PyTorch twin (benchmarks.torch_cifar)'}
 # The training loop's validation line (alexnet_jax/run/train.py).
 _EVAL_LINE = re.compile(r'eval at step (\d+): top1 ([0-9.]+)')
 _STEPS_LINE = re.compile(r'(\d+) steps/epoch')
@@ -59,10 +68,10 @@ _STEPS_LINE = re.compile(r'(\d+) steps/epoch')
 def _side_command(framework: str, workdir: str, overrides: list[str]) -> list[str]:
   sets = [f'--config.{o}' for o in overrides]
   if framework == 'jax':
-    return [sys.executable, '-m', 'alexnet_jax.main', f'--config={_CONFIG.value}',
+    return [sys.executable, '-m', 'alexnet_jax.main', f'--config={FLAGS.config}',
             f'--workdir={os.path.join(workdir, "run")}', *sets]
-  return [sys.executable, '-m', 'benchmarks.torch_cifar', f'--config={_CONFIG.value}',
-          f'--target_error={_TARGET.value}', *sets]
+  return [sys.executable, '-m', 'benchmarks.torch_cifar', f'--config={FLAGS.config}',
+          f'--target_error={FLAGS.target_error}', *sets]
 
 
 def run_side(framework: str, workdir: str, overrides: list[str], target: float,
@@ -136,8 +145,9 @@ def plot(report: dict, path: str) -> None:
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   for name, r in report['sides'].items():
     xs = [p['elapsed_s'] / 60 for p in r['passes']]
-    ax.plot(xs, [p['val_error'] for p in r['passes']], 'o-', label=name)
+    ax.plot(xs, [p['val_error'] for p in r['passes']], 'o-', label=SIDE_NAMES[name])
   ax.axhline(report['target_error'], color='grey', ls='--', lw=1, label='target')
+  ax.set_xlim(left=0)
   ax.set_xlabel('wall-clock minutes from launch')
   ax.set_ylabel('validation error (centre crop)')
   ax.set_title(f'{os.path.basename(report["config"])} on {report["machine"]["cpu"]}',
@@ -152,30 +162,35 @@ def plot(report: dict, path: str) -> None:
 def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not _FOLDER.value or not os.path.isdir(_FOLDER.value):
-    raise app.UsageError(f'--folder={_FOLDER.value!r}: a folder of CIFAR-10 class '
+  if not FLAGS.folder or not os.path.isdir(FLAGS.folder):
+    raise app.UsageError(f'--folder={FLAGS.folder!r}: a folder of CIFAR-10 class '
                          'sub-folders is required, e.g. --folder=../shared/data/cifar10/train')
-  unknown = set(_FRAMEWORKS.value) - {'jax', 'torch'}
-  if unknown or not _FRAMEWORKS.value:
-    raise app.UsageError(f'--frameworks={",".join(_FRAMEWORKS.value)}: allowed jax, torch')
-  for o in _SET.value:
+  unknown = set(FLAGS.frameworks) - {'jax', 'torch'}
+  if unknown or not FLAGS.frameworks:
+    raise app.UsageError(f'--frameworks={",".join(FLAGS.frameworks)}: allowed jax, torch')
+  for o in FLAGS.set:
     if '=' not in o:
       raise app.UsageError(f'--set={o!r}: expected FIELD=VALUE, e.g. --set=num_epochs=12')
   from benchmarks import machine
   m = machine.describe()
   print(machine.format_machine(m), flush=True)
-  root = _WORKDIR.value or tempfile.mkdtemp(prefix='tta_')
+  root = FLAGS.workdir or tempfile.mkdtemp(prefix='tta_')
   sides = {}
-  for framework in _FRAMEWORKS.value:
+  for framework in FLAGS.frameworks:
     wd = os.path.join(root, framework)
     # A fresh statistics cache per side: each pays for its own mean-image pass.
-    overrides = [f'dataset.folder={os.path.abspath(_FOLDER.value)}',
-                 f'dataset.data_dir={os.path.join(wd, "data")}', *_SET.value]
+    overrides = [f'dataset.folder={os.path.abspath(FLAGS.folder)}',
+                 f'dataset.data_dir={os.path.join(wd, "data")}', *FLAGS.set]
     print(f'{framework}: {shlex.join(_side_command(framework, wd, overrides)[2:])}', flush=True)
-    sides[framework] = run_side(framework, wd, overrides, _TARGET.value,
-                                60 * _MAX_MINUTES.value)
-  report = {'benchmark': 'time_to_accuracy', 'config': _CONFIG.value,
-            'overrides': _SET.value, 'target_error': _TARGET.value,
+    sides[framework] = run_side(framework, wd, overrides, FLAGS.target_error,
+                                60 * FLAGS.max_minutes)
+  if not FLAGS.workdir:
+    shutil.rmtree(root, ignore_errors=True)
+  for r in sides.values():   # the committed record names no path of this machine
+    r['command'] = (r['command'].replace(os.path.abspath(FLAGS.folder), FLAGS.folder)
+                    .replace(root, '$WORKDIR'))
+  report = {'benchmark': 'time_to_accuracy', 'config': FLAGS.config,
+            'overrides': FLAGS.set, 'target_error': FLAGS.target_error,
             'machine': {**m, 'cpu': _cpu_name(m)}, 'sides': sides,
             'command': shlex.join(['python', '-m', 'benchmarks.time_to_accuracy',
                                    *sys.argv[1:]]).replace(os.path.abspath('.') + '/', ''),
@@ -184,15 +199,15 @@ def main(argv) -> int:
   report['ratio_torch_over_jax'] = times[0] / times[1] if all(times) else None
   table = format_table(report)
   print(table)
-  os.makedirs(os.path.dirname(_OUT.value) or '.', exist_ok=True)
-  with open(_OUT.value + '.json', 'w') as f:
+  os.makedirs(os.path.dirname(FLAGS.out) or '.', exist_ok=True)
+  with open(FLAGS.out + '.json', 'w') as f:
     json.dump(report, f, indent=2)
-  with open(_OUT.value + '.md', 'w') as f:
-    f.write(f'# Time to {_TARGET.value:.0%} validation error on CIFAR-10\n\n'
+  with open(FLAGS.out + '.md', 'w') as f:
+    f.write(f'# Time to {FLAGS.target_error:.0%} validation error on CIFAR-10\n\n'
             f'```\n{report["command"]}\n```\n\n{machine.format_machine(m)}, '
             f'{report["date"]}\n\n{table}\n')
-  plot(report, _OUT.value + '.png')
-  print(f'wrote {_OUT.value}.json, .md, .png')
+  plot(report, FLAGS.out + '.png')
+  print(f'wrote {FLAGS.out}.json, .md, .png')
   failed = [s for s, r in sides.items() if r['exit_status'] not in (0, 143, -signal.SIGTERM)]
   return 1 if failed else 0
 
@@ -203,4 +218,5 @@ def _cpu_name(m: dict) -> str:
 
 
 if __name__ == '__main__':
+  _define_flags()
   sys.exit(app.run(main))

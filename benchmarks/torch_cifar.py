@@ -38,13 +38,18 @@ import time
 _START = time.time()
 
 from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'A CIFAR-10 config file.')
-_TARGET = flags.DEFINE_float('target_error', None, 'Stop at the first validation pass at '
-                             'or below this error (default: train the whole schedule).')
-_THREADS = flags.DEFINE_integer('threads', None, 'torch.set_num_threads (default: the '
-                                'cores this process may use).')
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """Only when run as a command: tests import this module beside other commands."""
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file('config', None, 'A CIFAR-10 config file.')
+  flags.DEFINE_float('target_error', None, 'Stop at the first validation pass at or below '
+                     'this error (default: train the whole schedule).')
+  flags.DEFINE_integer('threads', None, 'torch.set_num_threads (default: the cores this '
+                       'process may use).')
 
 
 def _torch():
@@ -231,7 +236,7 @@ def schedule_rate(config, step: int, steps_per_epoch: int, total: int) -> float:
 def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  config = _CONFIG.value
+  config = FLAGS.config
   if config is None:
     raise app.UsageError('--config is required (a CIFAR-10 config, e.g. '
                          'configs/cifar10_fast.py)')
@@ -248,7 +253,7 @@ def main(argv) -> int:
   if config.schedule.name not in ('step', 'linear'):
     raise app.UsageError(f'schedule.name={config.schedule.name!r}: the twin implements the '
                          "'step' and 'linear' schedules only")
-  torch.set_num_threads(_THREADS.value or len(os.sched_getaffinity(0)))
+  torch.set_num_threads(FLAGS.threads or len(os.sched_getaffinity(0)))
   torch.manual_seed(config.seed)
   generator = torch.Generator().manual_seed(config.seed + 1)
   net = build(spec).to(memory_format=torch.channels_last)
@@ -310,10 +315,11 @@ def main(argv) -> int:
               'elapsed_s': time.time() - _START}
       train_wrong = train_seen = 0
       print(json.dumps(line), flush=True)
-      if _TARGET.value is not None and val_error <= _TARGET.value:
+      if FLAGS.target_error is not None and val_error <= FLAGS.target_error:
         break
   return 0
 
 
 if __name__ == '__main__':
+  _define_flags()
   sys.exit(app.run(main))

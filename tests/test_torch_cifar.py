@@ -156,3 +156,31 @@ def test_crop_flip_windows():
     seen_flip += hit[2]
     seen_plain += not hit[2]
   assert seen_flip and seen_plain and len(offsets) > 4
+
+
+def test_time_to_accuracy_reads_the_training_loops_eval_line():
+  """The benchmark follows the JAX run through its log: the regex must match the line
+  run/train.py writes (a changed format would silently read no validation pass)."""
+  import re
+
+  from benchmarks import time_to_accuracy as tta
+  source = open('alexnet_jax/run/train.py').read()
+  fmt = re.search(r"'(eval at step %d: top1 %\.4f[^']*)'", source).group(1)
+  line = fmt.replace('%d', '1050', 1).replace('%.4f', '0.7412', 1)
+  m = tta._EVAL_LINE.search(line)
+  assert m and (int(m.group(1)), float(m.group(2))) == (1050, 0.7412)
+  assert re.search(r"%d steps/epoch", source) and tta._STEPS_LINE.search('350 steps/epoch')
+
+
+def test_time_to_accuracy_table_and_ratio():
+  from benchmarks import time_to_accuracy as tta
+  side = lambda t, e: {'seconds_to_target': t, 'epochs_to_target': e, 'best_val_error': 0.25,
+                       'passes': [{}] * 3, 'exit_status': 0}
+  report = {'target_error': 0.26, 'ratio_torch_over_jax': 1.5,
+            'sides': {'jax': side(600.0, 5.0), 'torch': side(900.0, 5.0)}}
+  table = tta.format_table(report)
+  assert '| jax | 10.00 min | 5.0 |' in table and '| torch | 15.00 min | 5.0 |' in table
+  assert 'torch/jax of the times to target: 1.50' in table
+  report['sides']['torch'] = side(None, None)
+  report['ratio_torch_over_jax'] = None
+  assert '| torch | not reached | - |' in tta.format_table(report)
