@@ -26,20 +26,22 @@ def test_folder_holds_out_a_fixed_part_of_every_class():
   assert sources.folder_listing(CIFAR_DIR, 'validation') == val
 
 
-@pytest.mark.parametrize('module,crop', [(cifar10_fast, 24), (cifar10_conv_local, 24)])
-def test_configs_keep_cifar_images_at_32_and_crop_24(module, crop):
-  c = module.get_config()
+@pytest.mark.parametrize('module,arg,crop,flip', [
+    (cifar10_fast, None, 32, True), (cifar10_fast, 'recipe=cuda_convnet', 32, False),
+    (cifar10_conv_local, None, 24, True)])
+def test_configs_keep_cifar_images_at_32_and_crop(module, arg, crop, flip):
+  c = module.get_config(arg)
   c.dataset.folder = CIFAR_DIR
   spec = config_lib.validate(c)
   assert pipeline.host_image_size(c, train=True) == pipeline.host_image_size(c, False) == 32
-  assert spec.input_size == crop and c.input.random_crop == 'paper' and c.input.flip
+  assert spec.input_size == crop and c.input.random_crop == 'paper' and c.input.flip == flip
   assert (c.input.mean, c.input.pca_lighting, c.input.scale) == ('image', 0.0, 1.0)
   assert c.mesh.model == 1 and c.optimizer.bias_lr_multiplier == 2.0
   assert not c.optimizer.decay_biases
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('module,params', [('cifar10_fast', '116,906'),
+@pytest.mark.parametrize('module,params', [('cifar10_fast', '145,578'),
                                            ('cifar10_conv_local', '1,116,490')])
 def test_three_training_steps_and_an_evaluation_through_the_commands(module, params,
                                                                        tmp_path):
@@ -50,7 +52,10 @@ def test_three_training_steps_and_an_evaluation_through_the_commands(module, par
   evals = [r for r in records if r['split'] == 'eval']
   assert [r['step'] for r in train] == [1, 2, 3] and [r['step'] for r in evals] == [3]
   assert evals[0]['count'] == 33
-  assert all(abs(r['loss'] - 2.3026) < 0.05 for r in train)  # ln 10: cuda-convnet's tiny init
+  # ln 10 from cuda-convnet's tiny init (conv-local); He's init (the fast recipe) starts
+  # with logits of std ~1, so near it.
+  tolerance = 1.0 if module == 'cifar10_fast' else 0.05
+  assert all(abs(r['loss'] - 2.3026) < tolerance for r in train)
   r = run_cli('alexnet_jax.evaluate', f'--workdir={workdir}', '--checkpoint=latest',
               timeout=900)
   assert r.returncode == 0, r.stderr[-3000:]
