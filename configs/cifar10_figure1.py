@@ -29,17 +29,25 @@ import ml_collections
 from configs import cifar10_conv_local
 
 
-def get_config(arg: str | None = None):
-  c = cifar10_conv_local.cifar10('cifar10_18pct', arg)
+def unregularized(arch: str, arg: str | None) -> ml_collections.ConfigDict:
+  """A CIFAR-10 net with nothing that regularizes it (configs/cifar10_dropout.py too): no
+  response norm, whole 32x32 images without crops or flips, no weight decay, a constant
+  rate, the running training error logged over whole epochs."""
+  c = cifar10_conv_local.cifar10(arch, arg)
   c.model.lrn = 'none'
-  c.model.activation = 'relu'
   c.model.input_size = 32
   c.input.random_crop = 'none'
   c.input.flip = False
   c.optimizer.weight_decay = 0.0
   c.optimizer.layer_weight_decay = ml_collections.ConfigDict()
   c.schedule.name = 'constant'
-  c.num_epochs = 60.0
-  c.log_every_steps = 50
+  c.log_every_steps = 50                    # divides the 350 steps of an epoch
   c.checkpoint_every_steps = 350            # an epoch of the folder's 44,877 images
+  return c
+
+
+def get_config(arg: str | None = None):
+  c = unregularized('cifar10_18pct', arg)
+  c.model.activation = 'relu'
+  c.num_epochs = 60.0
   return c
