@@ -553,9 +553,11 @@ def lrn_markdown(result: dict) -> str:
       f'Welch\'s two-sided t-test, with_lrn against without_lrn (centre crop): p = '
       f'{"n/a" if p is None else f"{p:.3g}"}.{se}', '',
       'constant_control (`model.lrn=constant`) replaces each norm by the constant it '
-      'reduces to with a zero scale, 1^-0.75 = 1: the same net as without_lrn, run as its '
-      'own variant so that a difference between the two shows the noise of the '
-      'comparison (Welch p constant vs without: '
+      'reduces to with a zero scale, 1^-0.75 = 1: the same net as without_lrn with the same '
+      'seeds, run as its own variant as a check of the switch: it matches without_lrn run '
+      'for run (on a CPU bit for bit; a GPU\'s nondeterministic kernels may differ in the '
+      'last digits), and a difference beyond that would point at a bug (Welch p constant vs '
+      'without: '
       + ('n/a' if result['welch_p_constant_vs_without'] is None
          else f'{result["welch_p_constant_vs_without"]:.3g}') + ').', '',
       'What the schedule can and cannot show: the paper\'s numbers come from '
