@@ -9,6 +9,14 @@
 #   bash benchmarks/gpu_session.sh fetch   # here, with the package index: wheels -> .whl/
 #   bash benchmarks/gpu_session.sh         # on the GPU machine, from the repository root
 #                                          # (.whl/ copied there with the checkout)
+#   bash benchmarks/gpu_session.sh cifar10_claims   # the paper's CIFAR-10 claims, full length
+#
+# cifar10_claims (issue 18; docs/cifar10_claims.md) runs `python -m experiments.cifar10_claims`
+# for figure1 (a cap of 60 epochs, 2 seeds, the rate sweep at 10 epochs), lrn (the config's
+# 320 epochs, 3 seeds) and dropout (100 epochs, 2 seeds) on CIFAR10_FOLDER (default
+# ../shared/data/cifar10/train), results in CLAIMS_OUT (default experiments/results/cifar10).
+# Hours, not minutes (lrn alone is 2,880 epochs of conv-local), and it needs the full
+# requirements (TensorFlow decodes the JPEGs); rerunning it resumes where it stopped.
 #
 # Budget: both parts end within about 9 minutes (timeouts 330 s + 180 s), so a 10-minute
 # command limit and a rerun fit in 15 minutes of device time.
@@ -27,6 +35,21 @@ if [[ "${1:-}" == fetch ]]; then
   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
       --implementation cp -d .whl "${WHEELS[@]}"
   exit $?
+fi
+
+if [[ "${1:-}" == cifar10_claims ]]; then
+  FOLDER=${CIFAR10_FOLDER:-../shared/data/cifar10/train}
+  RESULTS=${CLAIMS_OUT:-experiments/results/cifar10}
+  export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+  status=0
+  for claim in "figure1 --epochs=60 --sweep_epochs=10 --seeds=2" "lrn --epochs=320 --seeds=3" \
+               "dropout --epochs=100 --seeds=2"; do
+    # shellcheck disable=SC2086  # $claim is the claim and its flags
+    "${PYTHON:-python3}" -m experiments.cifar10_claims $claim --folder="$FOLDER" \
+        --out="$RESULTS" || status=1
+  done
+  echo "gpu_session cifar10_claims: done (status $status); results in $RESULTS"
+  exit $status
 fi
 
 OUT=${OUT:-/tmp/gpu_session}

@@ -108,8 +108,7 @@ def main(argv) -> int:
     print(placement.describe(slots, accelerators), flush=True)
   os.makedirs(runs_dir, exist_ok=True)
   if not _RUNS_DIR.value:
-    with open(os.path.join(runs_dir, '.gitignore'), 'w') as f:
-      f.write('# checkpoints and logs of experiments/ablations.py: never commit them\n*\n')
+    lib.make_runs_dir(runs_dir, 'experiments/ablations.py')
   start = time.time()
   print(f'{len(variants)} runs: {", ".join(v.name for v in variants)}; workdirs in {runs_dir}',
         flush=True)

@@ -350,15 +350,27 @@ def plan(sweep: Sequence[str], base: str, runs_dir: str, *, epochs: float | None
   for g in grid:
     entries.append((g.name, 'grid: ' + ' '.join(f'{k}={v}' for k, v in g.overrides.items()),
                     dict(g.overrides)))
+  return expand(entries, base, runs_dir, seed_list(int(base_config.seed), seeds),
+                epochs=epochs)
+
+
+def expand(entries: Sequence[tuple[str, str, dict[str, Any]]], base: str, runs_dir: str,
+           seeds: Sequence[int | None], *, epochs: float | None = None,
+           common: dict[str, Any] | None = None) -> list[Variant]:
+  """One Variant per (name, description, overrides) entry and seed, seed-major, with its
+  workdir (<runs_dir>/<name>[/seed<S>], as `portable_path` gives it) and command; `common`
+  overrides go first on every command line (they are not part of a variant's overrides)."""
   variants = []
   # Seed-major: every variant's first seed runs before any second seed, so a sweep stopped
   # early still compares all variants.
-  for seed in seed_list(int(base_config.seed), seeds):
+  for seed in seeds:
     for name, description, overrides in entries:
       workdir = os.path.join(runs_dir, name) if seed is None else os.path.join(
           runs_dir, name, f'seed{seed}')
       workdir = portable_path(workdir)
-      run_overrides = dict(overrides) if seed is None else {**overrides, 'seed': seed}
+      run_overrides = {**(common or {}), **overrides}
+      if seed is not None:
+        run_overrides['seed'] = seed
       variants.append(Variant(name, description, overrides, workdir,
                               build_command(base, workdir, run_overrides, epochs=epochs),
                               seed))
@@ -387,6 +399,14 @@ def write_marker(workdir: str, marker: dict) -> None:
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, MARKER), 'w') as f:
     json.dump(marker, f, indent=2)
+
+
+def make_runs_dir(runs_dir: str, owner: str) -> None:
+  """Creates the folder of the workdirs with a .gitignore of '*': checkpoints and logs of
+  a sweep are never committed by accident (its reports are)."""
+  os.makedirs(runs_dir, exist_ok=True)
+  with open(os.path.join(runs_dir, '.gitignore'), 'w') as f:
+    f.write(f'# checkpoints and logs of {owner}: never commit them\n*\n')
 
 
 def is_finished(variant: Variant) -> bool:
