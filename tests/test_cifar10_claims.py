@@ -113,7 +113,7 @@ def test_figure1_sweep_choice_and_lower_bound(at_fake_root):
   assert table['relu', 0.002]['epochs_to_25pct'] == 2
   assert table['tanh', 0.002]['final_train_error'] == pytest.approx(0.35)
   assert r['sweep']['epochs'] == 3.0 and r['sweep']['rates'] == [0.001, 0.002]
-  assert len(r['commands']) == 8 and r['commands'][0].startswith('python -m alexnet_jax.main')
+  assert len(r['commands']) == 6 and r['commands'][0].startswith('python -m alexnet_jax.main')
   assert r['machine'] == {'cpu_model': 'fake cpu', 'note': r['machine']['note']}
   assert os.path.getsize(written[1]) > 0
   assert str(at_fake_root) not in json.dumps(r)
@@ -204,7 +204,7 @@ def test_dropout_gap(at_fake_root):
 def test_dry_run_prints_the_commands(tmp_path):
   out = run_cli('experiments.cifar10_claims', 'figure1', f'--folder={CIFAR_DIR}',
                 f'--out={tmp_path}', '--epochs=4', '--sweep_epochs=2', '--seeds=2',
-                '--rates=0.001,0.004', '--dry_run')
+                '--rates=0.004', '--dry_run')
   assert out.returncode == 0, out.stderr
   lines = out.stdout.strip().splitlines()
   assert len(lines) == 4 + 1 + 4 and lines[4].startswith('# the seed runs')
@@ -238,12 +238,13 @@ def test_bad_input_is_a_usage_error(tmp_path):
 
 @pytest.mark.slow
 def test_figure1_end_to_end_on_real_images(tmp_path):
-  """2 rates x 2 activations swept for an epoch, then 2 seeds each for 2 epochs, on the 200
-  CIFAR-10 JPEGs (batches of 16, one device): the result files and their keys."""
+  """One rate x 2 activations swept for an epoch, then 2 seeds each for 2 epochs, on the 200
+  CIFAR-10 JPEGs (batches of 16, one device): the result files and their keys (the choice
+  among several rates is the fast tests' subject; each run here is a process start)."""
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   out = run_cli('experiments.cifar10_claims', 'figure1', f'--folder={CIFAR_DIR}',
                 f'--out={tmp_path}', '--epochs=2', '--sweep_epochs=1', '--seeds=2',
-                '--rates=0.001,0.004', '--set=batch_size=16', '--set=eval_batch_size=16',
+                '--rates=0.004', '--set=batch_size=16', '--set=eval_batch_size=16',
                 '--set=log_every_steps=5', '--set=checkpoint_every_steps=10',
                 f'--set=dataset.data_dir={tmp_path}/data', env=env, timeout=1800)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -251,8 +252,8 @@ def test_figure1_end_to_end_on_real_images(tmp_path):
   assert set(r) >= {'epochs_to_25pct_train_error', 'ratio', 'ratio_kind', 'learning_rates',
                     'seeds', 'per_seed', 'sweep', 'epochs', 'commands', 'machine'}
   assert set(r['learning_rates']) == {'relu', 'tanh'}
-  assert all(r['learning_rates'][a] in (0.001, 0.004) for a in ('relu', 'tanh'))
-  assert r['seeds'] == [0, 1] and r['epochs'] == 2.0 and len(r['commands']) == 8
+  assert r['learning_rates'] == {'relu': 0.004, 'tanh': 0.004}
+  assert r['seeds'] == [0, 1] and r['epochs'] == 2.0 and len(r['commands']) == 6
   for act in ('relu', 'tanh'):
     assert [len(s['train_error_per_epoch']) for s in r['per_seed'][act]] == [2, 2]
     assert all(s['status'] == 'finished' for s in r['per_seed'][act])
@@ -262,7 +263,7 @@ def test_figure1_end_to_end_on_real_images(tmp_path):
   # Everything finished: a second invocation runs nothing and rewrites the same numbers.
   again = run_cli('experiments.cifar10_claims', 'figure1', f'--folder={CIFAR_DIR}',
                   f'--out={tmp_path}', '--epochs=2', '--sweep_epochs=1', '--seeds=2',
-                  '--rates=0.001,0.004', '--set=batch_size=16', '--set=eval_batch_size=16',
+                  '--rates=0.004', '--set=batch_size=16', '--set=eval_batch_size=16',
                   '--set=log_every_steps=5', '--set=checkpoint_every_steps=10',
                   f'--set=dataset.data_dir={tmp_path}/data', '--report_only', env=env)
   assert again.returncode == 0, again.stderr
