@@ -113,7 +113,7 @@ def test_figure1_sweep_choice_and_lower_bound(at_fake_root):
   assert table['relu', 0.002]['epochs_to_25pct'] == 2
   assert table['tanh', 0.002]['final_train_error'] == pytest.approx(0.35)
   assert r['sweep']['epochs'] == 3.0 and r['sweep']['rates'] == [0.001, 0.002]
-  assert len(r['commands']) == 6 and r['commands'][0].startswith('python -m alexnet_jax.main')
+  assert len(r['commands']) == 8 and r['commands'][0].startswith('python -m alexnet_jax.main')
   assert r['machine'] == {'cpu_model': 'fake cpu', 'note': r['machine']['note']}
   assert os.path.getsize(written[1]) > 0
   assert str(at_fake_root) not in json.dumps(r)
@@ -204,7 +204,7 @@ def test_dropout_gap(at_fake_root):
 def test_dry_run_prints_the_commands(tmp_path):
   out = run_cli('experiments.cifar10_claims', 'figure1', f'--folder={CIFAR_DIR}',
                 f'--out={tmp_path}', '--epochs=4', '--sweep_epochs=2', '--seeds=2',
-                '--rates=0.004', '--dry_run')
+                '--rates=0.001,0.004', '--dry_run')
   assert out.returncode == 0, out.stderr
   lines = out.stdout.strip().splitlines()
   assert len(lines) == 4 + 1 + 4 and lines[4].startswith('# the seed runs')
