@@ -105,3 +105,20 @@ def cifar_workdir(tmp_path_factory) -> str:
   config = workdir_utils.cifar_config('cifar10_18pct', tmp_path_factory.mktemp('cifar_data'))
   workdir_utils.make_workdir(workdir, None, config=config, seed=1)
   return str(workdir)
+
+
+@pytest.fixture(scope='session')
+def cifar_fast_run(tmp_path_factory) -> dict:
+  """Three steps of configs/cifar10_fast.py on tests/data/cifar10 through the `main` command
+  (data_utils.train_cifar) and `evaluate --checkpoint=latest` on it, run once per session
+  (two launches, about a minute on 2 cores): test_cifar_train checks the run and its
+  evaluation, test_evaluate_folder scores folders with it. Returns {'workdir', 'stderr'
+  (main's), 'records' (metrics.jsonl), 'evaluate' (the evaluate process)}. Tests that write
+  into the workdir take their own copy (shutil.copytree): it is shared."""
+  root = tmp_path_factory.mktemp('cifar_fast_run')
+  workdir = str(root / 'run')
+  r, records = data_utils.train_cifar('cifar10_fast', workdir, str(root / 'data'))
+  evaluated = data_utils.run_cli('alexnet_jax.evaluate', f'--workdir={workdir}',
+                                 '--checkpoint=latest', timeout=900)
+  return {'workdir': workdir, 'stderr': r.stderr, 'records': records, 'evaluate': evaluated}
+

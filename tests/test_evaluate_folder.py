@@ -2,9 +2,9 @@
 
 The fast tests check the listing (labels in the run's order, the refusals) and the eval
 stream it feeds, and the command's usage errors on a workdir holding only its config.json
-(the folder is checked before any checkpoint is read). The slow ones train a tiny CIFAR-10
-run on tests/data/cifar10 once and compare `--folder` with `--split=validation` and with
-`predict` on the same checkpoint."""
+(the folder is checked before any checkpoint is read). The slow ones take the session's tiny
+CIFAR-10 run on tests/data/cifar10 (conftest.cifar_fast_run) and compare `--folder` with
+its validation split's evaluation and with `predict` on the same checkpoint."""
 
 import json
 import os
@@ -12,7 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
-from data_utils import CIFAR_DIR, run_cli, train_cifar
+from data_utils import CIFAR_DIR, run_cli
 
 from alexnet_jax.data import classes, pipeline, sources
 from alexnet_jax.run import workdir as workdir_lib
@@ -170,11 +170,14 @@ def test_usage_errors_of_the_command(case, config_only_workdir, tmp_path):
 
 
 @pytest.fixture(scope='module')
-def cifar_run(tmp_path_factory) -> str:
-  """Three steps of configs/cifar10_fast.py on tests/data/cifar10 (8 devices)."""
-  root = tmp_path_factory.mktemp('cifar_run')
-  train_cifar('cifar10_fast', str(root / 'run'), str(root / 'data'))
-  return str(root / 'run')
+def cifar_run(cifar_fast_run, tmp_path_factory) -> str:
+  """A copy of the session's three steps of configs/cifar10_fast.py on tests/data/cifar10
+  (conftest.cifar_fast_run, 8 devices), evaluated on its validation split by
+  `evaluate --checkpoint=latest` (eval_validation_latest.json): this module's evaluations
+  write into it."""
+  workdir = tmp_path_factory.mktemp('cifar_run') / 'run'
+  shutil.copytree(cifar_fast_run['workdir'], workdir)
+  return str(workdir)
 
 
 def _evaluate(workdir: str, *args: str) -> tuple[dict, str]:
@@ -191,7 +194,11 @@ def test_the_holdout_as_a_folder_scores_as_the_validation_split(cifar_run, tmp_p
     name = os.path.basename(os.path.dirname(path))
     os.makedirs(holdout / name, exist_ok=True)
     os.symlink(path, holdout / name / os.path.basename(path))
-  split, _ = _evaluate(cifar_run, '--split=validation', '--crops=1,10')
+  # The validation split's scores as `evaluate --checkpoint=latest` (crops 1 and 10) wrote
+  # them when the session's run was made (conftest.cifar_fast_run).
+  with open(os.path.join(cifar_run, 'eval_validation_latest.json')) as f:
+    split = json.load(f)
+  assert split['split'] == 'validation'
   r = run_cli('alexnet_jax.evaluate', f'--workdir={cifar_run}', f'--folder={holdout}/',
               '--crops=1,10', timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
