@@ -193,7 +193,8 @@ def main(argv) -> int:
             'overrides': FLAGS.set, 'target_error': FLAGS.target_error,
             'machine': {**m, 'cpu': _cpu_name(m)}, 'sides': sides,
             'command': shlex.join(['python', '-m', 'benchmarks.time_to_accuracy',
-                                   *sys.argv[1:]]).replace(os.path.abspath('.') + '/', ''),
+                                   *sys.argv[1:]]).replace(os.path.abspath('.') + '/', '')
+                 .replace(root, '$WORKDIR'),
             'date': time.strftime('%Y-%m-%d')}
   times = [sides.get(s, {}).get('seconds_to_target') for s in ('torch', 'jax')]
   report['ratio_torch_over_jax'] = times[0] / times[1] if all(times) else None
