@@ -241,9 +241,13 @@ def main(argv) -> int:
     raise app.UsageError('--config is required (a CIFAR-10 config, e.g. '
                          'configs/cifar10_fast.py)')
   torch = _torch()
+  import signal
+
   import numpy as np
 
   from alexnet_jax.common.model_spec import ModelSpec
+  # time_to_accuracy stops a side with SIGTERM once it has its time: end quietly, as main.
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
   from alexnet_jax.data import pipeline, sources, statistics
 
   spec = ModelSpec.from_config(config.model)
