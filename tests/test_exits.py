@@ -92,4 +92,4 @@ def test_usage_errors_exit_2_in_one_line():
   line = _one_error_line(run_cli('alexnet_jax.figures', 'nope', '--workdir=x'))
   assert line.startswith('error: give one figure: kernels | neighbours | curves')
   line = _one_error_line(run_cli('alexnet_jax.weights', 'export', '--workdir=x'))
-  assert line == 'error: export needs --out=FILE (.pth, .pt or .safetensors)'
+  assert line == 'error: export needs --out=FILE (.pth, .pt or .safetensors; --to=params also .npz)'
