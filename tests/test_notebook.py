@@ -132,17 +132,20 @@ def test_notebook_runs_headless_on_cpu(tmp_path):
   assert 'checkpoint step 8 written' in text['train']
   assert f'Resumed from {tmp_path}/default/checkpoints at step 8' in text['resume']
   assert 'TensorBoard skipped' in text['tensorboard']
-  # The ablation: two runs, the table and the plot shown.
+  # The ablation: three runs (baseline, no LRN, its constant control), the table and the plot shown.
   png = tmp_path / 'ablations' / 'ablations.png'
   assert png.stat().st_size > 10_000
   assert [o for o in cells['ablation'].outputs if 'image/png' in o.get('data', {})]
   runs = json.loads((tmp_path / 'ablations' / 'ablations.json').read_text())
   variants = {v['name']: v for v in runs['variants']}
-  assert set(variants) == {'baseline', 'lrn'} and variants['lrn']['overrides'] == {
-      'model.lrn': 'none'}
+  # --sweep=lrn on a paper-LRN base runs the constant-factor control beside 'none'.
+  assert set(variants) == {'baseline', 'lrn', 'lrn_constant'}
+  assert variants['lrn']['overrides'] == {'model.lrn': 'none'}
+  assert variants['lrn_constant']['overrides'] == {'model.lrn': 'constant'}
   assert all(v['n'] == 1 and 0 <= v['final_top1_mean'] <= 1 for v in variants.values())
   assert '| baseline | - | 1 |' in text['ablation'], text['ablation'][-3000:]
   assert '| lrn | `model.lrn=none` | 1 |' in text['ablation']
+  assert '| lrn_constant | `model.lrn=constant` | 1 |' in text['ablation']
   # The two towers on 8 simulated devices: the paper's model split over 'model'.
   assert 'Mesh: data=4, model=2  (8 x cpu)' in text['summary'], text['summary'][-3000:]
   assert '60,965,224' in text['summary']
