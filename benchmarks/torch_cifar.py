@@ -12,7 +12,9 @@ way `alexnet_jax.main` does, so that the two frameworks can be timed on the same
   files, so data loading costs both sides the same and the epochs are permuted identically;
 - the same device-side preprocessing: minus the training set's mean image (computed here
   by the same `statistics` pass the JAX run makes), a random crop of model.input_size with a
-  random horizontal flip in training, the centre crop at validation;
+  random horizontal flip in training, the centre crop at validation (with
+  input.eval_crops=10 on whole images, as configs/cifar10_fast.py, the softmax of the image
+  and of its mirror averaged: what the JAX evaluation's ten views come to there);
 - the same net, layer for layer from `common/cifar_spec.ops` (cuda-convnet's pooling with
   ceil-rounded outputs and edge-clipped windows, the response norms' formulas), with
   cuda-convnet's init N(0, initW^2) and zero biases - drawn from PyTorch's generator, so
@@ -274,6 +276,11 @@ def main(argv) -> int:
   batches = pipeline.create_train_iterator(config, local_batch_size=config.batch_size)
   centre = (mean.shape[0] - size) // 2
   crop_mean = mean[centre:centre + size, centre:centre + size]
+  ten_views = int(config.input.eval_crops) == 10
+  if ten_views and mean.shape[0] != size:
+    raise app.UsageError('input.eval_crops=10: the twin evaluates ten crops of whole images '
+                         f'only (the image and its mirror); this config crops {size} of '
+                         f'{mean.shape[0]}. Use --config.input.eval_crops=1')
 
   def evaluate():
     net.eval()
@@ -285,7 +292,10 @@ def main(argv) -> int:
         x = ((x.float() - crop_mean) / std).permute(0, 3, 1, 2).contiguous(
             memory_format=torch.channels_last)
         keep = torch.from_numpy(np.asarray(b.get('mask', np.ones(len(x), bool)), bool))
-        pred = net(x).argmax(1)
+        if ten_views:    # the image and its mirror, softmax averaged (steps.eval_logits)
+          pred = (net(x).softmax(1) + net(x.flip(3)).softmax(1)).argmax(1)
+        else:
+          pred = net(x).argmax(1)
         right = pred == torch.from_numpy(np.asarray(b['label'], np.int64))
         wrong += int((~right & keep).sum())
         count += int(keep.sum())

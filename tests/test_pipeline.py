@@ -333,3 +333,58 @@ def test_synthetic_source():
   assert evals[0]['mask'].all() and evals[-1]['mask'].sum() == 2
   with pytest.raises(ValueError, match='synthetic'):
     sources.num_examples(config, 'test')
+
+
+def _streams(c, steps):
+  """Training batches (with the skips they reported) and both evaluation passes."""
+  skips = pipeline.SkipReport()
+  train = _take(pipeline.create_train_iterator(c, local_batch_size=2, skips=skips), steps)
+  evals = {split: _eval_digests(c, split, local_batch_size=4)[1]
+           for split in ('train', 'validation')}
+  return train, dict(skips.counts), evals
+
+
+def test_decoded_once_gives_the_same_streams(tmp, messy_folder, monkeypatch):
+  """input.memory_cache_mb: the folder decoded once and gathered from memory yields the
+  batches, skips and evaluation passes that decoding every time does, resume included, and
+  decodes no file again; a file changed on disk is decoded again."""
+  pipeline._DECODED.clear()
+  n_train = sources.num_examples(_config(tmp, messy_folder), 'train')
+  steps = n_train // 2 + 3                        # into the second epoch
+  plain = _streams(_config(tmp, messy_folder, memory_cache_mb=0), steps)
+  calls = []
+  real = pipeline._decode_fn
+  monkeypatch.setattr(pipeline, '_decode_fn', lambda *a, **k: calls.append(k) or real(*a, **k))
+  cached_config = _config(tmp, messy_folder)
+  cached = _streams(cached_config, steps)
+  assert cached_config.input.memory_cache_mb > 0
+  assert len(calls) == 2          # one decode pass per split, then only gathers
+  for x, y in zip(plain[0], cached[0], strict=True):
+    assert set(x) == set(y) == {'image', 'label'}
+    np.testing.assert_array_equal(x['image'], y['image'])
+    np.testing.assert_array_equal(x['label'], y['label'])
+  assert plain[1] == cached[1] and sum(cached[1].values()) >= 2   # the two bad files
+  assert plain[2] == cached[2]
+  resumed = _take(pipeline.create_train_iterator(cached_config, local_batch_size=2,
+                                                 start_step=4), 3)
+  for x, y in zip(cached[0][4:7], resumed, strict=True):
+    np.testing.assert_array_equal(x['image'], y['image'])
+  assert len(calls) == 2
+
+  # A training file rewritten (another photo, same name): decoded again, and seen.
+  path = sources.folder_listing(str(messy_folder), 'train').paths[0]
+  other = next(p for p in PHOTOS[9:] if p)
+  Image.open(other).convert('RGB').save(path, 'JPEG')
+  os.utime(path, ns=(1, 1))                       # a new mtime whatever the clock
+  fresh = _eval_digests(cached_config, 'train', local_batch_size=4)[1]
+  assert len(calls) == 3 and fresh != cached[2]['train']
+  assert fresh == _eval_digests(_config(tmp, messy_folder, memory_cache_mb=0), 'train',
+                                local_batch_size=4)[1]
+  pipeline._DECODED.clear()
+
+
+def test_memory_cache_mb_is_refused_when_negative():
+  c = config_lib.base()
+  c.input.memory_cache_mb = -1
+  with pytest.raises(ValueError, match=r'input.memory_cache_mb=-1.*int >= 0'):
+    config_lib.validate(c)

@@ -162,3 +162,31 @@ def test_train_step_takes_the_lighting_pca_as_an_input():
       losses.append(float(metrics['loss']))
   assert built.train._cache_size() == 1
   assert len(set(losses[:3])) == 3 and losses[3] == losses[0], losses
+
+
+def test_ten_crops_of_whole_images_are_the_image_and_its_mirror():
+  """input.eval_crops=10 on whole images (crop size = host size, CIFAR-10's 32 of 32): the
+  ten views are the image and its mirror five times each; eval_logits runs only those two
+  through the net and gives what the ten separate forwards give."""
+  from alexnet_jax.common import config_lib
+  from alexnet_jax.model import nets
+  from configs import cifar10_fast
+  config = cifar10_fast.get_config()
+  config.dataset.folder = '/nonexistent'
+  config.input.eval_crops = 10
+  spec = config_lib.validate(config)
+  params = nets.init_params(spec, seed=3)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8))
+  mean = jnp.asarray(rng.uniform(100, 140, (32, 32, 3)).astype(np.float32))
+  got = np.asarray(jax.jit(lambda p, x, m: steps.eval_logits(config, spec, p, x, m))(
+      params, images, mean))
+  assert got.shape == (3, 10, 10)
+  x = (np.asarray(images, np.float32) - np.asarray(mean)) / np.asarray(config.input.std_rgb,
+                                                                       np.float32)
+  plain = np.asarray(nets.apply(spec, params, jnp.asarray(x)))
+  mirror = np.asarray(nets.apply(spec, params, jnp.asarray(x[:, :, ::-1])))
+  assert np.abs(plain - mirror).max() > 1e-3        # the mirror is another view
+  for k in range(5):
+    np.testing.assert_allclose(got[:, k], plain, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got[:, 5 + k], mirror, rtol=1e-4, atol=1e-4)

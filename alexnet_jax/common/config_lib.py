@@ -77,6 +77,9 @@ def base() -> ml_collections.ConfigDict:
   c.input.prefetch = 2
   c.input.use_preresized = False                 # prepare's shorter-side-256 copy
   c.input.max_skipped_fraction = 0.01            # more of a split undecodable: stop, loudly
+  # A folder of local images that decodes to at most this many MB is decoded once and kept
+  # in memory for every epoch and evaluation (CIFAR-10: 138 MB); 0 decodes on every pass.
+  c.input.memory_cache_mb = 1024
 
   c.batch_size = 128                             # global
   c.eval_batch_size = 128
@@ -274,6 +277,9 @@ def validate(config, *, mesh_shape: dict[str, int] | None = None, process_count:
   cap = config.input.pca_max_images
   if not isinstance(cap, int) or isinstance(cap, bool) or (cap < 1 and cap != -1):
     raise refuse('input.pca_max_images', cap, 'a positive int, or -1 for all')
+  cache = config.input.memory_cache_mb
+  if not isinstance(cache, int) or isinstance(cache, bool) or cache < 0:
+    raise refuse('input.memory_cache_mb', cache, 'an int >= 0 (MB; 0 turns the cache off)')
   if not 0.0 <= config.input.max_skipped_fraction <= 1.0:
     raise refuse('input.max_skipped_fraction', config.input.max_skipped_fraction,
                  'a fraction between 0 and 1')

@@ -140,6 +140,13 @@ def eval_logits(config: ml_collections.ConfigDict, spec: nets.ModelSpec, params:
   x = augment.device_preprocess(images, None, config=config, mean=mean, train=False)
   if x.ndim == 5:
     b, crops = x.shape[:2]
+    if x.shape[2] == images.shape[1]:
+      # Whole images (crop size = host size, e.g. CIFAR-10's 32 of 32): the five crop
+      # positions coincide, so the ten views are the image five times and its mirror five
+      # times. Only those two go through the net; each is repeated in place of its copies.
+      views = x[:, ::crops // 2]
+      logits = nets.apply(spec, params, views.reshape((b * 2,) + x.shape[2:]))
+      return jnp.repeat(logits.reshape(b, 2, -1), crops // 2, axis=1)
     return nets.apply(spec, params, x.reshape((b * crops,) + x.shape[2:])).reshape(
         b, crops, -1)
   return nets.apply(spec, params, x)
