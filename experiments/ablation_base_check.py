@@ -43,12 +43,14 @@ def lrn_multiplier_quantiles(spec, params, images) -> dict[str, dict[str, float]
   both for lrn_across_towers), over all images, positions and channels. The paper's
   formula is used when the spec has no LRN, to show what it would do.
   """
+  import jax
   import jax.numpy as jnp
   import numpy as np
 
   from alexnet_jax.model import layers, nets
   formula = spec.lrn if spec.lrn != 'none' else 'paper'
-  acts = nets.intermediates(spec, params, jnp.asarray(images))
+  # Jitted: op by op, the forward's eager dispatch took minutes on XLA:CPU.
+  acts = jax.jit(nets.intermediates, static_argnums=0)(spec, params, jnp.asarray(images))
   out = {}
   for name in ('conv1', 'conv2'):
     a = acts[name]
@@ -73,8 +75,8 @@ def dropout_fractions(spec, params, images, seed: int = 0) -> dict[str, float]:
   from alexnet_jax.model import nets
   if spec.dropout_rate == 0:
     return {'fc6': 0.0, 'fc7': 0.0}
-  acts = nets.intermediates(spec, params, jnp.asarray(images), train=True,
-                              dropout_key=jax.random.key(seed))
+  acts = jax.jit(lambda p, x, k: nets.intermediates(spec, p, x, train=True, dropout_key=k))(
+      params, jnp.asarray(images), jax.random.key(seed))
   out = {}
   for name in ('fc6', 'fc7'):
     before, after = np.asarray(acts[name]), np.asarray(acts[name + '_dropout'])

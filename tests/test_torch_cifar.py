@@ -184,3 +184,19 @@ def test_time_to_accuracy_table_and_ratio():
   report['sides']['torch'] = side(None, None)
   report['ratio_torch_over_jax'] = None
   assert '| torch | not reached | - |' in tta.format_table(report)
+
+
+def test_time_to_accuracy_takes_the_exact_error_from_metrics_jsonl(tmp_path):
+  """The log line rounds top-1 to 4 decimals (1 - 0.7400 = 0.26 for 1,332 errors in 5,123):
+  the benchmark reads the run's metrics.jsonl for the exact value, the log line only where
+  that row is missing."""
+  import json
+
+  from benchmarks import time_to_accuracy as tta
+  rows = [{'step': 350, 'split': 'train', 'top1': 0.5},
+          {'step': 350, 'split': 'eval', 'top1': 1 - 1332 / 5123, 'count': 5123.0}]
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  exact = tta.exact_val_error(str(tmp_path), 350, 0.26)
+  assert exact == pytest.approx(1332 / 5123, abs=1e-12) and exact > 0.26
+  assert tta.exact_val_error(str(tmp_path), 700, 0.3) == 0.3
+  assert tta.exact_val_error(str(tmp_path / 'missing'), 350, 0.25) == 0.25
