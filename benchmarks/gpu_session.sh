@@ -16,7 +16,9 @@
 # 320 epochs, 3 seeds) and dropout (100 epochs, 2 seeds) on CIFAR10_FOLDER (default
 # ../shared/data/cifar10/train), results in CLAIMS_OUT (default experiments/results/cifar10).
 # Hours, not minutes (lrn alone is 2,880 epochs of conv-local), and it needs the full
-# requirements (TensorFlow decodes the JPEGs); rerunning it resumes where it stopped.
+# requirements (TensorFlow decodes the JPEGs); rerunning it resumes where it stopped. Then
+# the ablation sweep (`experiments.ablations`) on the conv-local net, 60 epochs x 3 seeds,
+# into CLAIMS_OUT/ablations.
 #
 # Budget: both parts end within about 9 minutes (timeouts 330 s + 180 s), so a 10-minute
 # command limit and a rerun fit in 15 minutes of device time.
@@ -48,6 +50,12 @@ if [[ "${1:-}" == cifar10_claims ]]; then
     "${PYTHON:-python3}" -m experiments.cifar10_claims $claim --folder="$FOLDER" \
         --out="$RESULTS" || status=1
   done
+  # Issue 18 item 1d: the ablation sweep on a CIFAR-10 base (the paper's own 11% net; the
+  # switches that apply to it: lrn, pooling, activation), 60 epochs x 3 seeds at the
+  # constant rate 0.001 (its drops at 300 and 310 lie beyond 60).
+  "${PYTHON:-python3}" -m experiments.ablations --base=configs/cifar10_conv_local.py \
+      --sweep=lrn,pooling,activation --seeds=3 --epochs=60 \
+      --set=dataset.folder="$FOLDER" --out="$RESULTS/ablations" || status=1
   echo "gpu_session cifar10_claims: done (status $status); results in $RESULTS"
   exit $status
 fi

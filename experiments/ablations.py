@@ -10,22 +10,27 @@ Markdown table, a JSON file and a plot.
       --grid='model.lrn=caffe; lr:optimizer.learning_rate=0.005|0.02' \
       --grid='nowd:optimizer.weight_decay=0 optimizer.decay_biases=false'
   python -m experiments.ablations --sweep=towers --base=configs/default.py --dry_run
+  python -m experiments.ablations --base=configs/cifar10_conv_local.py --seeds=3 \
+      --sweep=lrn,pooling,activation --epochs=60 \
+      --set=dataset.folder=../shared/data/cifar10/train --out=/tmp/cifar10_ablations
 
-Run from the repository root. Every variant (plus the baseline: the base config
-unchanged) is one `python -m alexnet_jax.main --config=BASE --workdir=... --config.X=Y`
-subprocess per seed, printed before it starts so it can be copied. --sweep names the
-paper's ablations (experiments/ablations_lib.py lists them); --grid (repeatable) adds
-variants of raw `--config.KEY=VALUE` overrides: ';' separates variants, whitespace the
-overrides of one, an optional `name:` names it, `a|b` expands a value into one variant
-per alternative. --seeds=N runs each variant (and the baseline) with --config.seed=
-base_seed .. base_seed+N-1. Workdirs go to <out>/runs/<variant>[/seed<S>] (that folder
-holds a .gitignore of '*': checkpoints are never committed by accident); a run whose
-workdir already finished the same command is skipped, and an interrupted one resumes
-(main.py resumes from the workdir). At the end <out>/ablations.md (table: mean ± std,
-per-seed values, difference to the baseline with Welch's t-test), <out>/ablations.json
-(the same numbers per run) and <out>/ablations.png (final top-1 with error bars, eval
-curves) are written; --report_only rewrites them from the workdirs. Paths inside the
-repository are written relative to it. On a terminal a progress bar counts the runs done.
+Run from the repository root. Every variant (plus the baseline: the base config unchanged)
+is one `python -m alexnet_jax.main --config=BASE --workdir=... --config.X=Y` subprocess
+per seed, printed before it starts so it can be copied. --sweep names the paper's
+ablations (experiments/ablations_lib.py lists them); --grid (repeatable) adds variants of
+raw `--config.KEY=VALUE` overrides: ';' separates variants, whitespace the overrides of
+one, an optional `name:` names it, `a|b` expands a value into one variant per alternative.
+--seeds=N runs each variant (and the baseline) with --config.seed= base_seed ..
+base_seed+N-1. --set=FIELD=VALUE (repeatable) puts an override on every run's command, the
+baseline's included (a dataset folder, a data_dir). Workdirs go to
+<out>/runs/<variant>[/seed<S>] (that folder holds a .gitignore of '*': checkpoints are
+never committed by accident); a run whose workdir already finished the same command is
+skipped, and an interrupted one resumes (main.py resumes from the workdir). At the end
+<out>/ablations.md (table: mean ± std, per-seed values, difference to the baseline with
+Welch's t-test), <out>/ablations.json (the same numbers per run) and <out>/ablations.png
+(final top-1 with error bars, eval curves) are written; --report_only rewrites them from
+the workdirs. Paths inside the repository are written relative to it. On a terminal a
+progress bar counts the runs done.
 
 Exit status (alexnet_jax/common/exits.py): 0 every run finished; 1 some run failed (the
 report covers the others); 2 a bad flag, ablation name or --grid override. --root is the
@@ -49,6 +54,9 @@ _SWEEP = flags.DEFINE_list('sweep', None, 'Named ablations to run, from: '
 _GRID = flags.DEFINE_multi_string(
     'grid', [], "Variants of raw config overrides: 'KEY=VALUE KEY2=VALUE2; name:KEY=A|B' "
     "(';' separates variants, whitespace overrides, 'a|b' expands).")
+_SET = flags.DEFINE_multi_string(
+    'set', [], 'FIELD=VALUE: a config override for every run, the baseline included '
+    '(e.g. --set=dataset.folder=../shared/data/cifar10/train).')
 _SEEDS = flags.DEFINE_integer('seeds', None, 'Runs per variant with --config.seed=base_seed+i '
                               '(default: one run with the config\'s own seed).')
 _PARALLEL = flags.DEFINE_integer(
@@ -83,8 +91,9 @@ def main(argv) -> int:
     sweep = lib.parse_sweep(','.join(_SWEEP.value or []), allow_empty=bool(_GRID.value))
     base_config = lib.load_config(_BASE.value)
     grid = lib.parse_grid(_GRID.value, base_config)
+    common = lib.parse_sets(_SET.value, base_config)
     variants = lib.plan(sweep, _BASE.value, runs_dir, epochs=epochs, base_config=base_config,
-                        grid=grid, seeds=_SEEDS.value)
+                        grid=grid, seeds=_SEEDS.value, common=common)
   except (ValueError, FileNotFoundError) as e:
     return exits.user_fault(e)
 

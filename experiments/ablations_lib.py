@@ -229,6 +229,21 @@ def parse_grid(texts: str | Sequence[str], base_config=None) -> list[GridVariant
   return variants
 
 
+def parse_sets(texts: Sequence[str], config) -> dict[str, str]:
+  """--set=FIELD=VALUE overrides for every run, checked against the config's fields."""
+  if not texts:
+    return {}
+  for t in texts:
+    if '|' in t or ';' in t or not t.strip():
+      raise ValueError(f'--set={t!r}: expected one FIELD=VALUE (e.g. '
+                       '--set=dataset.data_dir=/data), without | or ;')
+  try:
+    (grid,) = parse_grid(' '.join(t.strip() for t in texts), config)
+  except ValueError as e:
+    raise ValueError(str(e).replace('grid override', '--set')) from None
+  return dict(grid.overrides)
+
+
 def seed_list(base_seed: int, seeds: int | None) -> list[int | None]:
   """[None] (one run, the config's own seed, no --config.seed flag) for seeds=None,
   else base_seed .. base_seed + seeds - 1."""
@@ -322,10 +337,12 @@ def portable_config_arg(base: str) -> str:
 
 def plan(sweep: Sequence[str], base: str, runs_dir: str, *, epochs: float | None = None,
          base_config=None, log=print, grid: Sequence[GridVariant] = (),
-         seeds: int | None = None) -> list[Variant]:
+         seeds: int | None = None, common: dict[str, Any] | None = None) -> list[Variant]:
   """The baseline, each applicable ablation in `sweep` (followed by its control, see
   `CONTROLS`, where the base has one) and each grid variant, once per seed (see
-  `seed_list`), with their commands: for each seed in turn, baseline first.
+  `seed_list`), with their commands: for each seed in turn, baseline first. `common`
+  (`parse_sets`) goes on every command line, the baseline's included; which ablations
+  apply is decided on the base config as its file gives it.
 
   Workdirs are <runs_dir>/<name> (seeds=None) or <runs_dir>/<name>/seed<S>; they and the
   base config's path are written as `portable_path` gives them.
@@ -351,7 +368,7 @@ def plan(sweep: Sequence[str], base: str, runs_dir: str, *, epochs: float | None
     entries.append((g.name, 'grid: ' + ' '.join(f'{k}={v}' for k, v in g.overrides.items()),
                     dict(g.overrides)))
   return expand(entries, base, runs_dir, seed_list(int(base_config.seed), seeds),
-                epochs=epochs)
+                epochs=epochs, common=common)
 
 
 def expand(entries: Sequence[tuple[str, str, dict[str, Any]]], base: str, runs_dir: str,

@@ -108,19 +108,7 @@ class Plan:
 
 # --- planning ---------------------------------------------------------------------------
 
-def parse_sets(texts: Sequence[str], config) -> dict[str, str]:
-  """--set=FIELD=VALUE overrides for every run, checked against the config's fields."""
-  if not texts:
-    return {}
-  for t in texts:
-    if '|' in t or ';' in t or not t.strip():
-      raise ValueError(f'--set={t!r}: expected one FIELD=VALUE (e.g. '
-                       '--set=dataset.data_dir=/data), without | or ;')
-  try:
-    (grid,) = lib.parse_grid(' '.join(t.strip() for t in texts), config)
-  except ValueError as e:
-    raise ValueError(str(e).replace('grid override', '--set')) from None
-  return dict(grid.overrides)
+parse_sets = lib.parse_sets    # shared with experiments.ablations
 
 
 def scaled_step_epochs(config, epochs: float) -> tuple[float, ...]:

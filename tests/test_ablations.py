@@ -334,3 +334,25 @@ def test_grid_and_seeds_dry_run(tmp_path):
   assert lines[3].endswith('--config.model.lrn=caffe --config.seed=1')
   bad = run_cli('experiments.ablations', '--grid=model.nope=1', '--dry_run')
   assert bad.returncode == 2 and "no field 'model.nope'" in bad.stderr
+
+
+def test_set_puts_an_override_on_every_run_of_a_cifar_base(tmp_path):
+  """--set=FIELD=VALUE: on every command, the baseline's included (a CIFAR-10 base needs its
+  dataset folder); the ablations that do not apply to the conv-local net are skipped by
+  name; a field the base does not have is exit 2."""
+  out = run_cli('experiments.ablations', '--base=configs/cifar10_conv_local.py',
+                '--sweep=lrn,pooling,activation,dropout,towers', '--seeds=2',
+                '--set=dataset.folder=/data/cifar10', '--set=dataset.data_dir=/data/tfds',
+                f'--out={tmp_path}', '--epochs=3', '--dry_run')
+  assert out.returncode == 0, out.stderr
+  lines = [x for x in out.stdout.splitlines() if x.startswith('python -m alexnet_jax.main')]
+  assert len(lines) == 8                      # baseline, lrn, pooling, activation x 2 seeds
+  assert all('--config.dataset.folder=/data/cifar10 --config.dataset.data_dir=/data/tfds'
+             in line for line in lines)
+  assert '--config.model.lrn=none' in lines[1] and lines[0].endswith(
+      '--config.seed=0 --config.num_epochs=3.0')
+  assert 'skipping dropout' in out.stdout + out.stderr
+  assert 'skipping towers' in out.stdout + out.stderr
+  bad = run_cli('experiments.ablations', '--base=configs/cifar10_conv_local.py',
+                '--sweep=lrn', '--set=dataset.foldr=/x', '--dry_run')
+  assert bad.returncode == 2 and "--set 'dataset.foldr=/x'" in bad.stderr
