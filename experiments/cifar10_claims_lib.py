@@ -463,7 +463,9 @@ def plot_figure1(result: dict, path: str) -> str:
   ax.set_ylim(0, min(1.0, max(0.8, highest + 0.02)))    # the paper's axis ends at 0.75
   ax.grid(True, alpha=0.3)
   ax.legend(loc='lower left')        # early epochs are high: the lower left stays empty
-  ax.set_title(f'CIFAR-10, ReLU vs tanh: tanh/relu to 25% = {result["ratio_text"] or "n/a"}')
+  text = result['ratio_text'] or 'n/a'
+  ax.set_title('CIFAR-10, ReLU vs tanh: epochs to 25%, tanh/relu '
+               + (text if text[:1] in '<>' else '= ' + text))
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
@@ -662,6 +664,11 @@ def write_results(p: Plan, out: str, invocation: str) -> list[str]:
   result['command'] = invocation
   result['commands'] = [c for run in p.runs for c in run.commands]
   result['machine'] = read_machine(p.runs_dir)
+  # The runs got the folder as an absolute path where it lies outside the repository
+  # (../shared): the committed files name it relative to the repository root instead.
+  folder = p.common.get('dataset.folder')
+  if folder and os.path.isabs(folder):
+    result = json.loads(json.dumps(result).replace(folder, os.path.relpath(folder)))
   written = [os.path.join(out, f'{p.claim}.json')]
   with open(written[0], 'w') as f:
     json.dump(result, f, indent=1)
