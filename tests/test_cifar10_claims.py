@@ -102,6 +102,12 @@ def test_figure1_sweep_choice_and_lower_bound(at_fake_root):
   written = claims.write_results(p, 'out', 'python -m experiments.cifar10_claims figure1')
   assert written == [os.path.join('out', 'figure1.json'), os.path.join('out', 'figure1.png')]
   r = json.load(open(written[0]))
+  # The runs were given the folder outside the root as an absolute path; the file names it
+  # relative to the root (no path of this machine in a committed result).
+  assert os.path.isabs(CIFAR_DIR) and CIFAR_DIR in main['relu', 0].variant.command_line
+  text = open(written[0]).read()
+  assert f'--config.dataset.folder={CIFAR_DIR}' not in text
+  assert f'--config.dataset.folder={os.path.relpath(CIFAR_DIR)} ' in text
   assert r['epochs_to_25pct_train_error'] == {'relu': 3.0, 'tanh': None}
   # tanh's seed 0 never reached 25%: the cap (5) stands in, and the ratio is a lower bound.
   assert r['ratio'] == pytest.approx((5 + 5) / 2 / 3.0) and r['ratio_kind'] == 'lower_bound'
