@@ -306,7 +306,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_none_restorable_is_a_clear_e
     tmp_path, data_dir, cache, reference):
   workdir = tmp_path / 'run'
   shutil.copytree(reference, workdir)
-  fault_utils.damage_step(str(workdir / 'checkpoints' / '24'), 'truncate')
+  fault_utils.damage_step(str(workdir / 'checkpoints' / '24'))
   env = fault_utils.main_env(8, cache)
   command = fault_utils.main_command(workdir, data_dir, steps=STEPS)
   rc, out = _launch(command, env, tmp_path / 'a.log')
@@ -317,7 +317,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_none_restorable_is_a_clear_e
   _assert_same_run(workdir, reference)                  # steps 23-24 trained again
 
   for s in _complete_steps(workdir):
-    fault_utils.damage_step(str(workdir / 'checkpoints' / str(s)), 'truncate')
+    fault_utils.damage_step(str(workdir / 'checkpoints' / str(s)))
   rc, out = _launch(command, env, tmp_path / 'b.log')
   assert rc == 5, out[-3000:]
   assert f'error: no checkpoint in {workdir}/checkpoints restores:' in out
