@@ -48,7 +48,10 @@ def _tail(path, n=3000) -> str:
 def _start(workdir, data_dir, logs, num_train_steps: int, overrides=None, tag=None, env=None):
   """Starts both processes; -> (the processes, their log files)."""
   port = _free_port()
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
+  # Every launch here compiles the same programs (only how often a run logs, evaluates and
+  # checkpoints differs): all but the first read them from the session's compilation cache
+  # (conftest.py), which keeps even the quick ones for these launches.
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
          'XLA_FLAGS': '--xla_force_host_platform_device_count=2', **(env or {})}
   flags = override_flags(OVERRIDES if overrides is None else overrides)
   procs, errs = [], []
@@ -168,11 +171,8 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_and_resumes(tiny_dat
                'checkpoint_every_steps': 1000}
   del overrides['num_train_steps']
   statistics.load_or_compute_statistics(tiny_config(data_dir, **overrides))
-  # Both launches compile the same programs: the second reads them from a cache.
-  cache = {'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'jax_cache'),
-           'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
 
-  procs, errs = _start(workdir, data_dir, str(logs), steps, overrides, 'sigterm', cache)
+  procs, errs = _start(workdir, data_dir, str(logs), steps, overrides, 'sigterm')
   try:
     deadline = time.monotonic() + TIMEOUT
     while not any(s >= 2 for s in _train_rows(workdir)):
@@ -200,7 +200,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_and_resumes(tiny_dat
   assert max(_train_rows(workdir)) == step
 
   # The same command on both resumes from that step and finishes.
-  procs, errs = _start(workdir, data_dir, str(logs), steps, overrides, 'resume', cache)
+  procs, errs = _start(workdir, data_dir, str(logs), steps, overrides, 'resume')
   outs = _wait(procs, errs, TIMEOUT, 'resuming after the SIGTERM')
   for out in outs:
     assert re.search(rf'Resumed from \S+ at step {step}\.', out), out[-3000:]
