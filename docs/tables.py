@@ -24,6 +24,15 @@ _HEADINGS = {
 }
 
 
+def _heading(variant: dict) -> str:
+  """The column heading: the dropout ablation toggles, so its heading says which way
+  (on a base without dropout, e.g. configs/cifar10_fast.py, it turns dropout on)."""
+  rate = variant.get('overrides', {}).get('model.dropout_rate')
+  if variant['name'] == 'dropout' and rate is not None and float(rate) > 0:
+    return f'dropout {float(rate):g}'
+  return _HEADINGS.get(variant['name'], variant['name'])
+
+
 def _p(p: float) -> str:
   """Two significant digits, trailing zero kept (0.074, 0.27, 0.30)."""
   return f'{p:#.2g}'
@@ -38,7 +47,7 @@ def ablations_table(report: dict) -> str:
   without, the constant factor k^-beta kept in both); "no LRN" vs baseline also removes
   that factor (docs/ablations.md)."""
   variants = report['variants']
-  head = [_HEADINGS.get(v['name'], v['name']) for v in variants]
+  head = [_heading(v) for v in variants]
   means = [f"{100 * v['final_top1_mean']:.1f} ± {100 * v['final_top1_std']:.1f}"
            for v in variants]
   diffs = []

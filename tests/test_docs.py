@@ -126,6 +126,14 @@ def test_ablations_table_compares_no_lrn_with_its_control():
   assert lines[4] == '| | vs lrn_constant: +8.0 (p 0.50) | |'
 
 
+def test_the_dropout_heading_says_which_way_the_toggle_went():
+  tables = _tables()
+  off = {'name': 'dropout', 'overrides': {'model.dropout_rate': '0.0'}}
+  on = {'name': 'dropout', 'overrides': {'model.dropout_rate': 0.5}}
+  assert tables._heading(off) == 'no dropout' and tables._heading(on) == 'dropout 0.5'
+  assert tables._heading({'name': 'activation'}) == 'tanh'
+
+
 def test_tables_script_prints_the_table():
   out = subprocess.run([sys.executable, 'docs/tables.py', 'ablations'], cwd=REPO, check=True,
                        capture_output=True, text=True).stdout
