@@ -176,8 +176,11 @@ def plan(claim: str, folder: str, out: str, *, epochs: float | None = None,
                         epochs=sweep_epochs, common=common):
       result.runs.append(Run(v, stage='sweep'))
     chosen = chosen or {}
+    # A seed run ends at the first epoch at or below the target (train.py,
+    # stop_at_train_error): the rate is constant, so the epochs after it change nothing the
+    # claim measures, and tanh's cap stays affordable.
     entries = [(_rate_name(act, chosen.get(act, UNSWEPT)), f'{act} at the swept rate',
-                {'model.activation': act,
+                {'stop_at_train_error': TARGET_ERROR, 'model.activation': act,
                  'optimizer.learning_rate': chosen.get(act, UNSWEPT)})
                for act in ACTIVATIONS]
     for v in lib.expand(entries, base, runs_dir, seed_values, epochs=epochs, common=common):

@@ -95,6 +95,10 @@ def test_figure1_sweep_choice_and_lower_bound(at_fake_root):
   assert main['relu', 0].variant.workdir == os.path.join('out', 'runs', 'figure1',
                                                          'relu_lr0.002', 'seed0')
   assert '--config.optimizer.learning_rate=0.002' in main['tanh', 1].variant.command
+  # The seed runs stop at the first epoch at or below 25% training error; the sweep runs
+  # (a few epochs each) do not.
+  assert all('--config.stop_at_train_error=0.25' in r.variant.command for r in main.values())
+  assert not any('stop_at_train_error' in r.variant.command for r in sweep.values())
   _write_run(main['relu', 0], [0.5, 0.2, 0.1, 0.1, 0.1])     # epoch 2
   _write_run(main['relu', 1], [0.5, 0.4, 0.3, 0.2, 0.1])     # epoch 4
   _write_run(main['tanh', 0], [0.7, 0.6, 0.5, 0.4, 0.3])     # never within 5 epochs

@@ -42,8 +42,17 @@ def runs(data_dir, tmp_path_factory) -> dict[str, train_runs.TrainRun]:
       {**tiny, 'workdir': str(root / 'sigterm'), 'sigterm': True, 'config': {
           'num_train_steps': 400, 'checkpoint_every_steps': 1000, 'eval_every_steps': 1000,
           'log_every_steps': 2}},
+      # stop_at_train_error: 3 epochs of 8 steps asked for; any first epoch is <= 0.999.
+      # The same command again trains nothing; a lower target trains on.
+      {**tiny, 'workdir': str(root / 'target'), 'config': {
+          'num_train_steps': 24, 'stop_at_train_error': 0.999}},
+      {**tiny, 'workdir': str(root / 'target'), 'config': {
+          'num_train_steps': 24, 'stop_at_train_error': 0.999}},
+      {**tiny, 'workdir': str(root / 'target'), 'config': {
+          'num_train_steps': 24, 'stop_at_train_error': 1e-9}},
   ], root / 'out')
-  return dict(zip(('full', 'first', 'second', 'finetune', 'sigterm'), results, strict=True))
+  return dict(zip(('full', 'first', 'second', 'finetune', 'sigterm', 'target', 'target_again',
+                   'target_lower'), results, strict=True))
 
 
 @pytest.fixture(scope='module')
@@ -134,6 +143,29 @@ def test_init_from_starts_from_another_runs_parameters(runs):
     np.testing.assert_array_equal(a, b)
 
 
+def test_stop_at_train_error_ends_the_run_after_the_first_epoch_at_or_below_it(runs):
+  first, again, lower = runs['target'], runs['target_again'], runs['target_lower']
+  assert (first.step, first.stopped) == (8, 'train_error')        # 1 epoch of the 3
+  rows = [json.loads(line) for line in open(os.path.join(first.workdir, 'metrics.jsonl'))
+          if json.loads(line)['step'] <= 8]
+  # What was reached is kept in every later checkpoint's meta (steps 16-24 are left, of the
+  # three runs; checkpoints every 4 steps, 3 kept).
+  meta_file = os.path.join(first.workdir, 'checkpoints', '24', 'meta', 'metadata')
+  reached = json.load(open(meta_file))['train_error_reached']
+  assert (reached['epoch'], reached['step'], reached['threshold']) == (1, 8, 0.999)
+  # The epoch's error is the one the Figure 1 experiment reads from metrics.jsonl: the mean
+  # of the rows' running top-1 (log_every_steps=4 divides the 8 steps).
+  assert reached['train_error'] == pytest.approx(
+      1 - np.mean([r['top1'] for r in rows if r['split'] == 'train' and r['step'] <= 8]),
+      abs=1e-6)
+  # The same command again: nothing trained, nothing compiled.
+  assert (again.step, again.stopped, again.train_compilations) == (8, 'train_error', 0)
+  # A lower target than the one reached: training goes on to the end.
+  assert (lower.step, lower.stopped) == (24, None)
+  after = [json.loads(line) for line in open(os.path.join(first.workdir, 'metrics.jsonl'))]
+  assert max(r['step'] for r in after) == 24 and after[:len(rows)] == rows
+
+
 @pytest.mark.parametrize('override, text', [
     ({'batch_size': 30}, "batch_size=30 is invalid; allowed: a multiple of the mesh's data"),
     ({'eval_batch_size': 6}, 'eval_batch_size=6'),
@@ -142,6 +174,7 @@ def test_init_from_starts_from_another_runs_parameters(runs):
     ({'optimizer.momentum': 1.5}, 'optimizer.momentum=1.5'),
     ({'input.mean': 'median'}, "input.mean='median'"),
     ({'model.num_classes': 1000}, 'model.num_classes=1000 but dataset'),
+    ({'stop_at_train_error': 1.0}, 'stop_at_train_error=1.0'),
 ])
 def test_bad_config_is_refused_before_compiling(data_dir, tmp_path, override, text):
   config = tiny_config(data_dir, **override)

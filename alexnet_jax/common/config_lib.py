@@ -111,6 +111,9 @@ def base() -> ml_collections.ConfigDict:
   c.eval_every_steps = -1                        # -1: once per epoch
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
+  # Stop once a whole epoch's training error (the mean over its steps of 1 - the batch
+  # top-1) is at or below this; 0: off. The paper's Figure 1 measures epochs to 25%.
+  c.stop_at_train_error = 0.0
   c.init_from = ml_collections.FieldReference(None, field_type=str)
   return c
 
@@ -291,6 +294,9 @@ def validate(config, *, mesh_shape: dict[str, int] | None = None, process_count:
     raise refuse('schedule.factor', config.schedule.factor, '0 < factor < 1')
   if config.num_train_steps < 1 and config.num_epochs <= 0:
     raise refuse('num_epochs', config.num_epochs, '> 0 (or set num_train_steps)')
+  if not 0.0 <= config.stop_at_train_error < 1.0:
+    raise refuse('stop_at_train_error', config.stop_at_train_error,
+                 'a training error in [0, 1), e.g. 0.25 (0: train every epoch)')
   for field in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
     if config[field] < 1:
       raise refuse(field, config[field], 'a positive int')

@@ -202,6 +202,7 @@ class RunContext:
   best_top1: float = -1.0
   max_steps: int | None = None    # stop early, as a preemption would (tests)
   is_chief: bool = True
+  reached: dict | None = None     # the checkpoint's train_error_reached (stop_at_train_error)
 
 
 @dataclasses.dataclass
@@ -211,7 +212,8 @@ class RunResult:
   step: int
   eval: dict                      # the last evaluation's metrics ({} if none ran)
   state: steps.TrainState
-  stopped: str | None             # None (finished), 'signal', 'preemption', 'max_steps'
+  stopped: str | None             # None (finished), 'signal', 'preemption', 'max_steps',
+                                  # 'train_error' (config.stop_at_train_error reached)
   train_compilations: int         # 1 when no step recompiled
 
 
@@ -308,11 +310,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh, s
   state = built.init_state(config.seed)
   controller = optimizer.LearningRateController.from_config(config, steps_per_epoch)
   ckpt = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints)
-  best_top1 = -1.0
+  best_top1, reached = -1.0, None
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(state)
     controller.load_state_dict(meta['schedule'])
     best_top1 = meta.get('best_top1', -1.0)
+    reached = meta.get('train_error_reached')
     ckpt.forget_best_after(int(state.step))
     if is_chief:
       JsonlWriter(workdir, True).truncate_after(int(state.step))
@@ -341,7 +344,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh, s
                    controller=controller, mean=built.device_mean(stats.mean),
                    lighting=built.device_lighting(stats.pca), total_steps=total_steps,
                    steps_per_epoch=steps_per_epoch, eval_every=eval_every,
-                   best_top1=best_top1, max_steps=max_steps, is_chief=is_chief)
+                   best_top1=best_top1, max_steps=max_steps, is_chief=is_chief,
+                   reached=reached)
   with jax.set_mesh(mesh):
     return _loop(run, state)
 
@@ -375,6 +379,15 @@ def _global_count(n: int) -> int:
 
 def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
   config, ckpt, controller = run.config, run.checkpointer, run.controller
+  if (run.reached and config.stop_at_train_error
+      and run.reached['train_error'] <= config.stop_at_train_error):
+    # The same command again after the run stopped at its target: nothing left to train.
+    logging.info('Training error %.4f <= stop_at_train_error=%g was reached at epoch %d '
+                 '(step %d); nothing to train.', run.reached['train_error'],
+                 config.stop_at_train_error, run.reached['epoch'], int(state.step))
+    run.checkpointer.close()
+    return RunResult(step=int(state.step), eval={}, state=state, stopped='train_error',
+                     train_compilations=0)
   writer = metric_writers.create_default_writer(run.workdir, just_logging=not run.is_chief)
   jsonl = JsonlWriter(run.workdir, run.is_chief)
   report = periodic_actions.ReportProgress(num_train_steps=run.total_steps, writer=writer,
@@ -393,9 +406,20 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
   stop_reason = None
   guard = _DivergenceGuard()
 
+  # config.stop_at_train_error: the per-step top-1 of the epoch under way (device values,
+  # fetched at its end). An epoch resumed part-way is not judged (its first steps' values
+  # are gone); the next whole one is.
+  stop_error = float(config.stop_at_train_error)
+  epoch_top1: list = []
+  epoch_whole = step % run.steps_per_epoch == 0
+  reached = dict(run.reached or {})
+
   def meta() -> dict:
-    return {'schedule': controller.state_dict(), 'best_top1': run.best_top1,
-            'input_position': step, 'epoch': step / run.steps_per_epoch}
+    m = {'schedule': controller.state_dict(), 'best_top1': run.best_top1,
+         'input_position': step, 'epoch': step / run.steps_per_epoch}
+    if reached:
+      m['train_error_reached'] = reached
+    return m
 
   with _StopRequest() as stop, _closing(ckpt, writer):
     while step < run.total_steps:
@@ -413,6 +437,8 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
       pending.append(metrics)
       guard.observe(step, metrics)
       report(step)
+      if stop_error:
+        epoch_top1.append(metrics['top1'])
 
       if step % config.log_every_steps == 0 or step == run.total_steps:
         guard.check(ckpt, run.workdir, lr)
@@ -453,7 +479,23 @@ def _loop(run: RunContext, state: steps.TrainState) -> RunResult:
         # Eval time is not training throughput: restart the clock (and the count).
         last_log_time, last_log_step = time.time(), step
 
-      if stop.requested() or ckpt.reached_preemption(step):
+      if stop_error and step % run.steps_per_epoch == 0:
+        if epoch_whole:
+          error = 1.0 - float(np.mean(jax.device_get(epoch_top1)))
+          if error <= stop_error:
+            epoch = step // run.steps_per_epoch
+            reached = {'threshold': stop_error, 'epoch': epoch, 'train_error': error,
+                       'step': step}
+            logging.info('Epoch %d: training error %.4f <= stop_at_train_error=%g; stopping.',
+                         epoch, error, stop_error)
+            stop_reason = 'train_error'
+        epoch_top1, epoch_whole = [], True
+
+      # Every process asks every step (multi-process: a collective vote), stopping or not.
+      signalled = stop.requested() or ckpt.reached_preemption(step)
+      if stop_reason is not None:
+        pass
+      elif signalled:
         stop_reason = 'signal' if stop.processes else 'preemption'
       elif run.max_steps is not None and step >= run.max_steps:
         stop_reason = 'max_steps'
