@@ -25,9 +25,11 @@ import functools
 import io
 import json
 import os
+import random
 import re
 import struct
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -161,6 +163,7 @@ def test_the_check_would_catch_tensorflow_cpu_on_apple_silicon():
 SIMPLE = 'https://pypi.org/simple/{name}/'
 _THREADS = 32
 _TAIL = 256 * 1024
+_RETRIES = 5
 
 
 def marker_environment(python: tuple[int, int], marker_env: dict) -> dict:
@@ -185,14 +188,22 @@ def pinned_version(req: Requirement) -> Version:
 
 
 def _get(url: str, headers: dict | None = None) -> tuple[bytes, dict]:
+  """GET `url`, retrying transient failures (a burst of 32 threads' DNS lookups has been
+  answered "Temporary failure in name resolution"); skips only when the index stays
+  unreachable for about half a minute; a 404 is raised."""
   request = urllib.request.Request(url, headers=headers or {})
-  try:
-    with urllib.request.urlopen(request, timeout=60) as r:
-      return r.read(), dict(r.headers)
-  except (urllib.error.URLError, TimeoutError, OSError) as e:
-    if isinstance(e, urllib.error.HTTPError) and e.code == 404:
-      raise
-    pytest.skip(f'package index not reachable ({e}); the lock was not resolved')
+  for attempt in range(_RETRIES + 1):
+    try:
+      with urllib.request.urlopen(request, timeout=60) as r:
+        return r.read(), dict(r.headers)
+    except (urllib.error.URLError, TimeoutError, OSError) as e:
+      if isinstance(e, urllib.error.HTTPError) and e.code == 404:
+        raise
+      if attempt == _RETRIES:
+        pytest.skip(f'package index not reachable after {_RETRIES + 1} tries ({e}); '
+                    'the lock was not resolved')
+      time.sleep(min(2 ** attempt, 8) + random.random())
+  raise AssertionError('unreachable')
 
 
 @functools.cache
