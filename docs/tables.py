@@ -40,7 +40,8 @@ def _p(p: float) -> str:
 
 def ablations_table(report: dict) -> str:
   """The compact table of an ablations.json: one column per variant, final top-1 (%) mean
-  ± std over seeds, then the difference to the baseline with Welch's p-value, and, where
+  ± std over seeds (a variant with one finished seed: its value, "(1 seed)"), then the
+  difference to the baseline with Welch's p-value (none for one seed), and, where
   the sweep ran a control (lrn_constant), a row with each ablation against its control.
 
   For the LRN the right comparison is baseline vs lrn_constant (the normalisation with vs
@@ -49,12 +50,15 @@ def ablations_table(report: dict) -> str:
   variants = report['variants']
   head = [_heading(v) for v in variants]
   means = [f"{100 * v['final_top1_mean']:.1f} ± {100 * v['final_top1_std']:.1f}"
-           for v in variants]
+           if v.get('final_top1_std') is not None else
+           f"{100 * v['final_top1_mean']:.1f} (1 seed)" for v in variants]
   diffs = []
   for v in variants:
     vs = v.get('vs_baseline')
     diffs.append('' if vs is None else
-                 f"{100 * vs['diff_top1']:+.1f} (p {_p(vs['p_welch'])})")
+                 f"{100 * vs['diff_top1']:+.1f} (p {_p(vs['p_welch'])})"
+                 if vs.get('p_welch') is not None else
+                 f"{100 * vs['diff_top1']:+.1f} (no p: 1 seed)")
   rows = [head, ['---'] * len(head), means, diffs]
   if any('vs_control' in v for v in variants):
     rows.append([

@@ -107,6 +107,32 @@ def test_ablations_table_matches_the_committed_json():
   assert '| 40.0 ± 1.0 |' in table and '-9.2 (p 0.044)' in table
 
 
+CIFAR10_ABLATIONS_JSON = 'experiments/results/ablations_cifar10/ablations.json'
+
+
+def test_the_cifar10_ablations_table_matches_its_committed_json():
+  """The headline sweep's table in docs/ablations.md is what docs/tables.py prints from
+  the committed CIFAR-10 results, and the README leads its results with that sweep."""
+  tables = _tables()
+  with open(os.path.join(REPO, CIFAR10_ABLATIONS_JSON)) as f:
+    report = json.load(f)
+  table = tables.ablations_table(report)
+  assert table in _read('docs/ablations.md')
+  assert report['base'].endswith('configs/cifar10_fast.py')
+  readme = _read('README.md')
+  assert readme.index('ablations_cifar10') < readme.index('configs/ablation_base.py')
+
+
+def test_a_variant_with_one_finished_seed_has_no_std_and_no_p():
+  table = _tables().ablations_table({'variants': [
+      {'name': 'baseline', 'final_top1_mean': 0.75, 'final_top1_std': 0.004},
+      {'name': 'activation', 'final_top1_mean': 0.713, 'final_top1_std': None,
+       'vs_baseline': {'diff_top1': -0.037, 'p_welch': None}}]})
+  lines = table.splitlines()
+  assert lines[2] == '| 75.0 ± 0.4 | 71.3 (1 seed) |'
+  assert lines[3] == '| | -3.7 (no p: 1 seed) |'
+
+
 def test_ablations_table_compares_no_lrn_with_its_control():
   """A sweep with the LRN control (lrn_constant) gets a row of each ablation against its
   control; the committed sweep predates it and has none."""
