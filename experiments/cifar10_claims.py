@@ -15,7 +15,7 @@ Run from the repository root. CLAIM is one of:
            -> <out>/figure1.json, figure1.png
   lrn      section 3.3: response normalization on the conv-local net
            (configs/cifar10_conv_local.py): with_lrn, without_lrn, constant_control
-           -> <out>/lrn.json, lrn.md
+           -> <out>/lrn.json, lrn.md, lrn.png
   dropout  section 4.2: dropout 0.5 vs none on a net that overfits
            (configs/cifar10_dropout.py) -> <out>/dropout.json, dropout.md, dropout.png
 

@@ -500,6 +500,8 @@ def lrn_results(p: Plan) -> dict:
     values[name] = centre
     out[name] = {'val_error_mean': mean, 'val_error_std': std, 'n': len(centre),
                  'values': centre, 'seeds': [r['seed'] for r in done],
+                 'curves': [{'seed': r['seed'], 'val_epochs': r['val_epochs'],
+                             'val_error_per_epoch': r['val_error']} for r in rows],
                  'val_error_10crop_mean': mean10, 'val_error_10crop_std': std10,
                  'values_10crop': ten, 'paper_test_error': PAPER_LRN_ERROR[name],
                  'overrides': {k: lib.format_value(x)
@@ -563,6 +565,7 @@ def lrn_markdown(result: dict) -> str:
       'equal, smaller budget: it can show whether the norm helps early, not the size of '
       'the gap at convergence, and with 3 seeds the test only detects differences of a '
       'few standard deviations.', '',
+      '![validation error per epoch](lrn.png)', '',
       'Commands (from the repository root; rerunning the experiment command resumes): '
       '`lrn.json`.', ''])
 
@@ -628,6 +631,34 @@ def dropout_markdown(result: dict) -> str:
       'Commands: `dropout.json`.', ''])
 
 
+def plot_lrn(result: dict, path: str) -> str:
+  """lrn.png: the validation error per epoch of every seed of each variant (the run's own
+  centre-crop evaluations), the paper's 11% and 13% as dotted lines."""
+  from alexnet_jax.tools import curves
+  plt = curves.pyplot()
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  styles = {'with_lrn': ('tab:blue', '-'), 'without_lrn': ('tab:red', '-'),
+            'constant_control': ('tab:gray', ':')}
+  for name in LRN_VARIANTS:
+    color, style = styles[name]
+    for i, c in enumerate(result.get(name, {}).get('curves', [])):
+      ax.plot(c['val_epochs'], c['val_error_per_epoch'], style, color=color, marker='.',
+              linewidth=1.2, label=name if i == 0 else None)
+  for error, label in ((0.11, "paper, with (11%)"), (0.13, "paper, without (13%)")):
+    ax.axhline(error, color='black', linestyle='--' if error < 0.12 else '-.',
+               linewidth=0.8, label=label)
+  ax.set_xlabel(f'Epochs (of a {result["epochs"]:g}-epoch schedule)')
+  ax.set_ylabel('Validation error (centre crop)')
+  ax.set_ylim(0, 1)
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc='upper right', fontsize='small')
+  ax.set_title('CIFAR-10 conv-local net: response norm on vs off')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
 def plot_dropout(result: dict, path: str) -> str:
   from alexnet_jax.tools import curves
   plt = curves.pyplot()
@@ -678,6 +709,7 @@ def write_results(p: Plan, out: str, invocation: str) -> list[str]:
   if p.claim == 'figure1':
     written.append(plot_figure1(result, os.path.join(out, 'figure1.png')))
   elif p.claim == 'lrn':
+    written.append(plot_lrn(result, os.path.join(out, 'lrn.png')))
     written.append(os.path.join(out, 'lrn.md'))
     with open(written[-1], 'w') as f:
       f.write(lrn_markdown(result))

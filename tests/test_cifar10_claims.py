@@ -163,7 +163,9 @@ def test_lrn_results_welch_and_keys(at_fake_root):
       _write_eval(run, {1: 1 - err, 10: 1 - err + 0.01})
     # else: no evaluation JSON, the run's last centre-crop evaluation stands in
   written = claims.write_results(p, 'out', 'cmd')
-  assert written == [os.path.join('out', 'lrn.json'), os.path.join('out', 'lrn.md')]
+  assert written == [os.path.join('out', 'lrn.json'), os.path.join('out', 'lrn.png'),
+                     os.path.join('out', 'lrn.md')]
+  assert os.path.getsize(written[1]) > 10_000          # a drawn figure, not an empty file
   r = json.load(open(written[0]))
   assert set(r) >= {'with_lrn', 'without_lrn', 'constant_control', 'welch_p', 'epochs',
                     'commands', 'machine', 'seeds'}
@@ -181,7 +183,10 @@ def test_lrn_results_welch_and_keys(at_fake_root):
   assert r['welch_p'] == pytest.approx(2 * stats.t.sf(abs(t), 4))
   assert r['welch_p'] < 0.05 and r['epochs'] == 32.0
   assert len(r['commands']) == 18 and 'alexnet_jax.evaluate' in r['commands'][1]
-  text = open(written[1]).read()
+  curve = r['with_lrn']['curves'][2]
+  assert curve['seed'] == 2 and curve['val_error_per_epoch'] == pytest.approx([0.13])
+  text = open(written[2]).read()
+  assert '![validation error per epoch](lrn.png)' in text
   assert '| with_lrn | `model.lrn=cuda_convnet` | 3 | 11.00 ± 1.00 |' in text
   assert '| 11 |' in text and '| 13 |' in text and 'constant_control' in text
   assert 'epochs 30, 31' in text
