@@ -647,12 +647,19 @@ def plot_lrn(result: dict, path: str) -> str:
   for error, label in ((0.11, "paper, with (11%)"), (0.13, "paper, without (13%)")):
     ax.axhline(error, color='black', linestyle='--' if error < 0.12 else '-.',
                linewidth=0.8, label=label)
-  ax.set_xlabel(f'Epochs (of a {result["epochs"]:g}-epoch schedule)')
-  ax.set_ylabel('Validation error (centre crop)')
+  return _save_error_plot(plt, fig, ax, path, f'Epochs (of a {result["epochs"]:g}-epoch schedule)',
+                          'Validation error (centre crop)',
+                          'CIFAR-10 conv-local net: response norm on vs off')
+
+
+def _save_error_plot(plt, fig, ax, path: str, xlabel: str, ylabel: str, title: str) -> str:
+  """The error-per-epoch axes of lrn.png and dropout.png: labels, 0-1, grid, legend; saved."""
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
   ax.set_ylim(0, 1)
   ax.grid(True, alpha=0.3)
   ax.legend(loc='upper right', fontsize='small')
-  ax.set_title('CIFAR-10 conv-local net: response norm on vs off')
+  ax.set_title(title)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
@@ -671,16 +678,8 @@ def plot_dropout(result: dict, path: str) -> str:
               label=f'{name}: train (running)' if i == 0 else None)
       ax.plot(r['val_epochs'], r['val_error_per_epoch'], '--', color=colors[name],
               linewidth=1.2, label=f'{name}: validation' if i == 0 else None)
-  ax.set_xlabel('Epochs')
-  ax.set_ylabel('Error rate')
-  ax.set_ylim(0, 1)
-  ax.grid(True, alpha=0.3)
-  ax.legend(loc='upper right', fontsize='small')
-  ax.set_title('CIFAR-10: dropout 0.5 vs none')
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _save_error_plot(plt, fig, ax, path, 'Epochs', 'Error rate',
+                          'CIFAR-10: dropout 0.5 vs none')
 
 
 # --- writing ----------------------------------------------------------------------------
