@@ -131,6 +131,8 @@ def main(argv) -> int:
         chosen = _chosen(p)
         print(f'learning rates chosen by the sweep: {chosen or "none (the sweep failed)"}',
               flush=True)
+        for line in lib.edge_warnings(lib.sweep_table(p), chosen):
+          print(line, flush=True)
         if set(chosen) == set(lib.ACTIVATIONS):
           failed += lib.execute([r for r in p.runs if r.stage == 'main'], start)
         else:

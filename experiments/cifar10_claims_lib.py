@@ -44,7 +44,10 @@ from experiments import ablations_lib as lib
 
 TARGET_ERROR = 0.25
 ACTIVATIONS = ('relu', 'tanh')
-DEFAULT_RATES = (0.0005, 0.001, 0.002, 0.004)
+# Doubling steps wide enough to bracket both activations' best rates: on CIFAR-10 (2-epoch
+# sweep, Zen 5, 2026-12-04) ReLU trained fastest at 0.004 (0.008 slower, 0.032 stuck at
+# chance, 0.064 diverged) and tanh at 0.032 (0.064 slower): tanh takes an 8x higher rate.
+DEFAULT_RATES = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
 DEFAULT_SWEEP_EPOCHS = 10.0
 UNSWEPT = 'SWEPT'     # the rate in a dry run's seed commands before the sweep has run
 
@@ -390,9 +393,36 @@ def choose_rates(table: Sequence[dict]) -> dict[str, float]:
   return chosen
 
 
+def rates_at_edge(table: Sequence[dict], chosen: dict[str, float]) -> dict[str, str]:
+  """Per activation whose chosen rate is the highest or the lowest one swept, which: the
+  sweep then has not bracketed the fastest rate (one further out may train faster still).
+  Diverged sweep runs count as swept: a rate below a diverged one is bracketed."""
+  edges = {}
+  for act, rate in chosen.items():
+    swept = sorted(r['learning_rate'] for r in table if r['activation'] == act)
+    if len(swept) < 2:
+      continue
+    if rate == swept[-1]:
+      edges[act] = 'highest'
+    elif rate == swept[0]:
+      edges[act] = 'lowest'
+  return edges
+
+
+def edge_warnings(table: Sequence[dict], chosen: dict[str, float]) -> list[str]:
+  """One line per activation whose chosen rate is at the edge of the sweep, saying how to
+  widen it."""
+  return [f'warning: {act}\'s chosen learning rate {chosen[act]:g} is the {edge} swept, so '
+          f'a {"higher" if edge == "highest" else "lower"} rate may train faster still: add '
+          f'{chosen[act] * (2 if edge == "highest" else 0.5):g} to --rates (finished sweep '
+          'runs are skipped)'
+          for act, edge in rates_at_edge(table, chosen).items()]
+
+
 def figure1_results(p: Plan) -> dict:
   """figure1.json (without the commands and machine, which `write_results` adds)."""
   table = sweep_table(p)
+  chosen = choose_rates(table)
   per_seed, means, capped = {}, {}, {}
   for act in ACTIVATIONS:
     rows = []
@@ -429,11 +459,12 @@ def figure1_results(p: Plan) -> dict:
       'ratio_note': ('tanh / relu of the mean epochs to 25% training error; lower_bound: '
                      'tanh did not reach 25% within the cap in every seed (the cap stands in '
                      'for those seeds); upper_bound: relu did not; undefined: neither did'),
-      'learning_rates': {act: choose_rates(table).get(act) for act in ACTIVATIONS},
+      'learning_rates': {act: chosen.get(act) for act in ACTIVATIONS},
       'seeds': p.seeds, 'per_seed': per_seed,
       'sweep': {'epochs': p.sweep_epochs, 'rates': p.rates, 'seed': p.seeds[0],
                 'criterion': 'fewest epochs to 25% training error; ties and never reached: '
                              'lowest training error at the last sweep epoch',
+                'chosen_at_edge': rates_at_edge(table, chosen),
                 'table': table},
       'epochs': p.epochs, 'schedule': p.schedule, 'target_error': TARGET_ERROR,
       'definition': ("an epoch's training error is the step-weighted mean of the running "

@@ -123,6 +123,8 @@ def test_figure1_sweep_choice_and_lower_bound(at_fake_root):
   assert table['relu', 0.002]['epochs_to_25pct'] == 2
   assert table['tanh', 0.002]['final_train_error'] == pytest.approx(0.35)
   assert r['sweep']['epochs'] == 3.0 and r['sweep']['rates'] == [0.001, 0.002]
+  # Both chose the highest rate swept: the sweep has not bracketed either, and says so.
+  assert r['sweep']['chosen_at_edge'] == {'relu': 'highest', 'tanh': 'highest'}
   assert len(r['commands']) == 8 and r['commands'][0].startswith('python -m alexnet_jax.main')
   assert r['machine'] == {'cpu_model': 'fake cpu', 'note': r['machine']['note']}
   assert os.path.getsize(written[1]) > 0
@@ -139,7 +141,18 @@ def test_figure1_exact_ratio_and_a_diverged_sweep_run(at_fake_root):
       assert claims.diverged(run.variant)
     else:
       _write_run(run, errors)
-  assert claims.choose_rates(claims.sweep_table(p)) == {'relu': 0.001, 'tanh': 0.002}
+  table = claims.sweep_table(p)
+  assert claims.choose_rates(table) == {'relu': 0.001, 'tanh': 0.002}
+  # relu's 0.001 is the lowest rate swept but the next one up diverged: the lowest edge
+  # (a slower rate could be faster) still stands. tanh took the highest.
+  assert claims.rates_at_edge(table, {'relu': 0.001, 'tanh': 0.002}) == {
+      'relu': 'lowest', 'tanh': 'highest'}
+  assert claims.rates_at_edge(table, {}) == {}
+  (relu_line, tanh_line) = claims.edge_warnings(table, {'relu': 0.001, 'tanh': 0.002})
+  assert "relu's chosen learning rate 0.001 is the lowest swept" in relu_line
+  assert 'add 0.0005 to --rates' in relu_line
+  assert "tanh's chosen learning rate 0.002 is the highest swept" in tanh_line
+  assert 'add 0.004 to --rates' in tanh_line
   p = _figure1(at_fake_root, epochs=4, chosen={'relu': 0.001, 'tanh': 0.002})
   for run in (r for r in p.runs if r.stage == 'main'):
     relu = run.variant.overrides['model.activation'] == 'relu'
@@ -147,6 +160,14 @@ def test_figure1_exact_ratio_and_a_diverged_sweep_run(at_fake_root):
   r = claims.figure1_results(p)
   assert r['epochs_to_25pct_train_error'] == {'relu': 1.0, 'tanh': 4.0}
   assert r['ratio'] == 4.0 and r['ratio_kind'] == 'exact' and r['ratio_text'] == '4.00'
+  assert r['sweep']['chosen_at_edge'] == {'relu': 'lowest', 'tanh': 'highest'}
+
+
+def test_figure1_a_bracketed_choice_is_not_at_the_edge():
+  table = [{'activation': 'tanh', 'learning_rate': lr} for lr in (0.016, 0.032, 0.064)]
+  assert claims.rates_at_edge(table, {'tanh': 0.032}) == {}
+  assert claims.edge_warnings(table, {'tanh': 0.032}) == []
+  assert claims.rates_at_edge(table, {'tanh': 0.064}) == {'tanh': 'highest'}
 
 
 # --- lrn and dropout --------------------------------------------------------------------
