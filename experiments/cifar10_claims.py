@@ -1,7 +1,7 @@
 r"""The paper's CIFAR-10 claims on real images, one command each (docs/cifar10_claims.md).
 
   python -m experiments.cifar10_claims figure1 --folder=../shared/data/cifar10/train \
-      --out=experiments/results/cifar10 --epochs=60 --seeds=2
+      --out=experiments/results/cifar10 --epochs=80 --seeds=2
   python -m experiments.cifar10_claims lrn --folder=../shared/data/cifar10/train \
       --out=experiments/results/cifar10 --epochs=320 --seeds=3
   python -m experiments.cifar10_claims dropout --folder=../shared/data/cifar10/train \
@@ -23,7 +23,7 @@ Every run is one `python -m alexnet_jax.main` subprocess (printed before it star
 workdir under <out>/runs/<claim>/ (a .gitignore of '*' keeps them out of git); a finished
 run is skipped and an interrupted one resumes, so rerunning the same command continues.
 lrn and dropout evaluate each final checkpoint with `python -m alexnet_jax.evaluate`.
---epochs sets every run's length (default: the claim's full protocol: figure1 60, lrn 320,
+--epochs sets every run's length (default: the claim's full protocol: figure1 80, lrn 320,
 dropout 100); lrn's rate drops move with it (at epochs x 300/320 and x 310/320).
 --seeds=N runs seeds base_seed .. base_seed+N-1 (default: figure1 2, lrn 3, dropout 2).
 --set=FIELD=VALUE (repeatable) adds a config override to every run. --report_only
@@ -53,13 +53,14 @@ _FOLDER = flags.DEFINE_string('folder', None, 'CIFAR-10 as a folder of class sub
 _OUT = flags.DEFINE_string('out', 'experiments/results/cifar10',
                            'Where the result files go; the workdirs in OUT/runs/CLAIM.')
 _EPOCHS = flags.DEFINE_float('epochs', None, "Every run's epochs (default: the claim's full "
-                             'protocol: figure1 60, lrn 320, dropout 100).')
+                             'protocol: figure1 80, lrn 320, dropout 100).')
 _SEEDS = flags.DEFINE_integer('seeds', None, 'Seeds per variant (default: figure1 2, lrn 3, '
                               'dropout 2).')
 _RATES = flags.DEFINE_list('rates', None, 'figure1: the learning rates swept per activation '
                            f'(default {",".join(map(str, lib.DEFAULT_RATES))}).')
 _SWEEP_EPOCHS = flags.DEFINE_float('sweep_epochs', None, 'figure1: epochs of each sweep run '
-                                   f'(default: {lib.DEFAULT_SWEEP_EPOCHS:g}, at most --epochs).')
+                                   '(default: --epochs, and each sweep run stops at 25% like '
+                                   'a seed run, so the rate is chosen by epochs to 25%).')
 _SET = flags.DEFINE_multi_string('set', [], 'FIELD=VALUE: a config override for every run.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the commands; run nothing.')
 _REPORT_ONLY = flags.DEFINE_bool('report_only', False,

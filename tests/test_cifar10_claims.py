@@ -163,6 +163,21 @@ def test_figure1_exact_ratio_and_a_diverged_sweep_run(at_fake_root):
   assert r['sweep']['chosen_at_edge'] == {'relu': 'lowest', 'tanh': 'highest'}
 
 
+def test_figure1_default_sweep_chooses_by_epochs_to_25pct(at_fake_root):
+  """Without --sweep_epochs each sweep run is as long as a seed run and stops at 25% like
+  one; the default rates span 0.001-0.064 (tanh's best here was 0.032, ReLU's 0.004)."""
+  p = claims.plan('figure1', CIFAR_DIR, 'out', seeds=1)
+  assert p.epochs == 80.0 and p.sweep_epochs == 80.0
+  assert p.rates == [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064]
+  sweep = [r for r in p.runs if r.stage == 'sweep']
+  assert len(sweep) == 14
+  assert all('--config.stop_at_train_error=0.25' in r.variant.command and
+             '--config.num_epochs=80.0' in r.variant.command for r in sweep)
+  short = claims.plan('figure1', CIFAR_DIR, 'out', seeds=1, sweep_epochs=10)
+  assert not any('stop_at_train_error' in r.variant.command
+                 for r in short.runs if r.stage == 'sweep')
+
+
 def test_figure1_a_bracketed_choice_is_not_at_the_edge():
   table = [{'activation': 'tanh', 'learning_rate': lr} for lr in (0.016, 0.032, 0.064)]
   assert claims.rates_at_edge(table, {'tanh': 0.032}) == {}
