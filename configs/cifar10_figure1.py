@@ -49,5 +49,5 @@ def unregularized(arch: str, arg: str | None) -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None):
   c = unregularized('cifar10_18pct', arg)
   c.model.activation = 'relu'
-  c.num_epochs = 80.0     # tanh reached 25% after about 50-60 epochs on CIFAR-10 here
+  c.num_epochs = 80.0     # tanh at 0.032 stood at 27-28% training error after 50 epochs here
   return c
