@@ -184,3 +184,34 @@ def test_no_absolute_machine_paths_committed():
     if re.search(rb'(?<![\w.])/(?:work|root|home)/\w', data):
       bad.append(name)
   assert not bad, bad
+
+
+CLAIMS_DIR = 'experiments/results/cifar10'
+
+
+def test_the_cifar10_claims_files_hold_the_issue_keys_and_the_readme_quotes_them():
+  """The committed results of the paper's CIFAR-10 claims (issue 18) carry the keys a
+  script reads, name no path of the machine they ran on, and the README's results rows
+  quote their headline numbers as the files hold them."""
+  def load(name):
+    text = _read(os.path.join(CLAIMS_DIR, name))
+    assert not re.search(r'"/(home|work|tmp|root|Users)/', text), name
+    return json.loads(text)
+
+  readme = _read('README.md')
+  fig = load('figure1.json')
+  assert set(fig['epochs_to_25pct_train_error']) == {'relu', 'tanh'}
+  assert set(fig['learning_rates']) == {'relu', 'tanh'} and len(fig['seeds']) >= 2
+  assert fig['ratio_kind'] in ('exact', 'lower_bound', 'upper_bound')
+  assert f'tanh/relu {fig["ratio_text"]}' in readme
+  lrn = load('lrn.json')
+  for name in ('with_lrn', 'without_lrn', 'constant_control'):
+    assert {'val_error_mean', 'val_error_std', 'n'} <= set(lrn[name]) and lrn[name]['n'] >= 3
+  assert 0 <= lrn['welch_p'] <= 1 and lrn['epochs'] > 0
+  assert (f'{100 * lrn["with_lrn"]["val_error_mean"]:.1f}% vs '
+          f'{100 * lrn["without_lrn"]["val_error_mean"]:.1f}%') in readme
+  drop = load('dropout.json')
+  for name in ('with_dropout', 'without_dropout'):
+    assert {'train_error', 'val_error'} <= set(drop[name])
+  assert (f'validation error {100 * drop["with_dropout"]["val_error"]:.1f}% vs '
+          f'{100 * drop["without_dropout"]["val_error"]:.1f}%') in readme
